@@ -1,0 +1,29 @@
+"""rnnlab: recurrent neural networks built from their equations.
+
+    a_t = f_a(W_a x_t + U_a a_{t-1} + b_a)        y_t = f_y(W_y a_t + b_y)
+
+x_t has k features, the state a_t has p units, and the same weights serve each of the T timesteps.
+"""
+
+from rnnlab._checks import ShapeError
+from rnnlab.cells import GRU, LSTM, Cell, Elman, Readout, activation_fn, make_cell
+from rnnlab.interop import from_torch, to_torch
+from rnnlab.layers import RNN, Bidirectional, Recurrent, Stack
+
+__all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
+    "Bidirectional",
+    "Cell",
+    "Elman",
+    "Readout",
+    "Recurrent",
+    "ShapeError",
+    "Stack",
+    "activation_fn",
+    "from_torch",
+    "make_cell",
+    "to_torch",
+]
+__version__ = "0.1.0"

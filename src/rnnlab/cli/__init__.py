@@ -1,0 +1,14 @@
+"""`rnnlab` on the command line. Each module here registers its commands on `app`:
+
+    train.py    train, evaluate, predict           (tweets and any labelled text)
+    explain.py  explain, inspect, demo             (units vs timesteps; Elman's 1990 experiments)
+    tune.py     tune                               (sweeps over the number of units, Optuna)
+    bench.py    bench                              (speed against PyTorch and Keras)
+"""
+
+from rnnlab.cli import bench, explain, train, tune  # noqa: F401  (registers the commands)
+from rnnlab.cli.app import app
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Commands: see rnnlab/cli/__init__.py."""

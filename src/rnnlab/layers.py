@@ -1,0 +1,290 @@
+"""A cell run over time: for t in 1..T, a_t = cell(x_t, a_{t-1}), with `lax.scan`.
+
+The same cell (the same W_a, U_a, b_a) serves every one of the T steps, so a layer built for sequences of
+20 words runs unchanged on 2 or 2000: p (units) and T (timesteps) are independent.
+
+    layer = rnnlab.Recurrent(rnnlab.Elman(features=k, units=p, key=key))
+    a, a_T = layer(x)                       # x: (T, k) -> a: (T, p), a_T: (p,)
+    a, a_T = layer(x, lengths)              # x: (B, T, k), lengths: (B,) -> a: (B, T, p), a_T: (B, p)
+
+`Recurrent` is one direction, `Bidirectional` two, `Stack` several layers with dropout between them, and
+`RNN(...)` builds a stack the way `torch.nn.RNN/GRU/LSTM` are built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
+
+from rnnlab import _checks
+from rnnlab.cells import Activation, Cell, make_cell
+
+Arrayish = Array | np.ndarray
+
+
+def reverse_within(x: Float[Array, "T ..."], length: Int[Array, ""] | None) -> Float[Array, "T ..."]:
+    """x with its first `length` steps in reverse order and the padding left where it is.
+
+    This is how the backward direction reads a padded sequence: x_L, ..., x_1, then padding. It is its own
+    inverse, so the same call puts the backward outputs back in time order.
+    """
+    if length is None:
+        return jnp.flip(x, axis=0)
+    t = jnp.arange(x.shape[0])
+    return x[jnp.where(t < length, length - 1 - t, t)]
+
+
+def scan(
+    cell: Cell, z: Float[Array, "T Gp"], state_0: PyTree, length: Int[Array, ""] | None = None
+) -> tuple[Float[Array, "T p"], PyTree]:
+    """The loop itself: state_t = cell.recur(z_t, state_{t-1}) for t = 1..T, z = W_a x + b_a precomputed.
+
+    With `length` L, steps t > L leave the state as it was and output zeros, so a padded sequence ends in
+    exactly the state it has when run alone, unpadded. Returns (a_1..a_T, state_T).
+    """
+
+    def step(state, inputs):
+        z_t, t = inputs
+        new = cell.recur(z_t, state)
+        if length is not None:
+            valid = t < length
+            new = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new, state)
+            return new, jnp.where(valid, cell.hidden(new), 0.0)
+        return new, cell.hidden(new)
+
+    final, a = jax.lax.scan(step, state_0, (z, jnp.arange(z.shape[0])))
+    return a, final
+
+
+class Recurrent(eqx.Module):
+    """One recurrent layer: a cell run over T timesteps, forwards or (`reverse=True`) backwards.
+
+    Call it on x of shape (T, k) or (B, T, k); it returns (a, state_T): a (T, p) or (B, T, p) holds a_t
+    for every t (zeros after each sequence's end), state_T the final state (for an LSTM, the pair (a_T, c_T)).
+    With `lengths` (B,) the padded batch gives, for every sequence, exactly what it gives alone unpadded.
+
+    a_0 is zeros, or `a_0` given at call time ((p,) or (B, p)), or learned (`learn_a_0=True`).
+
+    ```python
+    layer = Recurrent(Elman(features=100, units=10, key=key))
+    a, a_T = layer(jnp.ones((20, 100)))     # 20 timesteps, 10 units: a is (20, 10), a_T is (10,)
+    ```
+    """
+
+    cell: Cell
+    a_0: Float[Array, " p"] | None
+    reverse: bool = eqx.field(static=True)
+
+    def __init__(self, cell: Cell, *, reverse: bool = False, learn_a_0: bool = False):
+        self.cell = cell
+        self.reverse = reverse
+        self.a_0 = jnp.zeros(cell.units, cell.W_a.dtype) if learn_a_0 else None
+
+    @property
+    def features(self) -> int:
+        return self.cell.features
+
+    @property
+    def units(self) -> int:
+        return self.cell.units
+
+    @property
+    def output_size(self) -> int:
+        return self.cell.units
+
+    def initial_state(self, a_0: Float[Array, "*B p"] | None = None, batch: int | None = None) -> PyTree:
+        """state_0 for one sequence, or for `batch` of them: from a_0, else the learned a_0, else zeros."""
+        if a_0 is None:
+            a_0 = self.a_0
+        if a_0 is not None:
+            _checks.check_vector(a_0, self.units, "a_0", () if batch is None else (batch,))
+        if batch is None:
+            return self.cell.initial_state(a_0)
+        if a_0 is None or a_0.ndim == 1:
+            return jax.vmap(lambda _: self.cell.initial_state(a_0))(jnp.arange(batch))
+        return jax.vmap(self.cell.initial_state)(a_0)
+
+    def __call__(
+        self,
+        x: Float[Arrayish, "*B T k"],
+        lengths: Int[Arrayish, "*B"] | None = None,
+        a_0: Float[Arrayish, "*B p"] | None = None,
+    ) -> tuple[Float[Array, "*B T p"], PyTree]:
+        _checks.check_sequence(x, self.features)
+        if lengths is not None:
+            _checks.check_lengths(lengths, tuple(x.shape))
+            lengths = jnp.asarray(lengths)
+        x = jnp.asarray(x)
+        batch = x.shape[0] if x.ndim == 3 else None
+        state_0 = self.initial_state(None if a_0 is None else jnp.asarray(a_0), batch)
+        if batch is None:
+            return self._sequence(x, lengths, state_0)
+        return jax.vmap(self._sequence, in_axes=(0, None if lengths is None else 0, 0))(x, lengths, state_0)
+
+    def _sequence(
+        self, x: Float[Array, "T k"], length: Int[Array, ""] | None, state_0: PyTree
+    ) -> tuple[Float[Array, "T p"], PyTree]:
+        z = self.cell.project(x)  # W_a x_t + b_a for all t: one matmul outside the loop
+        if self.reverse:
+            z = reverse_within(z, length)
+        a, final = scan(self.cell, z, state_0, length)
+        if self.reverse:
+            a = reverse_within(a, length)
+        return a, final
+
+    def step(self, state: PyTree, x_t: Float[Arrayish, "*B k"]) -> PyTree:
+        """One timestep for streaming: state_t from state_{t-1} and x_t (k,) or (B, k).
+
+        Start from `layer.initial_state()` (or `initial_state(batch=B)`); `layer.cell.hidden(state)` is a_t.
+        Repeated T times it gives what the scan gives (forward direction).
+        """
+        x_t = jnp.asarray(x_t)
+        if x_t.shape[-1] != self.features or x_t.ndim not in (1, 2):
+            raise _checks.ShapeError(
+                f"expected x_t of shape (k={self.features},) or (B, k={self.features}); got {tuple(x_t.shape)}")
+        if x_t.ndim == 1:
+            return self.cell(x_t, state)
+        return jax.vmap(self.cell)(x_t, state)
+
+
+class Bidirectional(eqx.Module):
+    """Two layers over the same sequence, one forwards and one backwards; a_t = [a_t^fwd; a_t^bwd] (2p,).
+
+    The backward layer reads each sequence from its own last real step back to its first, never padding.
+    Returns (a, (state_T^fwd, state_T^bwd)), a of shape (T, 2p) or (B, T, 2p).
+    """
+
+    forward: Recurrent
+    backward: Recurrent
+
+    def __init__(self, forward: Recurrent, backward: Recurrent):
+        if forward.reverse or not backward.reverse:
+            raise ValueError("Bidirectional needs forward.reverse=False and backward.reverse=True")
+        if forward.features != backward.features:
+            raise ValueError(f"both directions must read the same k; got {forward.features} and {backward.features}")
+        self.forward = forward
+        self.backward = backward
+
+    @property
+    def features(self) -> int:
+        return self.forward.features
+
+    @property
+    def units(self) -> int:
+        return self.forward.units
+
+    @property
+    def output_size(self) -> int:
+        return self.forward.units + self.backward.units
+
+    def __call__(
+        self,
+        x: Float[Arrayish, "*B T k"],
+        lengths: Int[Arrayish, "*B"] | None = None,
+        a_0: tuple[Float[Arrayish, "*B p"] | None, Float[Arrayish, "*B p"] | None] | None = None,
+    ) -> tuple[Float[Array, "*B T 2p"], tuple[PyTree, PyTree]]:
+        a_0_fwd, a_0_bwd = (None, None) if a_0 is None else a_0
+        a_fwd, final_fwd = self.forward(x, lengths, a_0_fwd)
+        a_bwd, final_bwd = self.backward(x, lengths, a_0_bwd)
+        return jnp.concatenate([a_fwd, a_bwd], axis=-1), (final_fwd, final_bwd)
+
+
+Layer = Recurrent | Bidirectional
+
+
+class Stack(eqx.Module):
+    """Layers applied in turn, the outputs a_t of one being the inputs x_t of the next, with dropout
+    between layers (not after the last) when a `key` is given. Returns (a of the last layer, [state_T per
+    layer]).
+    """
+
+    layers: tuple[Layer, ...]
+    dropout: float = eqx.field(static=True)
+
+    def __init__(self, layers: Sequence[Layer], dropout: float = 0.0):
+        if not layers:
+            raise ValueError("a Stack needs at least one layer")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {dropout}")
+        for i in range(1, len(layers)):
+            if layers[i].features != layers[i - 1].output_size:
+                raise ValueError(
+                    f"layer {i} reads k={layers[i].features} features but layer {i - 1} gives "
+                    f"{layers[i - 1].output_size}")
+        self.layers = tuple(layers)
+        self.dropout = dropout
+
+    @property
+    def features(self) -> int:
+        return self.layers[0].features
+
+    @property
+    def units(self) -> int:
+        return self.layers[-1].units
+
+    @property
+    def output_size(self) -> int:
+        return self.layers[-1].output_size
+
+    def __call__(
+        self,
+        x: Float[Arrayish, "*B T k"],
+        lengths: Int[Arrayish, "*B"] | None = None,
+        a_0: Sequence[PyTree] | None = None,
+        *,
+        key: PRNGKeyArray | None = None,
+    ) -> tuple[Float[Array, "*B T q"], list[PyTree]]:
+        if a_0 is not None and len(a_0) != len(self.layers):
+            raise ValueError(f"a_0 needs one entry per layer ({len(self.layers)}); got {len(a_0)}")
+        finals = []
+        for i, layer in enumerate(self.layers):
+            if i > 0 and key is not None and self.dropout > 0:
+                key, sub = jax.random.split(key)
+                keep = jax.random.bernoulli(sub, 1.0 - self.dropout, x.shape)
+                x = jnp.where(keep, x / (1.0 - self.dropout), 0.0)
+            x, final = layer(x, lengths, None if a_0 is None else a_0[i])
+            finals.append(final)
+        return x, finals
+
+
+def RNN(
+    cell: str,
+    features: int,
+    units: int,
+    *,
+    layers: int = 1,
+    bidirectional: bool = False,
+    dropout: float = 0.0,
+    activation: str | Activation = "tanh",
+    reset_after: bool = True,
+    learn_a_0: bool = False,
+    key: PRNGKeyArray,
+) -> Stack:
+    """A stack of recurrent layers built like `torch.nn.RNN/GRU/LSTM`.
+
+    cell: "elman" | "gru" | "lstm". features: k of the first layer's x_t. units: p per direction.
+    Layer l > 0 reads the outputs of layer l-1: p features, or 2p when bidirectional.
+
+    ```python
+    rnn = RNN("gru", features=100, units=64, layers=2, bidirectional=True, key=jax.random.key(0))
+    a, finals = rnn(x, lengths)             # x: (B, T, 100) -> a: (B, T, 128)
+    ```
+    """
+    if layers < 1:
+        raise ValueError(f"layers must be >= 1; got {layers}")
+    keys = iter(jax.random.split(key, 2 * layers))
+    stack: list[Layer] = []
+    k = features
+    for _ in range(layers):
+        def build(reverse: bool, k=k) -> Recurrent:
+            c = make_cell(cell, k, units, activation=activation, reset_after=reset_after, key=next(keys))
+            return Recurrent(c, reverse=reverse, learn_a_0=learn_a_0)
+
+        stack.append(Bidirectional(build(False), build(True)) if bidirectional else build(False))
+        k = stack[-1].output_size
+    return Stack(stack, dropout)
