@@ -188,7 +188,7 @@ class GRU(Cell):
         self.c_n = c_n if reset_after else None
         self.reset_after = reset_after
 
-    def recur(self, z_t: Float[Array, " 3p"], a_prev: Float[Array, " p"]) -> Float[Array, " p"]:
+    def recur(self, z_t: Float[Array, " Gp"], a_prev: Float[Array, " p"]) -> Float[Array, " p"]:
         p = self.units
         x_r, x_z, x_n = z_t[:p], z_t[p : 2 * p], z_t[2 * p :]
         if self.reset_after:
@@ -235,7 +235,7 @@ class LSTM(Cell):
         return state[0]
 
     def recur(
-        self, z_t: Float[Array, " 4p"], state: tuple[Float[Array, " p"], Float[Array, " p"]]
+        self, z_t: Float[Array, " Gp"], state: tuple[Float[Array, " p"], Float[Array, " p"]]
     ) -> tuple[Float[Array, " p"], Float[Array, " p"]]:
         a_prev, c_prev = state
         p = self.units

@@ -187,7 +187,7 @@ class Bidirectional(eqx.Module):
         x: Float[Arrayish, "*B T k"],
         lengths: Int[Arrayish, "*B"] | None = None,
         a_0: tuple[Float[Arrayish, "*B p"] | None, Float[Arrayish, "*B p"] | None] | None = None,
-    ) -> tuple[Float[Array, "*B T 2p"], tuple[PyTree, PyTree]]:
+    ) -> tuple[Float[Array, "*B T D"], tuple[PyTree, PyTree]]:
         a_0_fwd, a_0_bwd = (None, None) if a_0 is None else a_0
         a_fwd, final_fwd = self.forward(x, lengths, a_0_fwd)
         a_bwd, final_bwd = self.backward(x, lengths, a_0_bwd)
