@@ -1,0 +1,148 @@
+"""The compiled engine: one recurrent layer over a whole batch, forward and backward, on oneDNN.
+
+`fused(cfg, x, h0, c0, W_a, U_a, b_a, c_n, lengths)` is an XLA FFI custom call wrapped in `jax.custom_vjp`:
+
+    x (B, T, k), h0 and c0 (B, p), W_a (G·p, k), U_a (G·p, p), b_a (G·p,), c_n (p,), lengths (B,) int32
+    -> y (B, T, p) every a_t, hT (B, p) the last a_t, cT (B, p) the last c_t (LSTM)
+
+without lengths handling: every sequence runs all T steps (`layer.py` masks and gathers around it). With
+`cfg.masked` an LSTM keeps c_t fixed after each sequence's end, so cT is c at that end. Arrays a cell does
+not have (c0 for Elman and GRU, c_n without reset_after) are passed as (1,) placeholders.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.util
+import os
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+ELMAN, GRU, GRU_RESET_AFTER, LSTM = 0, 1, 2, 3
+ACTIVATIONS = {"tanh": 0, "relu": 1, "sigmoid": 2}
+GATES = {ELMAN: 1, GRU: 3, GRU_RESET_AFTER: 3, LSTM: 4}
+
+
+class Config(NamedTuple):
+    """What the engine compiles for: cell (ELMAN, GRU, GRU_RESET_AFTER, LSTM), activation (Elman only),
+    reverse (run t = T..1), masked (an LSTM with lengths: c_t stays fixed after each sequence's end)."""
+
+    cell: int
+    act: int = 0
+    reverse: bool = False
+    masked: bool = False
+
+
+def _load() -> ctypes.CDLL:
+    path = os.environ.get("RNNLAB_ENGINE")
+    if not path:
+        spec = importlib.util.find_spec("rnnlab.fast._engine")
+        if spec is None or spec.origin is None:
+            raise ImportError("rnnlab.fast._engine is not built: reinstall with `pip install -e .` (CMake, oneDNN)")
+        path = spec.origin
+    lib = ctypes.CDLL(path)
+    lib.rnnlab_sizes.restype = ctypes.c_int
+    for name, handler in (("rnnlab_forward", lib.RnnlabForward), ("rnnlab_backward", lib.RnnlabBackward)):
+        jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(handler), platform="cpu")
+    return lib
+
+
+try:
+    _LIB: ctypes.CDLL | None = _load()
+    LOAD_ERROR: str | None = None
+except (ImportError, OSError, AttributeError) as e:
+    _LIB, LOAD_ERROR = None, f"{type(e).__name__}: {e}"
+
+
+def available() -> bool:
+    """True when the compiled engine loaded."""
+    return _LIB is not None
+
+
+@functools.lru_cache(maxsize=None)
+def sizes(cfg: Config, B: int, T: int, k: int, p: int) -> tuple[int, int, int, int]:
+    """Bytes of (workspace, training scratchpad, inference scratchpad, backward scratchpad) for a shape.
+
+    Builds and caches the engine's primitives for that shape; raises ValueError where oneDNN refuses it.
+    """
+    if _LIB is None:
+        raise RuntimeError(f"the fused engine is not available ({LOAD_ERROR})")
+    out = (ctypes.c_int64 * 4)()
+    err = ctypes.create_string_buffer(512)
+    rc = _LIB.rnnlab_sizes(cfg.cell, cfg.act, int(cfg.reverse), int(cfg.masked), B, T, k, p, out, err, 512)
+    if rc != 0:
+        raise ValueError(f"oneDNN refused {cfg} at B={B}, T={T}, k={k}, p={p}: {err.value.decode()}")
+    return tuple(int(v) for v in out)
+
+
+def _attrs(cfg: Config) -> dict:
+    return dict(cell=np.int32(cfg.cell), act=np.int32(cfg.act), reverse=np.int32(cfg.reverse),
+                masked=np.int32(cfg.masked))
+
+
+def _forward(cfg: Config, train: bool, *args):
+    x, h0, c0, W = args[:4]
+    B, T, k = x.shape
+    p = h0.shape[-1]
+    ws, train_scratch, infer_scratch, _ = sizes(cfg, B, T, k, p)
+    f32 = jnp.float32
+    out = (jax.ShapeDtypeStruct((B, T, p), f32), jax.ShapeDtypeStruct((B, p), f32),
+           jax.ShapeDtypeStruct(c0.shape, f32),
+           jax.ShapeDtypeStruct((max(ws, 1) if train else 1,), jnp.uint8),
+           jax.ShapeDtypeStruct((max(train_scratch if train else infer_scratch, 1),), jnp.uint8))
+    call = jax.ffi.ffi_call("rnnlab_forward", out, vmap_method="sequential")
+    y, hT, cT, workspace, _ = call(*args, **_attrs(cfg), train=np.int32(train))
+    return y, hT, cT, workspace
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _fused(cfg: Config, x, h0, c0, W, U, b, c_n, lengths):
+    y, hT, cT, _ = _forward(cfg, False, x, h0, c0, W, U, b, c_n, lengths)
+    return y, hT, cT
+
+
+def _fused_fwd(cfg: Config, x, h0, c0, W, U, b, c_n, lengths):
+    args = (x, h0, c0, W, U, b, c_n, lengths)
+    y, hT, cT, workspace = _forward(cfg, True, *args)
+    return (y, hT, cT), (args, y, hT, cT, workspace)
+
+
+def _fused_bwd(cfg: Config, res, cotangents):
+    args, y, hT, cT, workspace = res
+    dy, dhT, dcT = cotangents
+    x, h0, c0, W, U, b, c_n, lengths = args
+    B, T, k = x.shape
+    p = h0.shape[-1]
+    scratch = sizes(cfg, B, T, k, p)[3]
+    like = [jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in (x, h0, c0, W, U, b, c_n)]
+    call = jax.ffi.ffi_call("rnnlab_backward", [*like, jax.ShapeDtypeStruct((max(scratch, 1),), jnp.uint8)],
+                            vmap_method="sequential")
+    dx, dh0, dc0, dW, dU, db, dc_n, _ = call(*args, y, hT, cT, workspace, dy, dhT, dcT, **_attrs(cfg))
+    if cfg.cell != LSTM:
+        dc0 = jnp.zeros_like(c0)
+    if cfg.cell != GRU_RESET_AFTER:
+        dc_n = jnp.zeros_like(c_n)
+    return dx, dh0, dc0, dW, dU, db, dc_n, None
+
+
+_fused.defvjp(_fused_fwd, _fused_bwd)
+
+
+def fused(
+    cfg: Config,
+    x: Float[Array, "B T k"],
+    h0: Float[Array, "B p"],
+    c0: Float[Array, "..."],
+    W_a: Float[Array, "Gp k"],
+    U_a: Float[Array, "Gp p"],
+    b_a: Float[Array, " Gp"],
+    c_n: Float[Array, " _"],
+    lengths: Int[Array, " B"],
+) -> tuple[Float[Array, "B T p"], Float[Array, "B p"], Float[Array, "..."]]:
+    """One layer over a batch on the engine: (y (B, T, p), hT (B, p), cT), differentiable. See the module."""
+    return _fused(cfg, x, h0, c0, W_a, U_a, b_a, c_n, lengths.astype(jnp.int32))

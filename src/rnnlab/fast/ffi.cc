@@ -1,0 +1,144 @@
+// XLA FFI handlers for one recurrent layer (forward, forward training, backward), and a C function that
+// reports a shape's buffer sizes so that the Python side can ask XLA for them.
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "plan.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace rnnlab {
+namespace {
+
+using F32 = ffi::Buffer<ffi::F32>;
+using S32 = ffi::Buffer<ffi::S32>;
+using Out = ffi::ResultBuffer<ffi::F32>;
+using Bytes = ffi::ResultBuffer<ffi::U8>;
+
+Shape shape_of(const F32& x, const F32& U, int32_t cell, int32_t act, int32_t reverse, int32_t masked) {
+  const auto xd = x.dimensions();
+  const auto ud = U.dimensions();
+  return Shape{cell, act, reverse, masked, int(xd[0]), int(xd[1]), int(xd[2]), int(ud[1])};
+}
+
+Inputs inputs_of(const Shape& s, const F32& x, const F32& h0, const F32& c0, const F32& W, const F32& U,
+                 const F32& b, const F32& c_n, const S32& lengths) {
+  return Inputs{x.typed_data(),
+                h0.typed_data(),
+                s.cell == kLstm ? c0.typed_data() : nullptr,
+                W.typed_data(),
+                U.typed_data(),
+                b.typed_data(),
+                s.cell == kGruResetAfter ? c_n.typed_data() : nullptr,
+                s.masked ? lengths.typed_data() : nullptr};
+}
+
+ffi::Error Forward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, Out y, Out hT, Out cT,
+                   Bytes ws, Bytes scratch, int32_t cell, int32_t act, int32_t reverse, int32_t masked,
+                   int32_t train) {
+  try {
+    const Shape s = shape_of(x, U, cell, act, reverse, masked);
+    Plan& plan = plan_for(s);
+    plan.forward(inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), y->typed_data(), hT->typed_data(),
+                 cell == kLstm ? cT->typed_data() : nullptr, train ? ws->untyped_data() : nullptr,
+                 scratch->untyped_data());
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string("rnnlab fused forward: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error Backward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, F32 y, F32 hT, F32 cT,
+                    ffi::Buffer<ffi::U8> ws, F32 dy, F32 dhT, F32 dcT, Out dx, Out dh0, Out dc0, Out dW,
+                    Out dU, Out db, Out dc_n, Bytes scratch, int32_t cell, int32_t act, int32_t reverse,
+                    int32_t masked) {
+  try {
+    const Shape s = shape_of(x, U, cell, act, reverse, masked);
+    Plan& plan = plan_for(s);
+    const bool lstm = cell == kLstm;
+    Grads g{dx->typed_data(), dh0->typed_data(), lstm ? dc0->typed_data() : nullptr,
+            dW->typed_data(), dU->typed_data(),  db->typed_data(),
+            cell == kGruResetAfter ? dc_n->typed_data() : nullptr};
+    plan.backward(inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), y.typed_data(), hT.typed_data(),
+                  lstm ? cT.typed_data() : nullptr, ws.untyped_data(), dy.typed_data(), dhT.typed_data(),
+                  lstm ? dcT.typed_data() : nullptr, g, scratch->untyped_data());
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string("rnnlab fused backward: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+}  // namespace rnnlab
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabForward, rnnlab::Forward,
+                              ffi::Ffi::Bind()
+                                  .Arg<rnnlab::F32>()  // x (B, T, k)
+                                  .Arg<rnnlab::F32>()  // h0 (B, p)
+                                  .Arg<rnnlab::F32>()  // c0 (B, p), LSTM only
+                                  .Arg<rnnlab::F32>()  // W_a (G·p, k)
+                                  .Arg<rnnlab::F32>()  // U_a (G·p, p)
+                                  .Arg<rnnlab::F32>()  // b_a (G·p,)
+                                  .Arg<rnnlab::F32>()  // c_n (p,), GRU reset_after only
+                                  .Arg<rnnlab::S32>()  // lengths (B,), masked LSTM only
+                                  .Ret<rnnlab::F32>()  // y (B, T, p)
+                                  .Ret<rnnlab::F32>()  // hT (B, p)
+                                  .Ret<rnnlab::F32>()  // cT (B, p)
+                                  .Ret<ffi::Buffer<ffi::U8>>()  // workspace
+                                  .Ret<ffi::Buffer<ffi::U8>>()  // scratchpad
+                                  .Attr<int32_t>("cell")
+                                  .Attr<int32_t>("act")
+                                  .Attr<int32_t>("reverse")
+                                  .Attr<int32_t>("masked")
+                                  .Attr<int32_t>("train"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabBackward, rnnlab::Backward,
+                              ffi::Ffi::Bind()
+                                  .Arg<rnnlab::F32>()  // x
+                                  .Arg<rnnlab::F32>()  // h0
+                                  .Arg<rnnlab::F32>()  // c0
+                                  .Arg<rnnlab::F32>()  // W_a
+                                  .Arg<rnnlab::F32>()  // U_a
+                                  .Arg<rnnlab::F32>()  // b_a
+                                  .Arg<rnnlab::F32>()  // c_n
+                                  .Arg<rnnlab::S32>()  // lengths
+                                  .Arg<rnnlab::F32>()  // y
+                                  .Arg<rnnlab::F32>()  // hT
+                                  .Arg<rnnlab::F32>()  // cT
+                                  .Arg<ffi::Buffer<ffi::U8>>()  // workspace
+                                  .Arg<rnnlab::F32>()  // dy
+                                  .Arg<rnnlab::F32>()  // dhT
+                                  .Arg<rnnlab::F32>()  // dcT
+                                  .Ret<rnnlab::F32>()  // dx
+                                  .Ret<rnnlab::F32>()  // dh0
+                                  .Ret<rnnlab::F32>()  // dc0
+                                  .Ret<rnnlab::F32>()  // dW_a
+                                  .Ret<rnnlab::F32>()  // dU_a
+                                  .Ret<rnnlab::F32>()  // db_a
+                                  .Ret<rnnlab::F32>()  // dc_n
+                                  .Ret<ffi::Buffer<ffi::U8>>()  // scratchpad
+                                  .Attr<int32_t>("cell")
+                                  .Attr<int32_t>("act")
+                                  .Attr<int32_t>("reverse")
+                                  .Attr<int32_t>("masked"));
+
+// sizes[0..3] = workspace, training scratchpad, inference scratchpad, backward scratchpad (bytes).
+// Builds and caches the plan. Returns 0, or -1 with a message in `error`.
+extern "C" int rnnlab_sizes(int cell, int act, int reverse, int masked, int B, int T, int k, int p,
+                            int64_t* sizes, char* error, int error_len) {
+  try {
+    rnnlab::Plan& plan = rnnlab::plan_for(rnnlab::Shape{cell, act, reverse, masked, B, T, k, p});
+    sizes[0] = int64_t(plan.workspace_bytes());
+    sizes[1] = int64_t(plan.train_scratch_bytes());
+    sizes[2] = int64_t(plan.infer_scratch_bytes());
+    sizes[3] = int64_t(plan.backward_scratch_bytes());
+    return 0;
+  } catch (const std::exception& e) {
+    std::strncpy(error, e.what(), size_t(error_len) - 1);
+    error[error_len - 1] = '\0';
+    return -1;
+  }
+}

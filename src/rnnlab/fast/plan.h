@@ -1,0 +1,87 @@
+// One recurrent layer on oneDNN's RNN primitives: a plan per shape, holding the primitives and the
+// buffers for weights in the primitives' own formats.
+//
+// Layouts seen by callers (row-major, rnnlab's and PyTorch's):
+//   x (B, T, k)   h0, c0, hT, cT (B, p)   y (B, T, p)
+//   W_a (G·p, k)  U_a (G·p, p)  b_a (G·p,)  c_n (p,)   gates in PyTorch order (GRU r,z,n; LSTM i,f,g,o)
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+
+namespace rnnlab {
+
+enum Cell : int { kElman = 0, kGru = 1, kGruResetAfter = 2, kLstm = 3 };
+enum Act : int { kTanh = 0, kRelu = 1, kSigmoid = 2 };
+
+struct Shape {
+  int cell, act, reverse, masked, B, T, k, p;
+  bool operator==(const Shape&) const = default;
+};
+
+struct ShapeHash {
+  size_t operator()(const Shape& s) const {
+    size_t h = 0;
+    for (int v : {s.cell, s.act, s.reverse, s.masked, s.B, s.T, s.k, s.p}) h = h * 1000003u + size_t(v);
+    return h;
+  }
+};
+
+// Inputs of one call. c0, c_n and lengths may be null where the cell or mode has none.
+struct Inputs {
+  const float *x, *h0, *c0, *W, *U, *b, *c_n;
+  const int32_t* lengths;
+};
+
+// Gradients written by one backward call; null where the cell has none.
+struct Grads {
+  float *dx, *dh0, *dc0, *dW, *dU, *db, *dc_n;
+};
+
+class Plan {
+ public:
+  explicit Plan(const Shape& s);
+
+  size_t workspace_bytes() const { return ws_md_.get_size(); }
+  size_t train_scratch_bytes() const { return fwd_.scratchpad_desc().get_size(); }
+  size_t infer_scratch_bytes() const { return inf_.scratchpad_desc().get_size(); }
+  size_t backward_scratch_bytes() const { return bwd_.scratchpad_desc().get_size(); }
+
+  // y, hT, cT from the inputs; `ws` non-null selects forward training (it keeps what backward needs).
+  void forward(const Inputs& in, float* y, float* hT, float* cT, void* ws, void* scratch);
+  // Gradients wrt every input from the cotangents dy, dhT, dcT (dcT null unless LSTM).
+  void backward(const Inputs& in, const float* y, const float* hT, const float* cT, void* ws,
+                const float* dy, const float* dhT, const float* dcT, const Grads& g, void* scratch);
+
+ private:
+  struct Weights {  // weights as one primitive wants them
+    dnnl::memory::desc layer, iter;
+    std::vector<float> layer_buf, iter_buf;
+  };
+
+  void pack_weights(const Inputs& in);
+  void place(const Weights& want, Weights& have, dnnl::memory& layer, dnnl::memory& iter);
+  const float* src_layer(const Inputs& in);
+
+  Shape s_;
+  int G_, Gb_, kin_;
+  std::vector<int> perm_;  // oneDNN gate g reads rnnlab gate perm_[g]
+  dnnl::memory::desc x_md_, y_md_, iter_md_, wl_md_, wi_md_, bias_md_, ws_md_;
+  dnnl::primitive_desc fwd_, inf_, bwd_;
+  dnnl::primitive fwd_prim_, inf_prim_, bwd_prim_;
+  Weights want_fwd_, want_inf_, want_bwd_, diff_;
+  std::vector<float> wl_plain_, wi_plain_, bias_plain_, dbias_, x_aug_, dx_aug_;
+  std::mutex mu_;
+
+  friend Plan& plan_for(const Shape& s);
+};
+
+// The cached plan for a shape (built on first use; thread-safe).
+Plan& plan_for(const Shape& s);
+
+}  // namespace rnnlab
