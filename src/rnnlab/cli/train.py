@@ -1,1 +1,217 @@
-"""Commands: see rnnlab/cli/__init__.py."""
+"""`rnnlab train`, `rnnlab evaluate`, `rnnlab predict`: tweets (or any labelled text) in, labels out."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rnnlab.cli.app import app
+
+
+def _d(name: str):
+    """The default of a Config field, so that the options and `rnnlab.train.Config` never disagree."""
+    from rnnlab.train import Config
+
+    return Config.__dataclass_fields__[name].default
+
+
+console = Console(stderr=True)
+out_console = Console()
+
+
+@contextmanager
+def _errors():
+    """Turn bad input into one clear line and exit status 2, not a traceback."""
+    from rnnlab.data import DataError
+
+    try:
+        yield
+    except (DataError, FileNotFoundError, ValueError, KeyError, ConnectionError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+        raise typer.Exit(2) from None
+
+
+def _scores_table(title: str, rows: list[tuple[str, dict | None]], metric: str) -> Table:
+    table = Table(title=title)
+    table.add_column("split")
+    table.add_column(metric, justify="right")
+    table.add_column("accuracy", justify="right")
+    table.add_column("macro_f1", justify="right")
+    for name, r in rows:
+        if r is not None:
+            table.add_row(name, f"{r['score']:.4f}", f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}")
+    return table
+
+
+TRAIN_EPILOG = """
+[bold]Examples[/]
+
+  rnnlab train ../shared/data/tweeteval/emotion --out runs/emotion        [dim]# the recommended defaults[/]
+  rnnlab train tweeteval:irony --out runs/irony                           [dim]# downloaded on first use[/]
+  rnnlab train tweets.csv --text-column tweet --label-column y --out runs/mine
+  rnnlab train DATA --cell lstm --units 32 --maxlen 20 --pooling last --embeddings none --out runs/small
+  rnnlab train DATA --out runs/emotion --resume            [dim]# continue after an interruption[/]
+
+Writes RUN/config.json, RUN/model.safetensors and RUN/metrics.json (validation and test scores under the
+task's official metric: macro_f1, f1_irony, f1_against_favor or macro_recall).
+"""
+
+
+@app.command(epilog=TRAIN_EPILOG)
+def train(
+    data: str = typer.Argument(..., help="A TweetEval-format folder, tweeteval:NAME, or a CSV/TSV/JSONL file "
+                               "(or a folder of train/val/test files)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder to write (checkpoints, config, metrics)."),
+    cell: str = typer.Option(_d("cell"), help="elman | gru | lstm."),
+    units: int = typer.Option(_d("units"), help="p: units of the state a_t (per direction)."),
+    layers: int = typer.Option(_d("layers"), help="Recurrent layers stacked."),
+    bidirectional: bool = typer.Option(_d("bidirectional"), "--bidirectional/--unidirectional",
+                                       help="Read each text both ways."),
+    pooling: str = typer.Option(_d("pooling"), help="last | mean | max over the valid steps."),
+    maxlen: int = typer.Option(_d("maxlen"), help="T at most: tokens kept per text."),
+    embeddings: str = typer.Option(_d("embeddings"), help="glove-6b-50d, a word2vec/GloVe file, or none."),
+    freeze_embeddings: bool = typer.Option(_d("freeze_embeddings"), "--freeze-embeddings/--tune-embeddings",
+                                           help="Keep pretrained vectors fixed, or fine-tune them."),
+    k: int = typer.Option(_d("k"), help="Features of x_t without pretrained vectors."),
+    min_freq: int = typer.Option(_d("min_freq"), help="Tokens seen fewer times in train become <unk>."),
+    max_vocab: int = typer.Option(_d("max_vocab"), help="Vocabulary size at most."),
+    dropout: float = typer.Option(_d("dropout"), help="Dropout between layers and before the head."),
+    embed_dropout: float = typer.Option(_d("embed_dropout"), help="Dropout on x_t."),
+    epochs: int = typer.Option(_d("epochs"), help="Epochs at most."),
+    batch_size: int = typer.Option(_d("batch_size"), help="B: texts per step."),
+    lr: float = typer.Option(_d("lr"), help="Peak learning rate (AdamW, warm-up then cosine decay)."),
+    weight_decay: float = typer.Option(_d("weight_decay"), help="AdamW weight decay."),
+    clip: float = typer.Option(_d("clip"), help="Clip the gradient's global norm to this."),
+    class_weights: str = typer.Option(_d("class_weights"), help="balanced | none."),
+    patience: int = typer.Option(_d("patience"), help="Epochs without a better val score before stopping."),
+    max_seconds: float = typer.Option(None, help="Stop training after this many seconds (best model kept)."),
+    seed: int = typer.Option(_d("seed"), help="Same seed, same data: same model."),
+    text_column: str = typer.Option("text", help="Text column of CSV/JSONL data."),
+    label_column: str = typer.Option("label", help="Label column of CSV/JSONL data."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint "
+                                "(with the settings it started with)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train a text classifier: embedding (k) -> RNN (p units) -> pooling -> linear head."""
+    from rnnlab import data as rdata
+    from rnnlab.checkpoint import CONFIG
+    from rnnlab.train import Config, fit
+
+    with _errors():
+        if (out / CONFIG).is_file() and not resume:
+            raise ValueError(f"{out} already holds a run: pass --resume to continue it, "
+                             "or choose another --out")
+        config = Config(
+            maxlen=maxlen, min_freq=min_freq, max_vocab=max_vocab,
+            embeddings=None if embeddings.lower() in ("none", "") else embeddings, k=k,
+            freeze_embeddings=freeze_embeddings, cell=cell, units=units, layers=layers,
+            bidirectional=bidirectional, pooling=pooling, dropout=dropout, embed_dropout=embed_dropout,
+            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, clip=clip,
+            class_weights=class_weights, patience=patience, max_seconds=max_seconds, seed=seed)
+        dataset = rdata.load(data, text_column=text_column, label_column=label_column, progress=not quiet)
+        if not quiet:
+            sizes = ", ".join(f"{s} {len(v)}" for s, v in dataset.splits.items())
+            console.print(f"[bold]{dataset.task}[/]: {len(dataset.labels)} labels "
+                          f"({', '.join(dataset.labels)}); {sizes}")
+        result = fit(config, dataset, out, progress=not quiet, resume=resume)
+    title = f"{dataset.task}: best epoch {result.best_epoch}, {result.seconds:.0f} s"
+    out_console.print(_scores_table(title, [("val", result.val), ("test", result.test)], result.metric))
+    out_console.print(f"run written to {out}")
+
+
+EVALUATE_EPILOG = """
+[bold]Examples[/]
+
+  rnnlab evaluate runs/emotion ../shared/data/tweeteval/emotion                  [dim]# test split[/]
+  rnnlab evaluate runs/emotion ../shared/data/tweeteval/emotion --split val --json
+"""
+
+
+@app.command(epilog=EVALUATE_EPILOG)
+def evaluate(
+    run: Path = typer.Argument(..., help="A run folder written by `rnnlab train`."),
+    data: str = typer.Argument(..., help="Data in any form `rnnlab train` reads."),
+    split: str = typer.Option("test", help="train | val | test."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+    text_column: str = typer.Option("text", help="Text column of CSV/JSONL data."),
+    label_column: str = typer.Option("label", help="Label column of CSV/JSONL data."),
+) -> None:
+    """Score a trained run on a split: official metric, accuracy, per-class scores, confusion matrix."""
+    import numpy as np
+
+    from rnnlab import data as rdata
+    from rnnlab import metrics
+    from rnnlab.checkpoint import load_run
+
+    with _errors():
+        r = load_run(run)
+        dataset = rdata.load(data, text_column=text_column, label_column=label_column, progress=False)
+        part = dataset[split]
+        unknown = [name for name in dataset.labels if name not in r.labels]
+        if unknown:
+            raise ValueError(f"{data} has labels the run never saw: {', '.join(unknown)} "
+                             f"(the run knows {', '.join(r.labels)})")
+        to_run = np.array([r.labels.index(name) for name in dataset.labels])
+        y_true = to_run[part.labels]
+        y_pred = r.predict_proba(part.texts).argmax(axis=1)
+        report = metrics.report(y_true, y_pred, r.labels, r.task)
+    if as_json:
+        print(json.dumps({"split": split, report["metric"]: report["score"], **report}))
+        return
+    out_console.print(_scores_table(f"{r.task} ({run})", [(split, report)], report["metric"]))
+    per = Table(title="per class")
+    for col in ("label", "precision", "recall", "f1", "support"):
+        per.add_column(col, justify="left" if col == "label" else "right")
+    for name, s in report["per_class"].items():
+        per.add_row(name, f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}", str(s["support"]))
+    out_console.print(per)
+    cm = Table(title="confusion matrix (rows: true, columns: predicted)")
+    cm.add_column("")
+    for name in r.labels:
+        cm.add_column(name, justify="right")
+    for name, row in zip(r.labels, report["confusion"], strict=True):
+        cm.add_row(name, *map(str, row))
+    out_console.print(cm)
+
+
+PREDICT_EPILOG = """
+[bold]Examples[/]
+
+  rnnlab predict runs/emotion "I can't wait for the weekend!"
+  rnnlab predict runs/emotion "so angry right now" "what a lovely day" --json
+  cat tweets.txt | rnnlab predict runs/emotion                 [dim]# one text a line from stdin[/]
+"""
+
+
+@app.command(epilog=PREDICT_EPILOG)
+def predict(
+    run: Path = typer.Argument(..., help="A run folder written by `rnnlab train`."),
+    texts: list[str] = typer.Argument(None, help="Texts; none (or -) reads one a line from stdin."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object a line: text, label, probabilities."),
+) -> None:
+    """Label texts with a trained run and print each label's probability."""
+    from rnnlab.checkpoint import load_run
+
+    with _errors():
+        r = load_run(run)
+        if not texts or texts == ["-"]:
+            texts = [line.rstrip("\r\n") for line in sys.stdin]
+        texts = [t for t in texts if t.strip()]
+        if not texts:
+            raise ValueError("no text to classify: pass texts as arguments or one a line on stdin")
+        proba = r.predict_proba(texts)
+    for text, p in zip(texts, proba, strict=True):
+        label = r.labels[int(p.argmax())]
+        probs = {name: round(float(v), 6) for name, v in zip(r.labels, p, strict=True)}
+        if as_json:
+            print(json.dumps({"text": text, "label": label, "probabilities": probs}, ensure_ascii=False))
+        else:
+            shown = "  ".join(f"{name} {v:.3f}" for name, v in probs.items())
+            out_console.print(f"[bold]{label}[/]\t{shown}\t[dim]{text}[/]", highlight=False)

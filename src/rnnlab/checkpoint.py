@@ -1,0 +1,194 @@
+"""Runs on disk: safetensors for arrays, JSON for everything else, every file written atomically.
+
+A run folder holds
+    config.json         hyperparameters, model shape, vocabulary, label names, task and metric
+    model.safetensors   the best model's weights (E, each layer's W_a, U_a, b_a, ..., W_y, b_y)
+    state.safetensors   while training: model, optimiser state and best weights, with the loop's position
+                        in its metadata, so that `--resume` continues where it stopped
+    metrics.json        validation and test scores when training is over
+
+Nothing is pickled: a model is rebuilt from its config and its arrays are filled in by name.
+
+    run = load_run("runs/emotion")
+    run.predict_proba(["so happy today!"])        # (1, C)
+    tokens, a, y = run.trace("so happy today!")   # per-step states (T, q) and probabilities (T, C)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int, PyTree
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from rnnlab.data.batches import bucket_edges, encode, make, plan
+from rnnlab.data.tokenize import tokenize
+from rnnlab.data.vocab import Vocabulary
+from rnnlab.models import ModelConfig, TextClassifier
+
+CONFIG = "config.json"
+MODEL = "model.safetensors"
+STATE = "state.safetensors"
+METRICS = "metrics.json"
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` so that a reader (or a crash) sees the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode())
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no such file (is {path.parent} a run folder written by `rnnlab train`?)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def tree_arrays(tree: PyTree, prefix: str = "") -> dict[str, np.ndarray]:
+    """{name: array} for every array leaf, named by its path: prefix + `.rnn.layers[0].forward.cell.W_a`."""
+    leaves = jax.tree_util.tree_flatten_with_path(eqx.filter(tree, eqx.is_array))[0]
+    return {prefix + jax.tree_util.keystr(path): np.asarray(leaf)
+            for path, leaf in leaves if leaf is not None}
+
+
+def fill_tree(template: PyTree, arrays: dict[str, np.ndarray], prefix: str = "", source: str = "") -> PyTree:
+    """`template` with each array leaf replaced by arrays[its name]; shapes and names must all match."""
+    arrays_part, static = eqx.partition(template, eqx.is_array)
+    paths, treedef = jax.tree_util.tree_flatten_with_path(arrays_part)
+    leaves = []
+    for path, leaf in paths:
+        name = prefix + jax.tree_util.keystr(path)
+        if name not in arrays:
+            raise ValueError(f"{source}: no array {name!r}; the file does not match the config")
+        value = arrays[name]
+        if value.shape != leaf.shape:
+            raise ValueError(f"{source}: {name!r} has shape {value.shape}, the config gives {leaf.shape}")
+        leaves.append(jnp.asarray(value, dtype=leaf.dtype))
+    return eqx.combine(jax.tree_util.tree_unflatten(treedef, leaves), static)
+
+
+def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict | None = None) -> None:
+    meta = None if metadata is None else {"json": json.dumps(metadata)}
+    atomic_write(path, st_save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=meta))
+
+
+def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, metadata) of a safetensors file written by `save_arrays`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    meta = json.loads(header.get("__metadata__", {}).get("json", "null"))
+    return st_load(raw), meta
+
+
+@dataclass
+class Run:
+    """A trained classifier with what it needs to read text: model, vocabulary, label names, config."""
+
+    model: TextClassifier
+    config: dict
+    vocab: Vocabulary
+    labels: tuple[str, ...]
+    task: str
+    metric: str
+    path: Path | None = None
+
+    @property
+    def maxlen(self) -> int:
+        return int(self.config.get("maxlen", 64))
+
+    def encode(self, texts: list[str]) -> tuple[Int[np.ndarray, "N T"], Int[np.ndarray, " N"]]:
+        """(ids (N, maxlen), lengths (N,)) for raw texts."""
+        return encode(texts, self.vocab, self.maxlen)
+
+    def predict_proba(self, texts: list[str], batch_size: int = 256) -> Float[np.ndarray, "N C"]:
+        """Class probabilities (N, C) for raw texts."""
+        ids, lengths = self.encode(list(texts))
+        return predict_proba(self.model, ids, lengths, batch_size)
+
+    def predict(self, texts: list[str]) -> list[str]:
+        """The most probable label name for each text."""
+        return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
+
+    def trace(self, text: str) -> tuple[list[str], Float[Array, "T q"], Float[Array, "T C"]]:
+        """(tokens, a (T, q), y (T, C)) for one text: see `TextClassifier.trace`. T = number of tokens
+        (capped at maxlen; an empty text reads as one `<unk>`)."""
+        tokens = tokenize(text)[: self.maxlen] or ["<unk>"]
+        ids = jnp.asarray(self.vocab.encode(tokens), jnp.int32)
+        a, y = self.model.trace(ids)
+        return tokens, a, y
+
+
+@eqx.filter_jit
+def _proba(model: TextClassifier, tokens: Array, lengths: Array) -> Array:
+    return model.predict_proba(tokens, lengths)
+
+
+def predict_proba(
+    model: TextClassifier, ids: Int[np.ndarray, "N T"], lengths: Int[np.ndarray, " N"], batch_size: int = 256
+) -> Float[np.ndarray, "N C"]:
+    """Probabilities (N, C) for encoded texts, in length buckets (a few compiled shapes)."""
+    out = np.zeros((len(lengths), model.config.classes), np.float32)
+    labels = np.zeros(len(lengths), np.int32)
+    for T, rows in plan(lengths, batch_size, bucket_edges(ids.shape[1]), None):
+        b = make(ids, lengths, labels, T, rows, batch_size)
+        out[rows] = np.asarray(_proba(model, jnp.asarray(b.tokens), jnp.asarray(b.lengths)))[: len(rows)]
+    return out
+
+
+def save_run(
+    run_dir: str | Path, model: TextClassifier, config: dict, vocab: Vocabulary, labels: tuple[str, ...],
+    task: str, metric: str,
+) -> None:
+    """Write config.json and model.safetensors (atomically each) into `run_dir`."""
+    run_dir = Path(run_dir)
+    write_json(run_dir / CONFIG, {
+        "config": config, "model": model.config.to_dict(), "task": task, "metric": metric,
+        "labels": list(labels), "vocab": vocab.tokens,
+    })
+    save_model(run_dir / MODEL, model)
+
+
+def save_model(path: str | Path, model: TextClassifier) -> None:
+    save_arrays(path, tree_arrays(model), {"model": model.config.to_dict()})
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """The trained classifier in `run_dir` (config.json + model.safetensors), ready to predict."""
+    run_dir = Path(run_dir)
+    info = read_json(run_dir / CONFIG)
+    model_config = ModelConfig(**info["model"])
+    template = TextClassifier(model_config, key=jax.random.key(0))
+    arrays, _ = load_arrays(run_dir / MODEL)
+    model = fill_tree(template, arrays, source=str(run_dir / MODEL))
+    return Run(model, info["config"], Vocabulary(info["vocab"]), tuple(info["labels"]), info["task"],
+               info["metric"], run_dir)

@@ -1,0 +1,54 @@
+"""Labelled text for the classifiers: readers, a tokenizer, a vocabulary and pretrained word vectors.
+
+    dataset = rnnlab.data.load("../shared/data/tweeteval/emotion")   # a TweetEval-format folder
+    dataset = rnnlab.data.load("tweeteval:irony")                   # downloaded once, then cached
+    dataset = rnnlab.data.load("tweets.csv", text_column="tweet")   # CSV / TSV / JSONL
+    dataset["train"].texts, dataset["train"].labels, dataset.labels
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from rnnlab.data import tabular, tweeteval
+from rnnlab.data.dataset import SPLITS, DataError, Dataset, Split
+from rnnlab.data.embeddings import WordVectors, embedding_matrix, load_vectors
+from rnnlab.data.tokenize import tokenize
+from rnnlab.data.vocab import PAD, UNK, Vocabulary
+
+__all__ = [
+    "PAD", "SPLITS", "UNK", "DataError", "Dataset", "Split", "Vocabulary", "WordVectors",
+    "embedding_matrix", "load", "load_vectors", "tokenize",
+]
+
+
+def load(
+    source: str | Path, *, text_column: str = "text", label_column: str = "label", progress: bool = True
+) -> Dataset:
+    """A labelled dataset from any of:
+
+    - `tweeteval:NAME`: a TweetEval task (emotion, hate, irony, offensive, emoji, sentiment,
+      stance/abortion, ...), downloaded into the user's cache on first use;
+    - `elman:NAME`: one of Elman's (1990) generated corpora (see `rnnlab.data.elman`);
+    - a TweetEval-format folder (`train_text.txt`, `train_labels.txt`, `mapping.txt`, ...);
+    - a folder of `train.csv` / `val.csv` / `test.csv` (or .tsv / .jsonl), or a single such file.
+    """
+    s = str(source)
+    if s.startswith("tweeteval:"):
+        return tweeteval.load(s.split(":", 1)[1], progress=progress)
+    if s.startswith("elman:"):
+        elman = importlib.import_module("rnnlab.data.elman")
+        return elman.load(s.split(":", 1)[1])
+    path = Path(source)
+    if path.is_dir():
+        if (path / "train_text.txt").is_file() or (path / "mapping.txt").is_file():
+            return tweeteval.read_folder(path)
+        files = tabular.find_split_files(path)
+        if not files:
+            raise DataError(path, "neither a TweetEval folder (train_text.txt, train_labels.txt, "
+                            "mapping.txt) nor train/val/test .csv, .tsv or .jsonl files")
+        return tabular.read_files(files, text_column, label_column)
+    if path.is_file():
+        return tabular.read_files({"train": path}, text_column, label_column)
+    raise DataError(path, "no such file or folder (or use tweeteval:NAME, e.g. tweeteval:emotion)")
