@@ -1,0 +1,467 @@
+"""Sweeps over the number of units p (and other choices) as one Optuna study that any number of workers share.
+
+    space = Space.parse(units="8,16,32", cell="gru,lstm")          # lists only: a grid of 6 trials
+    study = open_study("sqlite:///runs/tune/study.db", "emotion", space, settings={"epochs": 5})
+    run_worker(study, task)                                        # run trials until none are left
+    rows = trial_rows(study)                                       # one row per finished trial
+
+How the work is shared. The worker that creates the study puts every trial in its queue at once (a grid point,
+or an empty slot that the sampler fills for a search over ranges) and one last trial, the test: the best
+configuration retrained and scored once on the test split, after every other trial has finished. Workers take
+queued trials with an atomic state change in the storage (SQLite on one machine, PostgreSQL on many), so each
+trial runs exactly once however many workers there are. A running trial writes a heartbeat; one whose worker
+died (killed, machine lost) goes stale and is queued again, which is how an interrupted sweep resumes without
+losing its finished trials.
+
+The task is anything with `metric`, `validate(config, log) -> score` and `test(config, log) -> metrics`
+(`rnnlab.tune_task.TrainTask` trains the tweet classifier); higher scores are better.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import os
+import random
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import optuna
+from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+# What can be swept, with the type of its values; lr and dropout also take ranges ("1e-4..1e-2").
+PARAMS: dict[str, type] = {
+    "units": int, "cell": str, "layers": int, "k": int, "dropout": float, "lr": float, "maxlen": int,
+}
+LOG_RANGES = {"lr"}          # searched on a log scale
+TEST_ROLE = "test"           # user attr `role` of the study's last trial: the best config scored on test
+
+
+class SweepError(ValueError):
+    """A sweep that cannot run as asked; the message says what to change."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The search space
+
+
+@dataclass(frozen=True)
+class Space:
+    """Values to try: `choices` (lists, a grid) and `ranges` (lo, hi), which make it a sampled search."""
+
+    choices: dict[str, tuple[Any, ...]]
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, **options: str | None) -> Space:
+        """From command-line text: units="8,16,32", cell="gru,lstm", lr="1e-4..1e-2"; None leaves it out."""
+        choices: dict[str, tuple[Any, ...]] = {}
+        ranges: dict[str, tuple[float, float]] = {}
+        for name, text in options.items():
+            if text is None or str(text).strip() == "":
+                continue
+            if name not in PARAMS:
+                raise SweepError(f"cannot sweep {name!r}: the swept options are {', '.join(PARAMS)}")
+            kind = PARAMS[name]
+            text = str(text).strip()
+            if ".." in text:
+                if kind is not float:
+                    raise SweepError(f"--{name} takes a list ({name}=8,16,32), not a range: got {text!r}")
+                lo, hi = (_number(float, part, name) for part in text.split("..", 1))
+                if not lo < hi or (name in LOG_RANGES and lo <= 0):
+                    raise SweepError(f"--{name} {text!r}: a range needs lo < hi" +
+                                     (" and lo > 0 (log scale)" if name in LOG_RANGES else ""))
+                ranges[name] = (lo, hi)
+                continue
+            values = [_number(kind, part.strip(), name) for part in text.split(",") if part.strip()]
+            if not values:
+                raise SweepError(f"--{name} {text!r} holds no values")
+            if len(set(values)) != len(values):
+                raise SweepError(f"--{name} {text!r} repeats a value")
+            if kind is int and min(values) < 1:
+                raise SweepError(f"--{name} {text!r}: every value must be at least 1")
+            choices[name] = tuple(values)
+        if "units" not in choices:
+            raise SweepError("a sweep needs --units, e.g. --units 8,16,32,64,128")
+        return cls(choices, ranges)
+
+    @property
+    def is_grid(self) -> bool:
+        return not self.ranges
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.choices, *self.ranges]
+
+    @property
+    def varied(self) -> list[str]:
+        """The names with more than one value: what tells the trials apart."""
+        return [n for n in self.names if n in self.ranges or len(self.choices[n]) > 1]
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every combination of the choices, units varying slowest."""
+        names = list(self.choices)
+        return [dict(zip(names, values, strict=True)) for values in itertools.product(*self.choices.values())]
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """The trial's configuration: its queued grid point, or values the sampler picks."""
+        config: dict[str, Any] = {}
+        for name, values in self.choices.items():
+            config[name] = trial.suggest_categorical(name, list(values))
+        for name, (lo, hi) in self.ranges.items():
+            config[name] = trial.suggest_float(name, lo, hi, log=name in LOG_RANGES)
+        return config
+
+    def to_json(self) -> dict[str, Any]:
+        return {"choices": {k: list(v) for k, v in self.choices.items()},
+                "ranges": {k: list(v) for k, v in self.ranges.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Space:
+        return cls({k: tuple(v) for k, v in data["choices"].items()},
+                   {k: (float(v[0]), float(v[1])) for k, v in data.get("ranges", {}).items()})
+
+
+def _number(kind: type, text: str, name: str) -> Any:
+    try:
+        return kind(text) if kind is not str else text.lower()
+    except ValueError:
+        raise SweepError(f"--{name}: {text!r} is not {'an integer' if kind is int else 'a number'}") from None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The task a trial runs, and what a trial can tell the study while it runs
+
+
+class TrialLog:
+    """Handed to the task: `report(epoch, score)` after each epoch (raises `optuna.TrialPruned` when the
+    pruner gives up on the trial), `note(**attrs)` to record facts such as the parameter count."""
+
+    def __init__(self, trial: optuna.Trial | None, on_epoch: Callable[[int, float], None] | None = None,
+                 prune: bool = True):
+        self.trial = trial
+        self.on_epoch = on_epoch
+        self.prune = prune
+        self.scores: dict[int, float] = {}
+        self.notes: dict[str, Any] = {}
+
+    def report(self, epoch: int, score: float) -> None:
+        self.scores[epoch] = float(score)
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, float(score))
+        if self.trial is not None and self.prune and math.isfinite(score):
+            self.trial.report(float(score), epoch)
+            if self.trial.should_prune():
+                raise optuna.TrialPruned(f"validation score {score:.4f} after epoch {epoch}")
+
+    def note(self, **attrs: Any) -> None:
+        self.notes.update(attrs)
+        if self.trial is not None:
+            for key, value in attrs.items():
+                self.trial.set_user_attr(key, value)
+
+
+class Task(Protocol):
+    """What a sweep runs. `metric` names the validation score (higher is better)."""
+
+    metric: str
+
+    def validate(self, config: dict[str, Any], log: TrialLog) -> float:
+        """Train with `config` (seeds fixed) and return the best validation score."""
+        ...
+
+    def test(self, config: dict[str, Any], log: TrialLog) -> dict[str, float]:
+        """Retrain with `config` and score it once on the test split: {"val": ..., "test": ..., ...}."""
+        ...
+
+
+class Events:
+    """What a worker tells its display; every method is optional to override."""
+
+    def trial_started(self, number: int, config: dict[str, Any], role: str) -> None: ...
+    def epoch(self, number: int, epoch: int, score: float) -> None: ...
+    def trial_finished(self, row: dict[str, Any]) -> None: ...
+    def waiting(self, running: int) -> None: ...
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Storage and study
+
+
+def storage(url: str, heartbeat: int = 10) -> RDBStorage:
+    """Optuna's RDB storage at `url` (sqlite:///path or postgresql://...), with heartbeats every `heartbeat`
+    seconds; a trial silent for 3 heartbeats is stale and is queued again (up to 3 times)."""
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+    elif url.startswith(("postgresql", "mysql")):
+        engine_kwargs = {"pool_pre_ping": True}
+    with _quiet():
+        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+                          grace_period=3 * heartbeat,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+
+
+def open_study(
+    storage_: str | RDBStorage, name: str, space: Space, *, settings: dict[str, Any] | None = None,
+    trials: int | None = None, test: bool = True, seed: int = 0,
+    pruner: optuna.pruners.BasePruner | None = None, wait_s: float = 30.0,
+) -> optuna.Study:
+    """Create the study `name` with its queue of trials, or join it if it exists with the same sweep.
+
+    `settings` are the fixed choices every trial shares (epochs, seed, data): joining with other values is
+    an error, since the trials would not be comparable. `trials` caps the number of trials (a seeded random
+    subset of a grid; default the whole grid, or 20 for a search over ranges).
+    """
+    db = storage(storage_) if isinstance(storage_, str) else storage_
+    sweep = {"space": space.to_json(), "settings": settings or {}, "test": test}
+    sampler = optuna.samplers.RandomSampler(seed) if space.is_grid else optuna.samplers.TPESampler(seed=seed)
+    pruner = pruner if pruner is not None else optuna.pruners.NopPruner()
+    with _quiet():
+        try:
+            study = optuna.create_study(storage=db, study_name=name, direction="maximize", sampler=sampler,
+                                        pruner=pruner)
+        except DuplicatedStudyError:
+            study = optuna.load_study(study_name=name, storage=db, sampler=sampler, pruner=pruner)
+            _join(study, sweep, wait_s)
+            return study
+    study.set_user_attr("sweep", sweep)
+    for config in _queue(space, trials, seed):
+        study.enqueue_trial(config, user_attrs={"role": "trial"})
+    if test:
+        study.enqueue_trial({}, user_attrs={"role": TEST_ROLE})
+    study.set_user_attr("ready", True)
+    return study
+
+
+def _queue(space: Space, trials: int | None, seed: int) -> list[dict[str, Any]]:
+    if not space.is_grid:
+        return [{} for _ in range(trials or 20)]
+    grid = space.grid()
+    if trials is not None and trials < len(grid):
+        keep = sorted(random.Random(seed).sample(range(len(grid)), trials))
+        grid = [grid[i] for i in keep]
+    return grid
+
+
+def _join(study: optuna.Study, sweep: dict[str, Any], wait_s: float) -> None:
+    """Wait until the creator has queued every trial, then check that this worker asks for the same sweep."""
+    deadline = time.monotonic() + wait_s
+    while not study.user_attrs.get("ready"):
+        if time.monotonic() > deadline:
+            raise SweepError(f"study {study.study_name!r} exists but its trials were never queued (its "
+                             "creator stopped while creating it): delete it or choose another --study name")
+        time.sleep(0.5)
+    stored = study.user_attrs["sweep"]
+    if json.loads(json.dumps(sweep)) != stored:
+        raise SweepError(
+            f"study {study.study_name!r} holds another sweep: {_describe(stored)}; this run asks for "
+            f"{_describe(sweep)}. Run with the same options to join it, or choose another --study name")
+
+
+def _describe(sweep: dict[str, Any]) -> str:
+    space = Space.from_json(sweep["space"])
+    parts = [f"{k}={','.join(map(str, v))}" for k, v in space.choices.items()]
+    parts += [f"{k}={lo:g}..{hi:g}" for k, (lo, hi) in space.ranges.items()]
+    parts += [f"{k}={v}" for k, v in sweep["settings"].items()]
+    return " ".join(parts) + ("" if sweep.get("test", True) else " (no test)")
+
+
+def sweep_space(study: optuna.Study) -> Space:
+    return Space.from_json(study.user_attrs["sweep"]["space"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Workers
+
+
+def run_worker(
+    study: optuna.Study, task: Task, *, events: Events | None = None, poll_s: float = 1.0,
+    max_trials: int | None = None,
+) -> int:
+    """Run queued trials until the study has none left (waiting while other workers finish theirs), then
+    return how many this worker ran. The test trial runs last, after every other trial has finished."""
+    events = events or Events()
+    space = sweep_space(study)
+    ran = 0
+    while max_trials is None or ran < max_trials:
+        with _quiet():
+            optuna.storages.fail_stale_trials(study)      # queues again the trials of workers that died
+        trial, running = _take(study)
+        if trial is None:
+            if running == 0:
+                break
+            events.waiting(running)
+            time.sleep(poll_s)
+            continue
+        _run(study, trial, task, space, events)
+        ran += 1
+    return ran
+
+
+def _take(study: optuna.Study) -> tuple[optuna.Trial | None, int]:
+    """Atomically move one queued trial to RUNNING; the test trial only once nothing else is queued or
+    running. Returns (trial or None, the number of trials running elsewhere)."""
+    db = study._storage
+    study_id = db.get_study_id_from_name(study.study_name)
+    trials = db.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    others = [t for t in trials if t.user_attrs.get("role") != TEST_ROLE]
+    candidates = [t for t in waiting if t.user_attrs.get("role") != TEST_ROLE] or ([] if others else waiting)
+    for frozen in candidates:
+        trial_id = db.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
+        try:
+            if db.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                with _quiet():
+                    return optuna.Trial(study, trial_id), running
+        except UpdateFinishedTrialError:
+            continue
+    return None, running + (len(waiting) if candidates == [] and waiting else 0)
+
+
+def _run(study: optuna.Study, trial: optuna.Trial, task: Task, space: Space, events: Events) -> None:
+    role = trial.user_attrs.get("role", "trial")
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    start = time.perf_counter()
+    with _heartbeat(study, trial):
+        try:
+            if role == TEST_ROLE:
+                config = _best_config(study)
+                trial.set_user_attr("config", config)
+            else:
+                config = space.suggest(trial)
+            events.trial_started(trial.number, config, role)
+            log = TrialLog(trial, lambda e, s: events.epoch(trial.number, e, s), prune=role != TEST_ROLE)
+            if role == TEST_ROLE:
+                metrics = task.test(config, log)
+                trial.set_user_attr("metrics", {k: float(v) for k, v in metrics.items()})
+                value, state = float(metrics.get("val", math.nan)), TrialState.COMPLETE
+            else:
+                value, state = float(task.validate(config, log)), TrialState.COMPLETE
+            if not math.isfinite(value):
+                raise SweepError(f"the task returned a score of {value}")
+        except optuna.TrialPruned:
+            value, state = None, TrialState.PRUNED
+        except (KeyboardInterrupt, SystemExit):
+            trial.set_user_attr("seconds", time.perf_counter() - start)
+            frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            RetryHeartbeatStaleTrialCallback()(study, frozen)      # queued again for the next worker
+            raise
+        except Exception as error:
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+            value, state = None, TrialState.FAIL
+        trial.set_user_attr("seconds", time.perf_counter() - start)
+    with _quiet():
+        frozen = study.tell(trial, value, state=state, skip_if_finished=True)
+    events.trial_finished(row(frozen, space))
+
+
+def _best_config(study: optuna.Study) -> dict[str, Any]:
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("role") != TEST_ROLE]
+    if not done:
+        raise SweepError("no trial finished, so there is no configuration to test")
+    best = max(done, key=lambda t: (t.value, -t.number))
+    return dict(best.params)
+
+
+@contextlib.contextmanager
+def _heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Record the trial's heartbeat every interval while it runs, from a thread."""
+    db = study._storage
+    interval = db.get_heartbeat_interval() if isinstance(db, RDBStorage) else None
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            with contextlib.suppress(Exception):       # a missed beat is retried at the next interval
+                db.record_heartbeat(trial._trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Optuna's experimental-feature warnings, which say nothing to someone running a sweep."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Results
+
+
+def row(trial: optuna.trial.FrozenTrial, space: Space) -> dict[str, Any]:
+    """One finished trial as a flat record: its configuration, parameter count, score, epochs, time."""
+    attrs = trial.user_attrs
+    config = attrs.get("config", trial.params) if attrs.get("role") == TEST_ROLE else trial.params
+    scores = trial.intermediate_values
+    value = trial.value if trial.value is not None else (scores[max(scores)] if scores else None)
+    return {
+        "trial": trial.number,
+        "role": attrs.get("role", "trial"),
+        "state": trial.state.name.lower(),
+        **{name: config.get(name) for name in space.names},
+        "params": attrs.get("params"),
+        "rnn_params": attrs.get("rnn_params"),
+        "score": value,
+        "epochs": attrs.get("epochs", max(scores) if scores else None),
+        "seconds": attrs.get("seconds"),
+        "worker": attrs.get("worker"),
+        "error": attrs.get("error"),
+        **attrs.get("metrics", {}),      # the test trial's scores: val, test, val_accuracy, test_accuracy
+    }
+
+
+def trial_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """(one row per trial that ran to its end, in trial order; the test row or None). Attempts that went
+    stale and were queued again are left out: their retry stands for them."""
+    space = sweep_space(study)
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    rows = [row(t, space) for t in trials if t.state in finished and t.number not in retried]
+    test = [r for r in rows if r["role"] == TEST_ROLE]
+    return [r for r in rows if r["role"] != TEST_ROLE], (test[-1] if test else None)
+
+
+def progress(study: optuna.Study) -> dict[str, int]:
+    """How many trials are queued, running and finished (the test trial included)."""
+    counts = {"waiting": 0, "running": 0, "finished": 0}
+    for t in study.get_trials(deepcopy=False):
+        key = {TrialState.WAITING: "waiting", TrialState.RUNNING: "running"}.get(t.state, "finished")
+        counts[key] += 1
+    return counts
+
+
+def best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The completed row with the highest validation score (the earliest on ties)."""
+    done = [r for r in rows if r["state"] == "complete" and r["score"] is not None]
+    return max(done, key=lambda r: (r["score"], -r["trial"])) if done else None
