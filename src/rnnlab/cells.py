@@ -27,9 +27,11 @@ from typing import ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 Activation = Callable[[Array], Array]
+Arrayish = Array | np.ndarray  # what public functions accept: JAX arrays or NumPy arrays
 
 ACTIVATIONS: dict[str, Activation] = {
     "tanh": jnp.tanh,
@@ -110,7 +112,7 @@ class Cell(eqx.Module):
         rows = slice(i * self.units, (i + 1) * self.units)
         return self.W_a[rows], self.U_a[rows], self.b_a[rows]
 
-    def project(self, x: Float[Array, "*T k"]) -> Float[Array, "*T Gp"]:
+    def project(self, x: Float[Arrayish, "*T k"]) -> Float[Array, "*T Gp"]:
         """z = W_a x + b_a for one timestep (k,) or all of them at once (T, k): the part outside the loop."""
         return x @ self.W_a.T + self.b_a
 
@@ -122,13 +124,13 @@ class Cell(eqx.Module):
         """state_0 built from a_0 (the hidden state; zeros when None)."""
         return jnp.zeros(self.units, self.W_a.dtype) if a_0 is None else a_0
 
-    def hidden(self, state: PyTree) -> Float[Array, " p"]:
-        """a_t: the part of the state that is the layer's output."""
+    def hidden(self, state: PyTree) -> Float[Array, "*B p"]:
+        """a_t: the part of the state that is the layer's output ((p,), or (B, p) for a batch of states)."""
         return state
 
-    def __call__(self, x_t: Float[Array, " k"], state: PyTree) -> PyTree:
+    def __call__(self, x_t: Float[Arrayish, " k"], state: PyTree) -> PyTree:
         """One timestep: state_t from x_t (k,) and state_{t-1}."""
-        return self.recur(self.project(x_t), state)
+        return self.recur(self.project(x_t), jax.tree.map(jnp.asarray, state))
 
 
 class Elman(Cell):
@@ -231,7 +233,7 @@ class LSTM(Cell):
         zeros = jnp.zeros(self.units, self.W_a.dtype)
         return (zeros if a_0 is None else a_0, zeros)
 
-    def hidden(self, state: tuple[Array, Array]) -> Float[Array, " p"]:
+    def hidden(self, state: tuple[Array, Array]) -> Float[Array, "*B p"]:
         return state[0]
 
     def recur(
@@ -288,5 +290,5 @@ class Readout(eqx.Module):
         self.b_y = _uniform(kb, (outputs,), bound)
         self.activation = activation
 
-    def __call__(self, a: Float[Array, "*T p"]) -> Float[Array, "*T q"]:
+    def __call__(self, a: Float[Arrayish, "*T p"]) -> Float[Array, "*T q"]:
         return activation_fn(self.activation)(a @ self.W_y.T + self.b_y)

@@ -18,16 +18,13 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
+from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree, Shaped
 
-from rnnlab import _checks
-from rnnlab.cells import Activation, Cell, make_cell
-
-Arrayish = Array | np.ndarray
+from rnnlab import _checks, fast
+from rnnlab.cells import Activation, Arrayish, Cell, make_cell
 
 
-def reverse_within(x: Float[Array, "T ..."], length: Int[Array, ""] | None) -> Float[Array, "T ..."]:
+def reverse_within(x: Shaped[Array, "T ..."], length: Int[Array, ""] | None) -> Shaped[Array, "T ..."]:
     """x with its first `length` steps in reverse order and the padding left where it is.
 
     This is how the backward direction reads a padded sequence: x_L, ..., x_1, then padding. It is its own
@@ -97,7 +94,7 @@ class Recurrent(eqx.Module):
     def output_size(self) -> int:
         return self.cell.units
 
-    def initial_state(self, a_0: Float[Array, "*B p"] | None = None, batch: int | None = None) -> PyTree:
+    def initial_state(self, a_0: Float[Array, "..."] | None = None, batch: int | None = None) -> PyTree:
         """state_0 for one sequence, or for `batch` of them: from a_0, else the learned a_0, else zeros."""
         if a_0 is None:
             a_0 = self.a_0
@@ -112,8 +109,8 @@ class Recurrent(eqx.Module):
     def __call__(
         self,
         x: Float[Arrayish, "*B T k"],
-        lengths: Int[Arrayish, "*B"] | None = None,
-        a_0: Float[Arrayish, "*B p"] | None = None,
+        lengths: Int[Arrayish, "..."] | None = None,
+        a_0: Float[Arrayish, "..."] | None = None,
     ) -> tuple[Float[Array, "*B T p"], PyTree]:
         _checks.check_sequence(x, self.features)
         if lengths is not None:
@@ -124,6 +121,8 @@ class Recurrent(eqx.Module):
         state_0 = self.initial_state(None if a_0 is None else jnp.asarray(a_0), batch)
         if batch is None:
             return self._sequence(x, lengths, state_0)
+        if fast.applies(self.cell, x):  # the whole batch on the fused CPU engine (RNNLAB_FAST=0: the scan)
+            return fast.sequence(self.cell, x, lengths, state_0, reverse=self.reverse)
         return jax.vmap(self._sequence, in_axes=(0, None if lengths is None else 0, 0))(x, lengths, state_0)
 
     def _sequence(
@@ -137,7 +136,7 @@ class Recurrent(eqx.Module):
             a = reverse_within(a, length)
         return a, final
 
-    def step(self, state: PyTree, x_t: Float[Arrayish, "*B k"]) -> PyTree:
+    def step(self, state: PyTree, x_t: Float[Arrayish, "..."]) -> PyTree:
         """One timestep for streaming: state_t from state_{t-1} and x_t (k,) or (B, k).
 
         Start from `layer.initial_state()` (or `initial_state(batch=B)`); `layer.cell.hidden(state)` is a_t.
@@ -185,7 +184,7 @@ class Bidirectional(eqx.Module):
     def __call__(
         self,
         x: Float[Arrayish, "*B T k"],
-        lengths: Int[Arrayish, "*B"] | None = None,
+        lengths: Int[Arrayish, "..."] | None = None,
         a_0: tuple[Float[Arrayish, "*B p"] | None, Float[Arrayish, "*B p"] | None] | None = None,
     ) -> tuple[Float[Array, "*B T D"], tuple[PyTree, PyTree]]:
         a_0_fwd, a_0_bwd = (None, None) if a_0 is None else a_0
@@ -234,7 +233,7 @@ class Stack(eqx.Module):
     def __call__(
         self,
         x: Float[Arrayish, "*B T k"],
-        lengths: Int[Arrayish, "*B"] | None = None,
+        lengths: Int[Arrayish, "..."] | None = None,
         a_0: Sequence[PyTree] | None = None,
         *,
         key: PRNGKeyArray | None = None,
