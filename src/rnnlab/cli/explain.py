@@ -1,1 +1,176 @@
-"""Commands: see rnnlab/cli/__init__.py."""
+"""`rnnlab explain`, `rnnlab inspect` and `rnnlab demo`: units and timesteps made visible."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from rnnlab.cli.app import app
+
+console = Console()
+
+
+def _fail(message: str) -> None:
+    """Print a clear error and exit with status 2 (wrong usage)."""
+    Console(stderr=True).print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _check_sizes(**sizes: int) -> None:
+    why = {
+        "features": "k is the length of each x_t; an input with no features carries nothing",
+        "units": "p is the size of the state a_t; a layer with no units has no state to carry",
+        "timesteps": "T is how many times the loop runs; a sequence needs at least one step",
+        "batch": "B is how many sequences run side by side",
+        "layers": "a network needs at least one recurrent layer",
+    }
+    for name, value in sizes.items():
+        if value < 1:
+            _fail(f"--{name} must be at least 1; got {value}: {why[name]}.")
+
+
+EXPLAIN_EPILOG = """
+[bold]Examples[/]
+
+  rnnlab explain --cell elman --features 50 --units 10 --timesteps 20
+      the seed's case: 20 words of 50 features into 10 units
+
+  rnnlab explain --units 30 --timesteps 20 --svg loop.svg
+      30 units, 20 words; the unrolled loop also written as SVG
+
+  rnnlab explain --cell lstm -k 100 -p 64 -T 2000 --batch 32 --outputs 3
+      the same weights for T=2000: parameters unchanged, FLOPs and memory x100
+
+  rnnlab explain runs/emotion-gru
+      a saved run (from rnnlab train), explained from its own arrays
+"""
+
+
+@app.command(epilog=EXPLAIN_EPILOG)
+def explain(
+    run: Path | None = typer.Argument(None, help="A run folder written by `rnnlab train` (optional)."),
+    cell: str = typer.Option("elman", "--cell", "-c", help="elman, gru or lstm."),
+    features: int = typer.Option(50, "--features", "-k", help="k: features per timestep x_t."),
+    units: int = typer.Option(10, "--units", "-p", help="p: units of the state a_t."),
+    timesteps: int = typer.Option(20, "--timesteps", "-T", help="T: steps the loop runs."),
+    batch: int = typer.Option(1, "--batch", "-B", help="B: sequences per batch (for the costs)."),
+    outputs: int = typer.Option(2, "--outputs", "-q", help="q: outputs of y_t (0: no readout)."),
+    layers: int = typer.Option(1, "--layers", help="Recurrent layers stacked."),
+    every_step: bool = typer.Option(
+        False, "--every-step", help="y_t at every step (many-to-many), not only at t=T (many-to-one)."
+    ),
+    svg: Path | None = typer.Option(None, "--svg", help="Also write the unrolled loop as an SVG file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON instead of tables."),
+) -> None:
+    """Show what a recurrent layer is made of: equations with shapes, every parameter, the cost, the loop.
+
+    p (units) and T (timesteps) are independent: the tables show which numbers depend on which.
+    """
+    from rnnlab import explain as ex_mod
+
+    _check_sizes(features=features, units=units, timesteps=timesteps, batch=batch, layers=layers)
+    if outputs < 0:
+        _fail(f"--outputs must be 0 (no readout) or more; got {outputs}.")
+    if run is not None:
+        model, T = _load_run_model(run)
+        timesteps = T if timesteps == 20 and T else timesteps
+    else:
+        if cell.lower() not in ("elman", "rnn", "gru", "lstm"):
+            _fail(f"unknown --cell {cell!r}: use elman, gru or lstm.")
+        model = ex_mod.build(
+            cell.lower(), features=features, units=units, outputs=outputs, layers=layers, every_step=every_step
+        )
+    try:
+        result = ex_mod.explain(model, timesteps=timesteps, batch=batch)
+    except ValueError as e:
+        _fail(str(e))
+    if svg is not None:
+        svg.parent.mkdir(parents=True, exist_ok=True)
+        svg.write_text(ex_mod.unrolled_svg(result), encoding="utf-8")
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    console.print(result)
+    if svg is not None:
+        console.print(f"unrolled loop written to {svg}")
+
+
+def _load_run_model(run: Path):
+    """(model, T) from a run folder: the model and the padded length it was trained with."""
+    if not run.exists():
+        _fail(f"{run}: no such run folder (write one with `rnnlab train`).")
+    try:
+        from rnnlab.checkpoint import load_run
+    except ImportError:
+        _fail("reading run folders needs rnnlab.checkpoint, which this installation lacks.")
+    try:
+        loaded = load_run(run)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        _fail(f"{run}: cannot read the run: {e}")
+    T = getattr(loaded, "maxlen", None)
+    return loaded.model, int(T) if T else 0
+
+
+DEMO_EPILOG = """
+[bold]Examples[/]
+
+  rnnlab demo                          Elman's three tasks, figures in demo-out/
+  rnnlab demo --only sentences --out /tmp/elman --seed 3
+"""
+
+
+@app.command(epilog=DEMO_EPILOG)
+def demo(
+    out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Folder for the figures (PNG and SVG)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the generated data and of the weights."),
+    only: str | None = typer.Option(None, "--only", help="One task only: xor, letters or sentences."),
+    epochs: int | None = typer.Option(
+        None, "--epochs", help="Passes over each stream (default: the task's own, 5 for the sentences)."
+    ),
+) -> None:
+    """Elman (1990), "Finding Structure in Time": train a simple recurrent network on the paper's tasks.
+
+    Sentences: 10,000 generated sentences, one word per step, next word predicted at every step; prints
+    the error against the best possible prediction and the tree of the words' mean hidden states.
+    Also the temporal XOR and the letter sequences, with their figures.
+    """
+    tasks = ("xor", "letters", "sentences")
+    if only is not None:
+        only = only.removeprefix("elman:").lower()
+        if only not in tasks:
+            _fail(f"unknown --only {only!r}: use xor, letters or sentences.")
+        tasks = (only,)
+    if epochs is not None and epochs < 1:
+        _fail(f"--epochs must be at least 1; got {epochs}.")
+    start = time.perf_counter()
+    for task in tasks:
+        _run_task(task, out, seed, epochs)
+    console.print(f"\n[bold]done[/] in {time.perf_counter() - start:.0f} s; figures in {out}/")
+
+
+def _run_task(task: str, out: Path, seed: int, epochs: int | None = None) -> dict:
+    from rnnlab import experiments
+
+    d = dict(experiments.DEFAULTS[task])
+    d["epochs"] = epochs or d["epochs"]
+    console.rule(f"[bold]elman:{task}[/]  {experiments.DESCRIPTIONS[task]}")
+    console.print(
+        f"training an Elman network: k={experiments.FEATURES[task]} inputs, p={d['units']} units "
+        f"(the paper: {experiments.PAPER[task]}), {d['epochs']} passes over the stream"
+    )
+    with console.status(f"training on elman:{task}"):
+        run = experiments.train_sequence(f"elman:{task}", seed=seed, epochs=d["epochs"])
+        result = experiments.report(run, out)
+    console.print(f"  trained in {run.seconds:.1f} s; loss per step {run.history[0]:.3f} -> {run.history[-1]:.3f}")
+    console.print(result["text"], highlight=False)
+    if "tree" in result:
+        console.print("\n  the words' mean hidden states, clustered (distance at each join):", highlight=False)
+        console.print("\n".join("    " + line for line in result["tree"].splitlines()), highlight=False)
+    for f in result["files"]:
+        if f.endswith(".png"):
+            console.print(f"  figure: {f}")
+    return result

@@ -1,0 +1,486 @@
+"""Elman's (1990) experiments: a many-to-many model trained to predict the next element of a stream.
+
+    a_t = f_a(W_a x_t + U_a a_{t-1} + b_a)        (T steps of one Recurrent layer, p units)
+    y_t = W_y a_t + b_y                           (a prediction at every step: many-to-many)
+
+`train_sequence("elman:sentences")` trains one; `evaluate` runs it over a stream; `report` measures
+what it learned and writes the figures: the XOR error per position, the letters' error per letter, the
+tree of the per-word mean hidden states of the sentences (hierarchical clustering, as the paper's Fig. 7).
+
+Training follows the stream the way the paper does, without cutting it into unrelated pieces: the stream
+is split into B parallel streams, read in windows of W steps, and each window starts from the state the
+previous one ended in (truncated backpropagation through time: gradients flow W steps back).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
+
+from rnnlab.cells import Activation, Readout, make_cell
+from rnnlab.data import elman
+from rnnlab.layers import Recurrent, scan
+
+__all__ = [
+    "PAPER",
+    "Evaluation",
+    "SequenceModel",
+    "SequenceRun",
+    "cluster_words",
+    "evaluate",
+    "mean_hidden_by_word",
+    "report",
+    "train_sequence",
+    "tree_text",
+]
+
+
+class SequenceModel(eqx.Module):
+    """inputs -> Recurrent -> Readout at every step: (T, k) -> y (T, q) and a (T, p).
+
+    `output` says how y_t is read: "sigmoid" (q independent bits) or "softmax" (one of q symbols).
+    """
+
+    layer: Recurrent
+    readout: Readout
+    output: str = eqx.field(static=True)
+
+    def __init__(
+        self,
+        cell: str,
+        features: int,
+        units: int,
+        outputs: int,
+        output: str = "softmax",
+        *,
+        activation: str | Activation = "tanh",
+        key: PRNGKeyArray,
+    ):
+        if output not in ("sigmoid", "softmax"):
+            raise ValueError(f"output must be 'sigmoid' or 'softmax'; got {output!r}")
+        kc, kr = jax.random.split(key)
+        self.layer = Recurrent(make_cell(cell, features, units, activation=activation, key=kc))
+        self.readout = Readout(units, outputs, key=kr)
+        self.output = output
+
+    @property
+    def units(self) -> int:
+        return self.layer.units
+
+    def initial_state(self) -> PyTree:
+        """state_0 for one stream (zeros)."""
+        return self.layer.cell.initial_state()
+
+    def run(self, x: Float[Array, "T k"], state_0: PyTree) -> tuple[Float[Array, "T q"], Float[Array, "T p"], PyTree]:
+        """(logits y_1..y_T, states a_1..a_T, state_T) for one stream from state_0."""
+        a, final = scan(self.layer.cell, self.layer.cell.project(x), state_0)
+        return self.readout(a), a, final
+
+    def __call__(self, x: Float[Array, "T k"]) -> Float[Array, "T q"]:
+        """Logits y_t for every step of x (T, k), from a_0 = 0."""
+        return self.run(x, self.initial_state())[0]
+
+    def probabilities(self, logits: Float[Array, "*T q"]) -> Float[Array, "*T q"]:
+        """y_t as probabilities: per bit (sigmoid) or over the q symbols (softmax)."""
+        return jax.nn.sigmoid(logits) if self.output == "sigmoid" else jax.nn.softmax(logits, axis=-1)
+
+
+def step_loss(model: SequenceModel, logits: Float[Array, "*T q"], targets: Float[Array, "*T q"]) -> Float[Array, "*T"]:
+    """Loss at every step (nats): binary cross-entropy summed over bits, or the next symbol's."""
+    if model.output == "sigmoid":
+        return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+# The paper's sizes (hidden units) and sizes that train here in seconds on two CPU cores.
+PAPER = {"xor": 2, "letters": 20, "sentences": 150}
+DEFAULTS = {
+    "xor": dict(units=8, epochs=60, lr=1e-2, streams=8, window=24, activation="tanh"),
+    "letters": dict(units=20, epochs=60, lr=1e-2, streams=8, window=24, activation="tanh"),
+    # the paper's network: 150 logistic units; a few passes (the paper: 6), see docs/elman1990.md
+    "sentences": dict(units=150, epochs=5, lr=1e-3, streams=16, window=24, activation="sigmoid"),
+}
+DESCRIPTIONS = {
+    "xor": "bit pairs each followed by their XOR; predict the next bit",
+    "letters": "consonants b, d, g expanded to ba, dii, guuu; predict the next letter's 6 features",
+    "sentences": "10,000 simple sentences without breaks; predict the next word",
+}
+FEATURES = {"xor": 1, "letters": 6, "sentences": len(elman.WORDS)}
+
+
+@dataclass
+class SequenceRun:
+    """A trained model with the data it saw, its loss per epoch (mean per step, nats) and its settings."""
+
+    model: SequenceModel
+    data: elman.ElmanData
+    history: list[float]
+    seconds: float
+    config: dict = field(default_factory=dict)
+
+
+def _windows(data: elman.ElmanData, streams: int, window: int) -> tuple[Array, Array]:
+    """The stream as (n, B, W, k) inputs and (n, B, W, q) targets: B parallel streams, n windows of W."""
+    T = data.T
+    L = (T // streams // window) * window
+    if L == 0:
+        raise ValueError(f"{data.name} has T={T} steps: too few for {streams} streams of windows of {window}")
+    x = data.inputs[0, : streams * L].reshape(streams, L // window, window, -1).transpose(1, 0, 2, 3)
+    y = data.targets[0, : streams * L].reshape(streams, L // window, window, -1).transpose(1, 0, 2, 3)
+    return jnp.asarray(x), jnp.asarray(y)
+
+
+def train_sequence(
+    data: elman.ElmanData | str,
+    *,
+    cell: str = "elman",
+    units: int | None = None,
+    activation: str | None = None,
+    epochs: int | None = None,
+    lr: float | None = None,
+    streams: int | None = None,
+    window: int | None = None,
+    size: int | None = None,
+    seed: int = 0,
+    log: Callable[[int, float], None] | None = None,
+) -> SequenceRun:
+    """Train a many-to-many model (`SequenceModel`) to predict the next element of an Elman stream, with Adam.
+
+    data: an `ElmanData` or a name ("elman:xor", "elman:letters", "elman:sentences"; generated with `seed`
+    and `size`). cell: "elman" | "gru" | "lstm". units: p. activation: f_a of an Elman cell.
+    epochs: passes over the stream. streams: B
+    parallel streams; window: W steps of backpropagation through time. Unset values take `DEFAULTS`.
+    log(epoch, loss) is called after every epoch.
+    """
+    if isinstance(data, str):
+        task = data.removeprefix("elman:")
+        if task not in DEFAULTS:
+            raise ValueError(f"unknown sequence task {data!r}: use elman:xor, elman:letters or elman:sentences")
+        data = elman.load(task, seed=seed, size=size)
+    task = data.name.removeprefix("elman:")
+    d = DEFAULTS.get(task, DEFAULTS["sentences"])
+    units = d["units"] if units is None else units
+    activation = d["activation"] if activation is None else activation
+    epochs = d["epochs"] if epochs is None else epochs
+    lr = d["lr"] if lr is None else lr
+    streams = d["streams"] if streams is None else streams
+    window = d["window"] if window is None else window
+    for name, v in (("units", units), ("epochs", epochs), ("streams", streams), ("window", window)):
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1; got {v}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0; got {lr}")
+
+    key = jax.random.key(seed)
+    model = SequenceModel(cell, data.k, units, data.q, data.output, activation=activation, key=key)
+    xs, ys = _windows(data, streams, window)
+    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    opt_state = optimizer.init(params)
+    state_0 = jax.vmap(lambda _: model.initial_state())(jnp.arange(streams))
+
+    def window_loss(params, x, y, state):
+        m = eqx.combine(params, static)
+        logits, _, final = jax.vmap(m.run)(x, state)
+        return step_loss(m, logits, y).mean(), final
+
+    @jax.jit
+    def epoch(params, opt_state):
+        def body(carry, xy):
+            params, opt_state, state = carry
+            (loss, final), grads = jax.value_and_grad(window_loss, has_aux=True)(params, *xy, state)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            return (params, opt_state, jax.lax.stop_gradient(final)), loss
+
+        (params, opt_state, _), losses = jax.lax.scan(body, (params, opt_state, state_0), (xs, ys))
+        return params, opt_state, losses.mean()
+
+    start = time.perf_counter()
+    history = []
+    for e in range(epochs):
+        params, opt_state, loss = epoch(params, opt_state)
+        history.append(float(loss))
+        if log is not None:
+            log(e + 1, history[-1])
+    config = dict(
+        task=data.name,
+        cell=cell,
+        units=units,
+        activation=activation,
+        epochs=epochs,
+        lr=lr,
+        streams=streams,
+        window=window,
+        seed=seed,
+        T=data.T,
+    )
+    return SequenceRun(eqx.combine(params, static), data, history, time.perf_counter() - start, config)
+
+
+@dataclass
+class Evaluation:
+    """A model run once over a whole stream from a_0 = 0.
+
+    y: (T, q) predictions as probabilities; a: (T, p) hidden states; loss: (T,) per step (nats);
+    error: (T,) squared error sum_j (y_tj - target_tj)^2, the paper's measure.
+    """
+
+    data: elman.ElmanData
+    y: Float[np.ndarray, "T q"]
+    a: Float[np.ndarray, "T p"]
+    loss: Float[np.ndarray, " T"]
+    error: Float[np.ndarray, " T"]
+
+
+def evaluate(model: SequenceModel, data: elman.ElmanData) -> Evaluation:
+    """Run `model` over `data`'s stream in one scan and measure every step."""
+    if data.k != model.layer.features:
+        raise ValueError(f"the model reads k={model.layer.features} features; {data.name} has k={data.k}")
+    x = jnp.asarray(data.inputs[0])
+    target = jnp.asarray(data.targets[0])
+    logits, a, _ = eqx.filter_jit(model.run)(x, model.initial_state())
+    y = model.probabilities(logits)
+    loss = step_loss(model, logits, target)
+    error = ((y - target) ** 2).sum(-1)
+    return Evaluation(data, np.asarray(y), np.asarray(a), np.asarray(loss), np.asarray(error))
+
+
+def mean_hidden_by_word(ev: Evaluation) -> tuple[tuple[str, ...], Float[np.ndarray, "V p"]]:
+    """(words, means): the hidden state a_t averaged over every step whose input is that word.
+
+    a_t is the state after reading word t, so each row is what the network makes of one word in all the
+    contexts it met it in (the paper's Fig. 7).
+    """
+    tokens = np.array(ev.data.tokens[:-1])
+    words = tuple(w for w in ev.data.vocab if (tokens == w).any())
+    return words, np.stack([ev.a[tokens == w].mean(0) for w in words])
+
+
+def cluster_words(words: tuple[str, ...], means: Float[np.ndarray, "V p"], method: str = "ward") -> np.ndarray:
+    """scipy's hierarchical clustering (linkage matrix) of the per-word mean hidden states (Euclidean)."""
+    from scipy.cluster.hierarchy import linkage
+
+    return linkage(means, method=method, metric="euclidean")
+
+
+def top_split(words: tuple[str, ...], Z: np.ndarray) -> tuple[frozenset[str], frozenset[str]]:
+    """The two groups of words the tree's root joins."""
+    from scipy.cluster.hierarchy import to_tree
+
+    root = to_tree(Z)
+    return (
+        frozenset(words[i] for i in root.get_left().pre_order()),
+        frozenset(words[i] for i in root.get_right().pre_order()),
+    )
+
+
+def tree_text(words: tuple[str, ...], Z: np.ndarray, label: Callable[[str], str] | None = None) -> str:
+    """The clustering tree drawn with box characters, leaves labelled by `label(word)` (default the word)."""
+    from scipy.cluster.hierarchy import to_tree
+
+    label = label or (lambda w: w)
+    lines: list[str] = []
+
+    def walk(node, prefix: str, last: bool, root: bool) -> None:
+        branch = "" if root else ("└─ " if last else "├─ ")
+        if node.is_leaf():
+            lines.append(prefix + branch + label(words[node.id]))
+            return
+        lines.append(prefix + branch + f"┐ {node.dist:.2f}")
+        child_prefix = prefix + ("" if root else ("   " if last else "│  "))
+        walk(node.get_left(), child_prefix, False, False)
+        walk(node.get_right(), child_prefix, True, False)
+
+    walk(to_tree(Z), "", True, True)
+    return "\n".join(lines)
+
+
+def _noun_verb(word: str) -> str:
+    return "noun" if word in elman.NOUNS else "verb"
+
+
+def _category(data: elman.ElmanData, word: str) -> str:
+    return "/".join(data.categories.get(word, ()))
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def _xor_report(ev: Evaluation, out: Path | None) -> tuple[dict, list[Path]]:
+    pos = ev.data.position
+    by_pos = [float(ev.error[pos == j].mean()) for j in range(3)]
+    result = {"error_by_position": {"first bit": by_pos[0], "second bit": by_pos[1], "XOR bit": by_pos[2]}}
+    lines = [
+        f"  mean squared error predicting the first bit of a triple  {by_pos[0]:.3f}",
+        f"                                   the second bit          {by_pos[1]:.3f}",
+        f"                                   the XOR bit (every 3rd) {by_pos[2]:.3f}   <- the dip",
+    ]
+    result["text"] = "\n".join(lines)
+    files: list[Path] = []
+    if out is not None:
+        import matplotlib.pyplot as plt
+
+        starts = np.flatnonzero(pos == 0)
+        starts = starts[starts + 12 <= ev.data.T]
+        cycle = np.stack([ev.error[s : s + 12] for s in starts]).mean(0)
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ax.plot(np.arange(1, 13), cycle, marker="o", color="C0")
+        for j in range(3, 13, 3):
+            ax.axvline(j, color="0.85", zorder=0)
+        ax.set_xticks(np.arange(1, 13), ["b1", "b2", "xor"] * 4)
+        ax.set_xlabel("bit predicted (position in the stream, 4 triples)")
+        ax.set_ylabel("squared error")
+        ax.set_title(f"Temporal XOR: the error dips on every third bit\n(mean over {len(starts)} cycles)", fontsize=10)
+        fig.tight_layout()
+        files += _save(fig, out / "elman-xor")
+    return result, files
+
+
+def _letters_report(ev: Evaluation, out: Path | None) -> tuple[dict, list[Path]]:
+    targets = np.array(ev.data.tokens[1:])
+    by_letter = {s: float(ev.error[targets == s].mean()) for s in ev.data.vocab}
+    consonant = float(ev.error[np.isin(targets, list(elman.SYLLABLES))].mean())
+    vowel = float(ev.error[~np.isin(targets, list(elman.SYLLABLES))].mean())
+    result = {"error_by_letter": by_letter, "consonants": consonant, "vowels": vowel}
+    result["text"] = "\n".join(
+        [
+            f"  mean squared error predicting a consonant  {consonant:.3f}   (which of b, d, g is random)",
+            f"                         predicting a vowel  {vowel:.3f}   (given by the consonant before it)",
+            "  per letter: " + "  ".join(f"{s} {e:.3f}" for s, e in by_letter.items()),
+        ]
+    )
+    files: list[Path] = []
+    if out is not None:
+        import matplotlib.pyplot as plt
+
+        n = 24
+        s = int(np.flatnonzero(ev.data.position == 0)[1])
+        seg = ev.error[s : s + n]
+        fig, ax = plt.subplots(figsize=(7, 3))
+        ax.plot(np.arange(n), seg, marker="o", color="C0")
+        ax.set_xticks(np.arange(n), list(targets[s : s + n]))
+        for i, letter in enumerate(targets[s : s + n]):
+            if letter in elman.SYLLABLES:
+                ax.axvspan(i - 0.4, i + 0.4, color="C3", alpha=0.12, lw=0)
+        ax.set_xlabel("letter predicted (consonants shaded)")
+        ax.set_ylabel("squared error")
+        ax.set_title("Letter sequences: error high on consonants, low on vowels")
+        fig.tight_layout()
+        files += _save(fig, out / "elman-letters")
+    return result, files
+
+
+def _sentences_report(ev: Evaluation, out: Path | None) -> tuple[dict, list[Path]]:
+    data = ev.data
+    best = elman.next_word_distribution(data)
+    idx = np.arange(data.T), data.labels[0]
+    bits = 1.0 / math.log(2)
+    model_bits = float(ev.loss.mean() * bits)
+    best_bits = float(-np.log2(best[idx]).mean())
+    unigram = np.bincount(data.labels[0], minlength=data.q) / data.T
+    unigram_bits = float(-np.log2(unigram[data.labels[0]]).mean())
+    kl = float((best * (np.log2(best + 1e-12) - np.log2(ev.y + 1e-12))).sum(-1).mean())
+    rms_model = float(np.sqrt(((ev.y - best) ** 2).sum(-1).mean()))
+    words, means = mean_hidden_by_word(ev)
+    Z = cluster_words(words, means)
+    left, right = top_split(words, Z)
+    nouns, verbs = set(elman.NOUNS) & set(words), set(elman.VERBS) & set(words)
+    separates = {left, right} == {frozenset(nouns), frozenset(verbs)}
+    result = {
+        "model_bits_per_word": model_bits,
+        "best_bits_per_word": best_bits,
+        "unigram_bits_per_word": unigram_bits,
+        "kl_bits_per_word": kl,
+        "rms_to_best": rms_model,
+        "top_split_nouns_verbs": separates,
+        "top_split": (sorted(left), sorted(right)),
+        "tree": tree_text(words, Z, lambda w: f"{w:<9} {_noun_verb(w)} {_category(data, w)}"),
+    }
+    result["text"] = "\n".join(
+        [
+            f"  cross-entropy of the next word, bits/word: model {model_bits:.3f}, "
+            f"best possible {best_bits:.3f} "
+            f"(the generator's own probabilities), word frequencies alone {unigram_bits:.3f}",
+            f"  gap to the best possible: KL {kl:.3f} bits/word; RMS distance of y_t to the true "
+            f"next-word distribution {rms_model:.3f}",
+            f"  top split of the tree: {'nouns | verbs' if separates else 'not nouns | verbs'}",
+        ]
+    )
+    files: list[Path] = []
+    if out is not None:
+        import matplotlib.pyplot as plt
+        from scipy.cluster.hierarchy import dendrogram
+
+        fig, ax = plt.subplots(figsize=(6, 7))
+        dendrogram(
+            Z,
+            labels=[f"{w} ({_category(data, w)})" for w in words],
+            orientation="left",
+            ax=ax,
+            color_threshold=0.0,
+            above_threshold_color="0.3",
+        )
+        for text in ax.get_yticklabels():
+            text.set_color("C0" if text.get_text().split(" ")[0] in elman.NOUNS else "C3")
+        ax.set_xlabel("distance between mean hidden states (Ward)")
+        ax.set_title(
+            "Sentences: per-word mean hidden states, clustered\n(nouns blue, verbs red)", fontsize=10, loc="left"
+        )
+        fig.tight_layout()
+        files += _save(fig, out / "elman-sentences-tree")
+    return result, files
+
+
+def _save(fig, stem: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    fig.savefig(paths[0], dpi=110)
+    fig.savefig(paths[1])
+    plt.close(fig)
+    return paths
+
+
+def report(run: SequenceRun, out: str | Path | None = None, *, test_seed: int | None = None) -> dict:
+    """Measure what `run` learned on a fresh stream of its task (seed `test_seed`, default run seed + 1).
+
+    Returns a dict with the numbers, "text" (a summary), "files" (figures written under `out`, PNG and
+    SVG, when `out` is given) and, for the sentences, "tree" (the category tree as text).
+    """
+    task = run.data.name.removeprefix("elman:")
+    seed = run.config.get("seed", 0) + 1 if test_seed is None else test_seed
+    size = {
+        "xor": len(run.data.segments),
+        "letters": len(run.data.segments),
+        "sentences": len(run.data.segments),
+    }
+    test = elman.load(task, seed=seed, size=size[task])
+    ev = evaluate(run.model, test)
+    out = None if out is None else Path(out)
+    fn = {"xor": _xor_report, "letters": _letters_report, "sentences": _sentences_report}[task]
+    result, files = fn(ev, out)
+    result["files"] = [str(f) for f in files]
+    result["test_seed"] = seed
+    return result
+
+
+def hidden_states(model: SequenceModel, x: Float[Array, "T k"]) -> Float[Array, "T p"]:
+    """a_1..a_T for one stream from a_0 = 0."""
+    return model.run(x, model.initial_state())[1]
+
+
+def predict_ids(model: SequenceModel, x: Float[Array, "T k"]) -> Int[Array, " T"]:
+    """The most likely next symbol after every step (softmax outputs)."""
+    return jnp.argmax(model(x), axis=-1)

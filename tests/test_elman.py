@@ -1,0 +1,147 @@
+"""Elman's (1990) datasets follow the paper's definitions, and the experiments reproduce its findings."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from rnnlab.data import elman
+
+# The paper's Table 1, written out again here: Consonant Vowel Interrupted High Back Voiced.
+PAPER_CODES = {"b": "101001", "d": "101101", "g": "101011", "a": "010011", "i": "010101", "u": "010111"}
+
+
+def test_letter_encodings_are_the_papers():
+    for letter, code in PAPER_CODES.items():
+        assert "".join(map(str, elman.LETTERS[letter])) == code
+    data = elman.load("elman:letters", seed=3, size=200)
+    stream = np.concatenate([data.inputs[0], data.targets[0, -1:]])
+    for token, row in zip(data.tokens, stream, strict=True):
+        assert "".join(str(int(v)) for v in row) == PAPER_CODES[token]
+
+
+def test_letters_expand_each_consonant_to_its_syllable():
+    data = elman.load("letters", seed=1, size=300)
+    text = "".join(data.tokens)
+    assert text == "".join("".join(s) for s in data.segments)
+    assert {"".join(s) for s in data.segments} == {"ba", "dii", "guuu"}
+    # every consonant is followed by exactly its vowels, then the next consonant
+    i = 0
+    while i < len(text):
+        syllable = {"b": "ba", "d": "dii", "g": "guuu"}[text[i]]
+        assert text[i : i + len(syllable)] == syllable
+        i += len(syllable)
+    assert len(data.segments) == 300
+
+
+def test_xor_every_third_bit_is_the_xor_of_the_two_before():
+    data = elman.load("elman:xor", seed=7, size=500)
+    bits = np.array([int(b) for b in data.tokens])
+    assert len(bits) == 1500
+    assert np.array_equal(bits[2::3], bits[0::3] ^ bits[1::3])
+    assert np.array_equal(data.inputs[0, :, 0], bits[:-1]) and np.array_equal(data.targets[0, :, 0], bits[1:])
+    # the first two bits of each triple are random: both values occur, about equally often
+    assert 0.4 < bits[0::3].mean() < 0.6 and 0.4 < bits[1::3].mean() < 0.6
+
+
+def test_sentences_follow_the_templates():
+    data = elman.load("elman:sentences")
+    assert len(data.segments) == 10_000
+    assert len(elman.TEMPLATES) == 16 and len(elman.CATEGORIES) == 12 and len(elman.WORDS) == 29
+    used = set()
+    for sentence in data.segments:
+        template = elman.matches_template(sentence)
+        assert template is not None, sentence
+        used.add(template)
+    assert len(used) == 16  # all 16 templates occur in 10,000 sentences
+    assert data.tokens == tuple(w for s in data.segments for w in s)  # concatenated without breaks
+    assert 25_000 < data.T < 30_000  # the paper: 27,534 words
+    # one-hot words, next word as the target
+    assert np.array_equal(data.inputs[0].sum(-1), np.ones(data.T))
+    assert np.array_equal(data.inputs[0, 1:], data.targets[0, :-1])
+    assert [data.vocab[i] for i in data.labels[0, :5]] == list(data.tokens[1:6])
+
+
+def test_matches_template_rejects_non_sentences():
+    assert elman.matches_template(("man", "eat", "cookie")) == ("HUM", "EAT", "FOOD")
+    assert elman.matches_template(("cookie", "eat", "man")) is None
+    assert elman.matches_template(("rock", "sleep")) is None  # INANIM INTRAN is no template
+    assert elman.matches_template(("dragon", "eat")) is None
+
+
+def test_same_seed_same_stream_other_seed_other_stream():
+    a, b, c = (elman.load("sentences", seed=s, size=50) for s in (0, 0, 1))
+    assert a.tokens == b.tokens and a.tokens != c.tokens
+
+
+def test_unknown_names_and_sizes_are_refused():
+    with pytest.raises(ValueError, match="elman:xor, elman:letters, elman:sentences"):
+        elman.load("elman:words")
+    with pytest.raises(ValueError, match="at least 2"):
+        elman.load("xor", size=1)
+
+
+def _stream(words: list[str]) -> elman.ElmanData:
+    data = elman.load("sentences", size=2)
+    return dataclasses.replace(data, tokens=tuple(words), inputs=np.zeros((1, len(words) - 1, 29), np.float32))
+
+
+def test_best_prediction_matches_hand_computed_probabilities():
+    data = _stream(["lion", "eat", "cookie", "man", "sleep"])
+    P = elman.next_word_distribution(data)
+    p = {w: P[:, i] for i, w in enumerate(data.vocab)}
+    assert np.allclose(P.sum(1), 1.0)
+    # "lion" opens the stream: AGRESS DESTROY FRAG or AGRESS EAT {HUM, ANIM, FOOD}
+    assert p["eat"][0] == pytest.approx(3 / 4) and p["break"][0] == pytest.approx(1 / 8)
+    assert p["smash"][0] == pytest.approx(1 / 8) and p["man"][0] == 0
+    # "lion eat": HUM, ANIM or FOOD, one template each
+    assert p["man"][1] == pytest.approx(1 / 12) and p["cat"][1] == pytest.approx(1 / 9)
+    assert p["cookie"][1] == pytest.approx(1 / 9) and p["rock"][1] == 0
+    # "... cookie": a sentence has ended; 7 of 16 templates start with HUM (4 words)
+    assert p["man"][2] == pytest.approx(7 / 64) and p["rock"][2] == pytest.approx(1 / 16 / 3)
+    # "man": 7 HUM templates; "see" is PERCEPT or TRAN, "break" DESTROY or AGPAT
+    assert p["eat"][3] == pytest.approx(1 / 7)
+    assert p["see"][3] == pytest.approx(1 / 14 + 1 / 21) and p["break"][3] == pytest.approx(1 / 14 + 1 / 7)
+
+
+def test_best_prediction_beats_word_frequencies():
+    data = elman.load("sentences", size=2000)
+    P = elman.next_word_distribution(data)
+    best = -np.log2(P[np.arange(data.T), data.labels[0]]).mean()
+    freq = np.bincount(data.labels[0], minlength=29) / data.T
+    unigram = -np.log2(freq[data.labels[0]]).mean()
+    assert 2.5 < best < unigram - 1.0
+
+
+# ------------------------------------------------------------------------------------------ experiments
+
+
+def test_xor_error_dips_on_every_third_bit():
+    from rnnlab import experiments
+
+    run = experiments.train_sequence("elman:xor", seed=0)
+    result = experiments.report(run)
+    err = result["error_by_position"]
+    assert err["XOR bit"] < 0.1
+    assert err["first bit"] > 0.2 and err["second bit"] > 0.2  # coin flips: about 0.25 at best
+
+
+def test_letters_error_high_on_consonants_low_on_vowels():
+    from rnnlab import experiments
+
+    run = experiments.train_sequence("elman:letters", seed=0)
+    result = experiments.report(run)
+    assert result["vowels"] < 0.05 < 0.3 < result["consonants"]
+
+
+def test_sentence_tree_splits_nouns_from_verbs(tmp_path):
+    from rnnlab import experiments
+
+    run = experiments.train_sequence("elman:sentences", seed=0)
+    result = experiments.report(run, tmp_path)
+    left, right = result["top_split"]
+    assert {frozenset(left), frozenset(right)} == {elman.NOUNS, elman.VERBS}
+    assert result["best_bits_per_word"] < result["model_bits_per_word"] < result["unigram_bits_per_word"]
+    assert (tmp_path / "elman-sentences-tree.png").stat().st_size > 1000
