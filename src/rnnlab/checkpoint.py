@@ -95,7 +95,7 @@ def fill_tree(template: PyTree, arrays: dict[str, np.ndarray], prefix: str = "",
 
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict | None = None) -> None:
     meta = None if metadata is None else {"json": json.dumps(metadata)}
-    atomic_write(path, st_save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=meta))
+    atomic_write(path, st_save({k: np.array(v, order="C") for k, v in arrays.items()}, metadata=meta))
 
 
 def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:

@@ -144,10 +144,14 @@ class TextClassifier(eqx.Module):
         each a_t has already read the text from its end.
         """
         tokens = jnp.asarray(tokens)
-        T = tokens.shape[0]
-        L = jnp.asarray(T if length is None else length, jnp.int32)
-        a = self.states(tokens[None], L[None])[0]
-        bidirectional = isinstance(self.rnn.layers[-1], Bidirectional)
-        steps = jnp.minimum(jnp.arange(1, T + 1), L)  # pool over a_1..a_t, t capped at L
-        h = pool(jnp.broadcast_to(a, (T, *a.shape)), steps, self.config.pooling, bidirectional)
-        return a, jax.nn.softmax(self.head(h), axis=-1)
+        return _trace(self, tokens, jnp.asarray(tokens.shape[0] if length is None else length, jnp.int32))
+
+
+@eqx.filter_jit
+def _trace(model: TextClassifier, tokens: Array, L: Array) -> tuple[Array, Array]:
+    T = tokens.shape[0]
+    a = model.states(tokens[None], L[None])[0]
+    bidirectional = isinstance(model.rnn.layers[-1], Bidirectional)
+    steps = jnp.minimum(jnp.arange(1, T + 1), L)  # pool over a_1..a_t, t capped at L
+    h = pool(jnp.broadcast_to(a, (T, *a.shape)), steps, model.config.pooling, bidirectional)
+    return a, jax.nn.softmax(model.head(h), axis=-1)

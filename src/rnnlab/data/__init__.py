@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 from rnnlab.data import tabular, tweeteval
 from rnnlab.data.dataset import SPLITS, DataError, Dataset, Split
@@ -25,8 +26,8 @@ __all__ = [
 
 def load(
     source: str | Path, *, text_column: str = "text", label_column: str = "label", progress: bool = True
-) -> Dataset:
-    """A labelled dataset from any of:
+) -> Dataset | Any:
+    """A labelled dataset from any of (the `elman:` corpora are `rnnlab.data.elman.ElmanData`):
 
     - `tweeteval:NAME`: a TweetEval task (emotion, hate, irony, offensive, emoji, sentiment,
       stance/abortion, ...), downloaded into the user's cache on first use;

@@ -26,7 +26,7 @@ class Split:
     """N texts and their labels (N,), ids into the dataset's label names."""
 
     texts: list[str]
-    labels: Int[np.ndarray, " N"]
+    labels: Int[np.ndarray, " N"] | list[int]
     source: str = ""
 
     def __post_init__(self):

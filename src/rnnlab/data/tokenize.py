@@ -22,7 +22,7 @@ URL = "<url>"
 USER = "@user"
 
 _EMOTICON = r"(?:[<>]?[:;=8xX][\-o\*']?[\)\]\(\[dDpP/\\\|@3]+|[\)\]\(\[dDpP/\\\|@]+[\-o\*']?[:;=8]|<3+|</3+)"
-_URL = r"(?:https?://\S+|www\.\S+)"
+_URL = r"(?:https?://\S+|ww+\.\S+)"  # www cut to ww by squeeze_repeats
 _MENTION = r"@\w+"
 _HASHTAG = r"#\w+"
 _WORD = r"[^\W_](?:[\w'’\-]*[^\W_])?"

@@ -1,0 +1,224 @@
+"""Metrics against hand computation, the model's masking and trace, training, checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnnlab import metrics
+from rnnlab.checkpoint import STATE, load_arrays, load_run, predict_proba, save_run
+from rnnlab.data import Dataset, Split, Vocabulary
+from rnnlab.data.batches import encode
+from rnnlab.models import ModelConfig, TextClassifier, pool
+from rnnlab.train import Config, class_weight, fit
+
+REPO = Path(__file__).resolve().parents[1]
+
+# -- metrics -----------------------------------------------------------------------------------------------
+
+
+def test_metrics_by_hand():
+    # 3 classes. true: 0 0 0 1 1 2 ; pred: 0 0 1 1 2 2
+    y_true, y_pred = np.array([0, 0, 0, 1, 1, 2]), np.array([0, 0, 1, 1, 2, 2])
+    M = metrics.confusion(y_true, y_pred, 3)
+    assert M.tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    # class 0: P 2/2 R 2/3 F1 0.8; class 1: P 1/2 R 1/2 F1 0.5; class 2: P 1/2 R 1/1 F1 2/3
+    s = metrics.per_class(M)
+    np.testing.assert_allclose(s["f1"], [0.8, 0.5, 2 / 3])
+    labels = ("against", "none", "favor")
+    assert metrics.score("macro_f1", M, labels) == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert metrics.score("macro_recall", M, labels) == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    assert metrics.score("accuracy", M, labels) == pytest.approx(4 / 6)
+    assert metrics.score("f1_against_favor", M, labels) == pytest.approx((0.8 + 2 / 3) / 2)
+
+
+def test_official_metric_per_task_and_irony_class():
+    assert [metrics.official_metric(t) for t in ("emotion", "hate", "offensive", "emoji", "irony", "stance",
+                                                 "stance/abortion", "sentiment", "anything")] == [
+        "macro_f1", "macro_f1", "macro_f1", "macro_f1", "f1_irony", "f1_against_favor", "f1_against_favor",
+        "macro_recall", "macro_f1"]
+    # irony: true 1 1 0 0, pred 1 0 0 1 -> ironic class: P 1/2, R 1/2, F1 1/2 (not the 0.5 macro by chance:
+    # use a case where they differ) ; true 1 1 1 0, pred 1 1 0 0 -> ironic P 1, R 2/3, F1 0.8
+    r = metrics.report(np.array([1, 1, 1, 0]), np.array([1, 1, 0, 0]), ("non_irony", "irony"), "irony")
+    assert r["metric"] == "f1_irony" and r["score"] == pytest.approx(0.8)
+    assert r["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 2)  # non_irony: P 1/2 R 1 F1 2/3
+    assert r["per_class"]["irony"]["support"] == 3 and r["confusion"] == [[1, 0], [1, 2]]
+
+
+def test_class_weights_balanced():
+    w = class_weight(np.array([0, 0, 0, 1]), 2, "balanced")
+    np.testing.assert_allclose(w, [4 / (2 * 3), 4 / (2 * 1)])
+    np.testing.assert_array_equal(class_weight(np.array([0, 1]), 2, "none"), [1, 1])
+
+
+# -- model -------------------------------------------------------------------------------------------------
+
+def test_pooling_reads_only_valid_steps():
+    a = jnp.arange(2 * 4 * 2, dtype=jnp.float32).reshape(2, 4, 2) * jnp.array([1, -1])
+    lengths = jnp.array([2, 4])
+    # sequence 0 has steps [0, -1], [2, -3] (then padding [4, -5], [6, -7]); sequence 1 [8, -9] .. [14, -15]
+    np.testing.assert_allclose(pool(a, lengths, "max"), [[2, -1], [14, -9]])
+    np.testing.assert_allclose(pool(a, lengths, "mean"), [[1, -2], [11, -12]])
+    np.testing.assert_allclose(pool(a, lengths, "last"), [[2, -3], [14, -15]])
+    # two directions: forward half from step L, backward half from step 1
+    np.testing.assert_allclose(pool(a, lengths, "last", bidirectional=True), [[2, -1], [14, -9]])
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+def test_padding_changes_nothing_and_trace_ends_in_the_prediction(pooling):
+    m = TextClassifier(ModelConfig(vocab_size=30, classes=3, k=6, units=5, pooling=pooling), key=jax.random.key(1))
+    text = jnp.array([4, 9, 2, 7])
+    alone = m.predict_proba(text[None], jnp.array([4]))
+    padded = m.predict_proba(jnp.array([[4, 9, 2, 7, 0, 0, 0], [3, 3, 3, 3, 3, 3, 3]]), jnp.array([4, 7]))
+    np.testing.assert_allclose(padded[0], alone[0], rtol=1e-5, atol=1e-6)
+    a, y = m.trace(jnp.array([4, 9, 2, 7, 0, 0]), 4)
+    assert a.shape == (6, 10) and y.shape == (6, 3)
+    np.testing.assert_allclose(y[3], alone[0], rtol=1e-5, atol=1e-6)  # y_L: the whole text's prediction
+    np.testing.assert_allclose(y[5], y[3])  # padding repeats y_L
+    np.testing.assert_array_equal(a[4:], 0)
+    # y_2 is the prediction for the text cut after two tokens, when the model reads one direction
+    uni = TextClassifier(ModelConfig(vocab_size=30, classes=3, k=6, units=5, pooling=pooling, bidirectional=False),
+                         key=jax.random.key(1))
+    _, y_uni = uni.trace(text)
+    np.testing.assert_allclose(y_uni[1], uni.predict_proba(text[None, :2], jnp.array([2]))[0], rtol=1e-5, atol=1e-6)
+
+
+# -- training ----------------------------------------------------------------------------------------------
+
+def toy_dataset(n: int = 240, seed: int = 0) -> Dataset:
+    """Label = does the text mention a 'good' word; noise words around it. Learnable, not trivial."""
+    rng = np.random.default_rng(seed)
+    good, bad, noise = ["great", "love", "happy"], ["awful", "hate", "sad"], [f"w{i}" for i in range(30)]
+    splits = {}
+    for split, size in (("train", n), ("val", n // 4), ("test", n // 4)):
+        texts, labels = [], []
+        for _ in range(size):
+            y = int(rng.integers(2))
+            words = list(rng.choice(noise, size=int(rng.integers(2, 12))))
+            words.insert(int(rng.integers(len(words) + 1)), str(rng.choice(good if y else bad)))
+            texts.append(" ".join(words))
+            labels.append(y)
+        splits[split] = Split(texts, np.array(labels))
+    return Dataset("toy", ("neg", "pos"), splits, "toy")
+
+
+SMALL = dict(embeddings=None, k=8, units=8, maxlen=16, batch_size=16, epochs=4, lr=1e-2, patience=10)
+
+
+def leaves(model) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(model, eqx.is_array))]
+
+
+def test_fit_learns_and_a_seed_fixes_everything():
+    ds = toy_dataset()
+    calls = []
+    r1 = fit(Config(**SMALL), ds, progress=False, callback=lambda e, s, h: calls.append((e, s)))
+    assert r1.best_score > 0.8 and r1.test["score"] > 0.8
+    assert [e for e, _ in calls] == [1, 2, 3, 4] and r1.best_score == max(s for _, s in calls)
+    r2 = fit(Config(**SMALL), ds, progress=False)
+    for x, y in zip(leaves(r1.model), leaves(r2.model), strict=True):
+        np.testing.assert_array_equal(x, y)
+    r3 = fit(Config(**{**SMALL, "seed": 1}), ds, progress=False)
+    assert any(not np.array_equal(x, y) for x, y in zip(leaves(r1.model), leaves(r3.model), strict=True))
+
+
+def test_callback_stops_and_early_stopping_keeps_the_best():
+    ds = toy_dataset()
+    r = fit(Config(**SMALL), ds, progress=False, callback=lambda e, s, h: e >= 2)
+    assert len(r.history) == 2
+    r = fit(Config(**{**SMALL, "epochs": 30, "patience": 1, "lr": 0.05}), ds, progress=False)
+    scores = [h["val_score"] for h in r.history]
+    assert len(r.history) < 30 and scores[-1] <= r.best_score == max(scores)
+    assert r.val["score"] == pytest.approx(r.best_score)  # the kept model is the best epoch's
+
+
+def test_frozen_embeddings_stay_fixed():
+    ds = toy_dataset(n=64)
+    r = fit(Config(**{**SMALL, "freeze_embeddings": True, "epochs": 1}), ds, progress=False)
+    start = TextClassifier(r.model.config, key=jax.random.fold_in(jax.random.key(0), 0))
+    np.testing.assert_array_equal(r.model.E, start.E)
+
+
+def test_validation_split_is_carved_when_missing():
+    ds = toy_dataset(n=100)
+    no_val = Dataset(ds.task, ds.labels, {"train": ds["train"]}, "toy")
+    r = fit(Config(**{**SMALL, "epochs": 1}), no_val, progress=False)
+    assert r.val["n"] == 10 and r.test is None
+
+
+def test_save_and_load_run_give_the_same_probabilities(tmp_path):
+    ds = toy_dataset(n=64)
+    r = fit(Config(**{**SMALL, "epochs": 1}), ds, tmp_path / "run", progress=False)
+    run = load_run(tmp_path / "run")
+    texts = ds["test"].texts
+    ids, lengths = encode(texts, r.vocab, 16)
+    np.testing.assert_array_equal(run.predict_proba(texts), predict_proba(r.model, ids, lengths))
+    assert run.labels == ("neg", "pos") and run.vocab.tokens == r.vocab.tokens and run.metric == "macro_f1"
+    metrics_json = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics_json["test"]["macro_f1"] == pytest.approx(r.test["score"])
+    tokens, a, y = run.trace(texts[0])
+    assert a.shape == (len(tokens), 16) and y.shape == (len(tokens), 2)
+    np.testing.assert_allclose(y[-1], run.predict_proba(texts[:1])[0], rtol=1e-5, atol=1e-6)
+    # a checkpoint holds no pickle: JSON and safetensors only
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "config.json", "metrics.json", "model.safetensors", "state.safetensors"]
+
+
+def test_load_run_rejects_a_mismatched_file(tmp_path):
+    m = TextClassifier(ModelConfig(vocab_size=5, classes=2, k=4, units=3), key=jax.random.key(0))
+    save_run(tmp_path, m, {}, Vocabulary(["<pad>", "<unk>", "a", "b", "c"]), ("x", "y"), "toy", "macro_f1")
+    info = json.loads((tmp_path / "config.json").read_text())
+    info["model"]["units"] = 4
+    (tmp_path / "config.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="has shape"):
+        load_run(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"config\.json: no such file"):
+        load_run(tmp_path / "nothing")
+
+
+KILL_SCRIPT = """
+import sys, numpy as np
+sys.path.insert(0, {tests!r})
+from test_train import toy_dataset, SMALL
+from rnnlab.train import Config, fit
+fit(Config(**{{**SMALL, "epochs": 3, "checkpoint_every": 3}}), toy_dataset(), {out!r}, progress=False)
+"""
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    out = tmp_path / "run"
+    script = KILL_SCRIPT.format(tests=str(REPO / "tests"), out=str(out))
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    deadline = time.time() + 120
+    meta = None
+    while time.time() < deadline and proc.poll() is None:
+        if (out / STATE).is_file():
+            try:
+                meta = load_arrays(out / STATE)[1]
+            except Exception:  # being replaced right now: read again
+                meta = None
+            if meta and meta["epoch"] >= 1 and meta["step_in_epoch"] > 0:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert meta and meta["step_in_epoch"] > 0, "the training subprocess never checkpointed mid-epoch"
+    killed_at = load_arrays(out / STATE)[1]
+    assert killed_at["epoch"] < 3
+    resumed = fit(Config(**{**SMALL, "epochs": 3, "checkpoint_every": 3}), toy_dataset(), out, resume=True,
+                  progress=False)
+    whole = fit(Config(**{**SMALL, "epochs": 3}), toy_dataset(), progress=False)
+    for x, y in zip(leaves(resumed.model), leaves(whole.model), strict=True):
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
+    assert [h["val_score"] for h in resumed.history] == [h["val_score"] for h in whole.history]
