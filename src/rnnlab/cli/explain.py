@@ -174,3 +174,82 @@ def _run_task(task: str, out: Path, seed: int, epochs: int | None = None) -> dic
         if f.endswith(".png"):
             console.print(f"  figure: {f}")
     return result
+
+
+INSPECT_EPILOG = """
+[bold]Examples[/]
+
+  rnnlab inspect runs/emotion-gru "I can't believe how happy this makes me"
+      a trained classifier: p rows × T columns, and the label it gives after each word
+
+  rnnlab inspect elman:sentences "man eat cookie dragon smash glass"
+      Elman's sentences (a network is trained first, a few seconds): y_t is the next word it expects
+
+  rnnlab inspect runs/emotion-gru "so tired of this" --json > states.json
+      the raw matrix (rows = units, columns = tokens) and y_t as JSON
+"""
+
+
+@app.command(epilog=INSPECT_EPILOG)
+def inspect(
+    run: str = typer.Argument(..., help="A run folder from `rnnlab train`, or elman:xor|letters|sentences."),
+    text: str = typer.Argument(..., help="The text to read (for elman: words, letters or bits)."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Where to write the heatmap: OUT.png and OUT.svg (default demo-out/inspect)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the raw matrix and y_t as JSON."),
+    seed: int = typer.Option(0, "--seed", help="For elman:*, the seed of the network trained first."),
+) -> None:
+    """Show the hidden states of one text: a heatmap of p rows (units) × T columns (its tokens), plus the
+    prediction y_t after each step. Only the text's own T steps are drawn: padding has no column."""
+    from rnnlab import inspect as ins_mod
+
+    if not text.strip():
+        _fail("the text is empty: give at least one token to read.")
+    if run.startswith("elman:"):
+        result = _inspect_elman(run, text, seed)
+    else:
+        path = Path(run)
+        if not path.exists():
+            _fail(f"{run}: no such run folder (write one with `rnnlab train`, or use elman:sentences).")
+        try:
+            from rnnlab.checkpoint import load_run
+
+            loaded = load_run(path)
+        except ImportError:
+            _fail("reading run folders needs rnnlab.checkpoint, which this installation lacks.")
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            _fail(f"{run}: cannot read the run: {e}")
+        result = ins_mod.inspect_run(loaded, text)
+        result.title = result.title or path.name
+    if as_json:
+        typer.echo(json.dumps(result.to_dict()))
+        if out is None:
+            return
+    files = ins_mod.render(result, out or Path("demo-out") / "inspect")
+    if not as_json:
+        console.print(ins_mod.terminal(result))
+        for note in result.notes:
+            console.print(note, style="dim")
+        console.print("written: " + ", ".join(str(f) for f in files))
+
+
+def _inspect_elman(name: str, text: str, seed: int):
+    from rnnlab import experiments
+    from rnnlab import inspect as ins_mod
+    from rnnlab.data import elman
+
+    task = name.removeprefix("elman:").lower()
+    if task not in elman.NAMES:
+        _fail(f"unknown dataset {name!r}: use elman:xor, elman:letters or elman:sentences.")
+    words = text.split()
+    if task == "letters" and len(words) == 1:
+        words = list(words[0])
+    if task == "xor" and len(words) == 1:
+        words = list(words[0])
+    with console.status(f"training a network on {name} first"):
+        run = experiments.train_sequence(name, seed=seed)
+    try:
+        return ins_mod.inspect_sequence(run.model, run.data, words)
+    except ValueError as e:
+        _fail(str(e))
