@@ -175,3 +175,27 @@ def test_cli_explain_wrong_arguments_get_clear_messages(args, message):
     result = runner.invoke(app, ["explain", *args])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_cli_explain_a_saved_run(tmp_path):
+    from rnnlab.checkpoint import load_run, save_run
+    from rnnlab.data import Vocabulary
+    from rnnlab.models import ModelConfig, TextClassifier
+
+    vocab = Vocabulary(["<pad>", "<unk>", "good", "bad", "day"])
+    config = ModelConfig(vocab_size=len(vocab), classes=2, k=4, cell="lstm", units=3, bidirectional=True)
+    save_run(
+        tmp_path,
+        TextClassifier(config, key=jax.random.key(0)),
+        {"maxlen": 16},
+        vocab,
+        ("neg", "pos"),
+        "sentiment",
+        "macro_f1",
+    )
+    result = runner.invoke(app, ["explain", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    model = load_run(tmp_path).model
+    assert data["total"] == array_entries(model) == 5 * 4 + 2 * formula("lstm", 4, 3) + 2 * (6 + 1)
+    assert data["T"] == 16 and not data["every_step"]

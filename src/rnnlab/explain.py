@@ -118,6 +118,7 @@ _ROLES = {
     "a_0": "the learned initial state",
     "W_y": "multiplies a_t, to give y_t",
     "b_y": "added to give y_t",
+    "E": "embedding: the row x_t of each token",
 }
 
 
@@ -451,7 +452,7 @@ def unrolled_svg(ex: Explanation, most: int = 5) -> str:
     q = ex.readouts[0].W_y.shape[0] if ex.readouts else None
     steps = _steps_drawn(ex.T, most)
     bw, bh, gap, x0, y0 = 90, 50, 80, 110, 70
-    width = x0 + len(steps) * (bw + gap) + 60
+    width = max(760, x0 + len(steps) * (bw + gap) + 60)
     height = 260
     e = html.escape
     out = [
@@ -524,7 +525,7 @@ def renderables(ex: Explanation, *, misreadings: bool = True, drawing: bool = Tr
     cell = ex.cells[0]
     k, p, T, B = cell.features, cell.units, ex.T, ex.B
     kinds = ", ".join(sorted({c.kind for c in ex.cells}))
-    yield Rule(f"[bold]{kinds}: k={k} features, p={p} units, T={T} timesteps, B={B} sequences")
+    yield Rule(f"[bold]{kinds}: k={k} features, p={p} units, T={T} timesteps, B={B} sequence{'s' if B > 1 else ''}")
     yield Panel("\n".join(ex.equations), title="the equations, shapes filled in", expand=False)
 
     table = Table(title="parameters: the model's arrays", title_justify="left")
@@ -579,8 +580,8 @@ def renderables(ex: Explanation, *, misreadings: bool = True, drawing: bool = Tr
         )
     yield grow
     yield Text(
-        "T multiplies the work and the activations, never the parameters; doubling p about "
-        "quadruples U_a and the FLOPs per step (U_a a_{t-1} is p×p), whatever T is.",
+        "T multiplies the work and the activations, never the parameters. Doubling p doubles W_a "
+        "(p×k) and quadruples U_a (p×p), whatever T is.",
         style="italic",
     )
 
