@@ -34,7 +34,7 @@ def _errors():
         yield
     except (DataError, FileNotFoundError, ValueError, KeyError, ConnectionError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -91,8 +91,9 @@ def train(
     clip: float = typer.Option(_d("clip"), help="Clip the gradient's global norm to this."),
     class_weights: str = typer.Option(_d("class_weights"), help="balanced | none."),
     patience: int = typer.Option(_d("patience"), help="Epochs without a better val score before stopping."),
-    max_seconds: float = typer.Option(None, help="Stop training after this many seconds (best model kept)."),
+    max_seconds: float | None = typer.Option(None, help="Stop training after this many seconds (best model kept)."),
     seed: int = typer.Option(_d("seed"), help="Same seed, same data: same model."),
+    checkpoint_every: int = typer.Option(_d("checkpoint_every"), help="Steps between checkpoints in an epoch."),
     text_column: str = typer.Option("text", help="Text column of CSV/JSONL data."),
     label_column: str = typer.Option("label", help="Label column of CSV/JSONL data."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint "
@@ -114,7 +115,8 @@ def train(
             freeze_embeddings=freeze_embeddings, cell=cell, units=units, layers=layers,
             bidirectional=bidirectional, pooling=pooling, dropout=dropout, embed_dropout=embed_dropout,
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, clip=clip,
-            class_weights=class_weights, patience=patience, max_seconds=max_seconds, seed=seed)
+            class_weights=class_weights, patience=patience, max_seconds=max_seconds, seed=seed,
+            checkpoint_every=checkpoint_every)
         dataset = rdata.load(data, text_column=text_column, label_column=label_column, progress=not quiet)
         if not quiet:
             sizes = ", ".join(f"{s} {len(v)}" for s, v in dataset.splits.items())
@@ -193,7 +195,7 @@ PREDICT_EPILOG = """
 @app.command(epilog=PREDICT_EPILOG)
 def predict(
     run: Path = typer.Argument(..., help="A run folder written by `rnnlab train`."),
-    texts: list[str] = typer.Argument(None, help="Texts; none (or -) reads one a line from stdin."),
+    texts: list[str] | None = typer.Argument(None, help="Texts; none (or -) reads one a line from stdin."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object a line: text, label, probabilities."),
 ) -> None:
     """Label texts with a trained run and print each label's probability."""
