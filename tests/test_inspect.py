@@ -136,3 +136,29 @@ def test_inspect_elman_sequence_unknown_word():
     assert result.a.shape == (8, 3) and result.y.shape == (3, 29)
     with pytest.raises(ValueError, match="unicorn"):
         ins.inspect_sequence(model, data, ["man", "see", "unicorn"])
+
+
+def test_demo_saves_a_run_that_inspect_and_explain_read(tmp_path):
+    result = runner.invoke(app, ["demo", "--only", "xor", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "the XOR bit (every 3rd)" in result.output
+    assert (tmp_path / "elman-xor.png").is_file() and (tmp_path / "elman-xor.svg").is_file()
+    run_dir = tmp_path / "elman-xor-run"
+    shown = runner.invoke(app, ["inspect", str(run_dir), "1 1 0 0 1 1", "--json"])
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(shown.output)
+    assert data["tokens"] == list("110011") and np.asarray(data["a"]).shape == (8, 6)
+    # after "1 1" the next bit is their XOR, 0; after "0 1", 1: the trained network knows both
+    assert data["predictions"][1] == "0" and data["predictions"][4] == "1"
+    explained = runner.invoke(app, ["explain", str(run_dir), "--json"])
+    assert explained.exit_code == 0, explained.output
+    assert json.loads(explained.output)["total"] == 8 * (1 + 8 + 1) + (8 + 1)
+    wrong = runner.invoke(app, ["inspect", str(run_dir), "1 2 0"])
+    assert wrong.exit_code == 2 and "not in elman:xor's vocabulary: 2" in wrong.output
+
+
+def test_cli_demo_wrong_arguments():
+    result = runner.invoke(app, ["demo", "--only", "poems"])
+    assert result.exit_code == 2 and "unknown --only" in result.output
+    result = runner.invoke(app, ["demo", "--epochs", "0"])
+    assert result.exit_code == 2 and "--epochs must be at least 1" in result.output

@@ -351,13 +351,33 @@ def _letters_report(ev: Evaluation, out: Path | None) -> tuple[dict, list[Path]]
     targets = np.array(ev.data.tokens[1:])
     by_letter = {s: float(ev.error[targets == s].mean()) for s in ev.data.vocab}
     consonant = float(ev.error[np.isin(targets, list(elman.SYLLABLES))].mean())
-    vowel = float(ev.error[~np.isin(targets, list(elman.SYLLABLES))].mean())
-    result = {"error_by_letter": by_letter, "consonants": consonant, "vowels": vowel}
+    is_consonant = np.isin(targets, list(elman.SYLLABLES))
+    vowel = float(ev.error[~is_consonant].mean())
+    # squared error of each feature where a consonant comes: "consonant" is predictable, "high"/"back" not
+    y = ev.y[is_consonant]
+    t = ev.data.targets[0][is_consonant]
+    by_feature = {f: float(((y[:, j] - t[:, j]) ** 2).mean()) for j, f in enumerate(ev.data.features)}
+    # the least possible: b, d, g equally likely, so "high" and "back" are each 1 with probability 1/3
+    floor = {
+        s: sum((np.mean([elman.LETTERS[c][j] for c in "bdg"]) - elman.LETTERS[s][j]) ** 2 for j in range(6))
+        for s in "bdg"
+    }
+    result = {
+        "error_by_letter": by_letter,
+        "consonants": consonant,
+        "vowels": vowel,
+        "consonant_error_by_feature": by_feature,
+        "least_possible_by_consonant": floor,
+    }
     result["text"] = "\n".join(
         [
-            f"  mean squared error predicting a consonant  {consonant:.3f}   (which of b, d, g is random)",
+            f"  mean squared error predicting a consonant  {consonant:.3f}   (which of b, d, g is random; "
+            f"the least possible is {np.mean(list(floor.values())):.3f})",
             f"                         predicting a vowel  {vowel:.3f}   (given by the consonant before it)",
             "  per letter: " + "  ".join(f"{s} {e:.3f}" for s, e in by_letter.items()),
+            "  where a consonant comes, error per feature: "
+            + "  ".join(f"{f} {e:.3f}" for f, e in by_feature.items())
+            + "\n  (that a consonant comes is predicted; which one is not)",
         ]
     )
     files: list[Path] = []
@@ -484,3 +504,48 @@ def hidden_states(model: SequenceModel, x: Float[Array, "T k"]) -> Float[Array, 
 def predict_ids(model: SequenceModel, x: Float[Array, "T k"]) -> Int[Array, " T"]:
     """The most likely next symbol after every step (softmax outputs)."""
     return jnp.argmax(model(x), axis=-1)
+
+
+# ------------------------------------------------------------------------------------------ run folders
+
+SEQUENCE_CONFIG = "sequence.json"
+SEQUENCE_MODEL = "sequence.safetensors"
+
+
+def is_sequence_run(run_dir: str | Path) -> bool:
+    """Whether `run_dir` holds a many-to-many run written by `save_sequence`."""
+    return (Path(run_dir) / SEQUENCE_CONFIG).is_file()
+
+
+def save_sequence(run: SequenceRun, run_dir: str | Path, result: dict | None = None) -> Path:
+    """Write `run` into `run_dir`: sequence.json (settings, loss history, the report's numbers) and
+    sequence.safetensors (the weights). The stream itself is regenerated from its name, seed and size."""
+    from rnnlab import checkpoint
+
+    run_dir = Path(run_dir)
+    numbers = {k: v for k, v in (result or {}).items() if k not in ("text", "files", "tree")}
+    info = {
+        "config": {**run.config, "size": len(run.data.segments), "output": run.model.output},
+        "history": run.history,
+        "seconds": run.seconds,
+        "result": numbers,
+    }
+    checkpoint.write_json(run_dir / SEQUENCE_CONFIG, info)
+    checkpoint.save_arrays(run_dir / SEQUENCE_MODEL, checkpoint.tree_arrays(run.model), {"task": run.data.name})
+    return run_dir
+
+
+def load_sequence(run_dir: str | Path) -> SequenceRun:
+    """The run `save_sequence` wrote into `run_dir`, with its stream regenerated."""
+    from rnnlab import checkpoint
+
+    run_dir = Path(run_dir)
+    info = checkpoint.read_json(run_dir / SEQUENCE_CONFIG)
+    c = info["config"]
+    data = elman.load(c["task"], seed=c["seed"], size=c["size"])
+    template = SequenceModel(
+        c["cell"], data.k, c["units"], data.q, c["output"], activation=c["activation"], key=jax.random.key(0)
+    )
+    arrays, _ = checkpoint.load_arrays(run_dir / SEQUENCE_MODEL)
+    model = checkpoint.fill_tree(template, arrays, source=str(run_dir / SEQUENCE_MODEL))
+    return SequenceRun(model, data, list(info["history"]), float(info["seconds"]), dict(c))

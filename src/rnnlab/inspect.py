@@ -45,6 +45,7 @@ class Inspection:
     directions: tuple[int, ...] = ()
     title: str = ""
     notes: list[str] = field(default_factory=list)
+    predicted: list[str] | None = None
 
     @property
     def p(self) -> int:
@@ -58,6 +59,8 @@ class Inspection:
 
     def predictions(self) -> list[str]:
         """The most probable output after each step (empty without y)."""
+        if self.predicted is not None:
+            return list(self.predicted)
         if self.y is None:
             return []
         return [self.outputs[i] if self.outputs else str(i) for i in np.argmax(self.y, axis=1)]
@@ -168,8 +171,14 @@ def inspect_sequence(model, data, words: list[str]) -> Inspection:
     logits = model.readout(jnp.asarray(ins.a.T))
     ins.y = np.asarray(model.probabilities(logits))
     ins.outputs = tuple(data.vocab) if data.output == "softmax" else tuple(data.features)
+    if data.output == "sigmoid":
+        # y_t is a code of independent bits: name the symbol whose code is nearest
+        codes = np.stack([stream[first[s]] for s in data.vocab if s in first])
+        symbols = [s for s in data.vocab if s in first]
+        nearest = np.argmin(((ins.y[:, None, :] - codes[None]) ** 2).sum(-1), axis=1)
+        ins.predicted = [symbols[i] for i in nearest]
     ins.title = data.name
-    ins.notes = [f"T = {T} steps, one per word; the same p = {ins.p} units at every step"]
+    ins.notes = [f"T = {T} steps, one per token; the same p = {ins.p} units at every step"]
     return ins
 
 

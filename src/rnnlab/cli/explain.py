@@ -103,6 +103,11 @@ def _load_run_model(run: Path):
     """(model, T) from a run folder: the model and the padded length it was trained with."""
     if not run.exists():
         _fail(f"{run}: no such run folder (write one with `rnnlab train`).")
+    from rnnlab import experiments
+
+    if experiments.is_sequence_run(run):
+        seq = experiments.load_sequence(run)
+        return seq.model, int(seq.config.get("window", 0))
     try:
         from rnnlab.checkpoint import load_run
     except ImportError:
@@ -173,7 +178,12 @@ def _run_task(task: str, out: Path, seed: int, epochs: int | None = None) -> dic
     for f in result["files"]:
         if f.endswith(".png"):
             console.print(f"  figure: {f}")
+    folder = experiments.save_sequence(run, out / f"elman-{task}-run", result)
+    console.print(f'  run saved: {folder}   (try: rnnlab inspect {folder} "{EXAMPLES[task]}")', highlight=False)
     return result
+
+
+EXAMPLES = {"xor": "110011101", "letters": "badiiguuuba", "sentences": "man eat cookie dragon smash glass"}
 
 
 INSPECT_EPILOG = """
@@ -206,12 +216,15 @@ def inspect(
 
     if not text.strip():
         _fail("the text is empty: give at least one token to read.")
+    result = None
     if run.startswith("elman:"):
         result = _inspect_elman(run, text, seed)
     else:
         path = Path(run)
         if not path.exists():
             _fail(f"{run}: no such run folder (write one with `rnnlab train`, or use elman:sentences).")
+        result = _inspect_sequence_run(path, text) if _is_sequence_run(path) else None
+    if result is None:
         try:
             from rnnlab.checkpoint import load_run
 
@@ -234,6 +247,31 @@ def inspect(
         console.print("written: " + ", ".join(str(f) for f in files))
 
 
+def _is_sequence_run(path: Path) -> bool:
+    from rnnlab import experiments
+
+    return experiments.is_sequence_run(path)
+
+
+def _elman_words(task: str, text: str) -> list[str]:
+    """The tokens of `text` for an Elman stream: words; or letters / bits, written together or apart."""
+    words = text.split()
+    if task in ("letters", "xor") and len(words) == 1:
+        words = list(words[0])
+    return words
+
+
+def _inspect_sequence_run(path: Path, text: str):
+    from rnnlab import experiments
+    from rnnlab import inspect as ins_mod
+
+    run = experiments.load_sequence(path)
+    try:
+        return ins_mod.inspect_sequence(run.model, run.data, _elman_words(run.data.name.split(":")[1], text))
+    except ValueError as e:
+        _fail(str(e))
+
+
 def _inspect_elman(name: str, text: str, seed: int):
     from rnnlab import experiments
     from rnnlab import inspect as ins_mod
@@ -242,11 +280,7 @@ def _inspect_elman(name: str, text: str, seed: int):
     task = name.removeprefix("elman:").lower()
     if task not in elman.NAMES:
         _fail(f"unknown dataset {name!r}: use elman:xor, elman:letters or elman:sentences.")
-    words = text.split()
-    if task == "letters" and len(words) == 1:
-        words = list(words[0])
-    if task == "xor" and len(words) == 1:
-        words = list(words[0])
+    words = _elman_words(task, text)
     with console.status(f"training a network on {name} first"):
         run = experiments.train_sequence(name, seed=seed)
     try:

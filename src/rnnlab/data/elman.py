@@ -30,6 +30,7 @@ __all__ = [
     "TEMPLATES",
     "VERB_CATEGORIES",
     "ElmanData",
+    "belief_states",
     "letters",
     "load",
     "matches_template",
@@ -91,9 +92,7 @@ TEMPLATES: tuple[tuple[str, ...], ...] = (
     ("AGRESS", "EAT", "FOOD"),
 )
 
-WORDS: tuple[str, ...] = tuple(
-    dict.fromkeys(w for c in NOUN_CATEGORIES + VERB_CATEGORIES for w in CATEGORIES[c])
-)
+WORDS: tuple[str, ...] = tuple(dict.fromkeys(w for c in NOUN_CATEGORIES + VERB_CATEGORIES for w in CATEGORIES[c]))
 NOUNS: frozenset[str] = frozenset(w for c in NOUN_CATEGORIES for w in CATEGORIES[c])
 VERBS: frozenset[str] = frozenset(w for c in VERB_CATEGORIES for w in CATEGORIES[c])
 
@@ -213,9 +212,7 @@ def letters(consonants: int = 1000, *, seed: int = 0) -> ElmanData:
     tokens = [s for seg in segments for s in seg]
     position = [i for seg in segments for i in range(len(seg))]
     encode = {s: np.array(v, np.float32) for s, v in LETTERS.items()}
-    return _stream(
-        "letters", tokens, encode, tuple(LETTERS), position, LETTER_FEATURES, "sigmoid", segments, seed
-    )
+    return _stream("letters", tokens, encode, tuple(LETTERS), position, LETTER_FEATURES, "sigmoid", segments, seed)
 
 
 def sentences(count: int = 10_000, *, seed: int = 0) -> ElmanData:
@@ -246,9 +243,7 @@ def load(name: str, *, seed: int = 0, size: int | None = None) -> ElmanData:
     """
     key = name.removeprefix("elman:").lower()
     if key not in NAMES:
-        raise ValueError(
-            f"unknown Elman dataset {name!r}: use one of " + ", ".join(f"elman:{n}" for n in NAMES)
-        )
+        raise ValueError(f"unknown Elman dataset {name!r}: use one of " + ", ".join(f"elman:{n}" for n in NAMES))
     n = _DEFAULT_SIZE[key] if size is None else size
     return {"xor": xor, "letters": letters, "sentences": sentences}[key](n, seed=seed)
 
@@ -256,9 +251,7 @@ def load(name: str, *, seed: int = 0, size: int | None = None) -> ElmanData:
 def matches_template(sentence: tuple[str, ...] | list[str]) -> tuple[str, ...] | None:
     """The first template that `sentence` (a tuple of words) fills, or None if none does."""
     for template in TEMPLATES:
-        if len(template) == len(sentence) and all(
-            w in CATEGORIES[c] for w, c in zip(sentence, template, strict=True)
-        ):
+        if len(template) == len(sentence) and all(w in CATEGORIES[c] for w, c in zip(sentence, template, strict=True)):
             return template
     return None
 
@@ -290,6 +283,22 @@ def _hmm() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return A, E, start
 
 
+def belief_states(data: ElmanData) -> Float[np.ndarray, "T S"]:
+    """P(the generator is at (template, position) s | words 0..t) for every step t: the state of the best
+    possible predictor after reading word t (the forward algorithm over the generator's own model)."""
+    if data.name != "elman:sentences":
+        raise ValueError(f"belief_states is defined for elman:sentences; got {data.name}")
+    A, E, start = _hmm()
+    words = {w: n for n, w in enumerate(data.vocab)}
+    belief = start  # P(state of word 0), before seeing it
+    out = np.empty((data.T, len(start)))
+    for t, w in enumerate(data.tokens[:-1]):
+        belief = belief * E[:, words[w]]
+        out[t] = belief = belief / belief.sum()  # P(state of word t | words 0..t)
+        belief = belief @ A  # P(state of word t+1 | words 0..t)
+    return out
+
+
 def next_word_distribution(data: ElmanData) -> Float[np.ndarray, "T V"]:
     """P(word t+1 | words 0..t) under the generator itself, for every step t: the best possible prediction.
 
@@ -299,13 +308,5 @@ def next_word_distribution(data: ElmanData) -> Float[np.ndarray, "T V"]:
     """
     if data.name != "elman:sentences":
         raise ValueError(f"next_word_distribution is defined for elman:sentences; got {data.name}")
-    A, E, start = _hmm()
-    words = {w: n for n, w in enumerate(data.vocab)}
-    belief = start  # P(state of word 0), before seeing it
-    out = np.empty((data.T, len(data.vocab)))
-    for t, w in enumerate(data.tokens[:-1]):
-        belief = belief * E[:, words[w]]
-        belief = belief / belief.sum()  # P(state of word t | words 0..t)
-        belief = belief @ A  # P(state of word t+1 | words 0..t)
-        out[t] = belief @ E
-    return out
+    A, E, _ = _hmm()
+    return belief_states(data) @ A @ E
