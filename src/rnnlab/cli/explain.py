@@ -170,7 +170,9 @@ def _run_task(task: str, out: Path, seed: int, epochs: int | None = None) -> dic
     with console.status(f"training on elman:{task}"):
         run = experiments.train_sequence(f"elman:{task}", seed=seed, epochs=d["epochs"])
         result = experiments.report(run, out)
-    console.print(f"  trained in {run.seconds:.1f} s; loss per step {run.history[0]:.3f} -> {run.history[-1]:.3f}")
+    console.print(
+        f"  trained in {run.seconds:.1f} s; training loss per step {run.history[0]:.3f} -> {run.history[-1]:.3f} nats"
+    )
     console.print(result["text"], highlight=False)
     if "tree" in result:
         console.print("\n  the words' mean hidden states, clustered (distance at each join):", highlight=False)
