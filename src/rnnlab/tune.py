@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import optuna
 from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
@@ -171,6 +171,7 @@ class TrialLog:
                 self.trial.set_user_attr(key, value)
 
 
+@runtime_checkable
 class Task(Protocol):
     """What a sweep runs. `metric` names the validation score (higher is better)."""
 
@@ -185,8 +186,18 @@ class Task(Protocol):
         ...
 
 
-class Events:
-    """What a worker tells its display; every method is optional to override."""
+@runtime_checkable
+class Events(Protocol):
+    """What a worker tells its display (`Silent` tells nobody)."""
+
+    def trial_started(self, number: int, config: dict[str, Any], role: str) -> None: ...
+    def epoch(self, number: int, epoch: int, score: float) -> None: ...
+    def trial_finished(self, row: dict[str, Any]) -> None: ...
+    def waiting(self, running: int) -> None: ...
+
+
+class Silent:
+    """Events that go nowhere."""
 
     def trial_started(self, number: int, config: dict[str, Any], role: str) -> None: ...
     def epoch(self, number: int, epoch: int, score: float) -> None: ...
@@ -209,10 +220,22 @@ def storage(url: str, heartbeat: int = 10) -> RDBStorage:
         engine_kwargs = {"connect_args": {"timeout": 120}}
     elif url.startswith(("postgresql", "mysql")):
         engine_kwargs = {"pool_pre_ping": True}
+        url = postgres_driver(url)
     with _quiet():
         return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
                           grace_period=3 * heartbeat,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+
+
+def postgres_driver(url: str) -> str:
+    """postgresql://... with the driver that is installed named: SQLAlchemy's default (psycopg 3) when it
+    is there, else psycopg2 (`pip install psycopg2-binary`)."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
 
 
 def open_study(
@@ -290,23 +313,28 @@ def sweep_space(study: optuna.Study) -> Space:
 
 def run_worker(
     study: optuna.Study, task: Task, *, events: Events | None = None, poll_s: float = 1.0,
-    max_trials: int | None = None,
+    max_trials: int | None = None, wait_s: float | None = None,
 ) -> int:
-    """Run queued trials until the study has none left (waiting while other workers finish theirs), then
-    return how many this worker ran. The test trial runs last, after every other trial has finished."""
-    events = events or Events()
+    """Run queued trials until the study has none left, then return how many this worker ran.
+
+    With nothing queued but trials running elsewhere, the worker waits for them (a dead worker's trial
+    goes stale and is queued again), at most `wait_s` seconds at a time when given. The test trial runs
+    last, after every other trial has finished."""
+    events = events if events is not None else Silent()
     space = sweep_space(study)
-    ran = 0
+    ran, idle_since = 0, None
     while max_trials is None or ran < max_trials:
         with _quiet():
             optuna.storages.fail_stale_trials(study)      # queues again the trials of workers that died
         trial, running = _take(study)
         if trial is None:
-            if running == 0:
+            idle_since = idle_since or time.monotonic()
+            if running == 0 or (wait_s is not None and time.monotonic() - idle_since > wait_s):
                 break
             events.waiting(running)
             time.sleep(poll_s)
             continue
+        idle_since = None
         _run(study, trial, task, space, events)
         ran += 1
     return ran
@@ -326,6 +354,7 @@ def _take(study: optuna.Study) -> tuple[optuna.Trial | None, int]:
         trial_id = db.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
         try:
             if db.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                _beat(db, trial_id)               # at once: a trial with no heartbeat never goes stale
                 with _quiet():
                     return optuna.Trial(study, trial_id), running
         except UpdateFinishedTrialError:
@@ -383,18 +412,15 @@ def _best_config(study: optuna.Study) -> dict[str, Any]:
 def _heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """Record the trial's heartbeat every interval while it runs, from a thread."""
     db = study._storage
-    interval = db.get_heartbeat_interval() if isinstance(db, RDBStorage) else None
+    interval = db.get_heartbeat_interval() if hasattr(db, "get_heartbeat_interval") else None
     if not interval:
         yield
         return
     stop = threading.Event()
 
     def beat() -> None:
-        while True:
-            with contextlib.suppress(Exception):       # a missed beat is retried at the next interval
-                db.record_heartbeat(trial._trial_id)
-            if stop.wait(interval):
-                return
+        while not stop.wait(interval):
+            _beat(db, trial._trial_id)
 
     thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
     thread.start()
@@ -403,6 +429,12 @@ def _heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+
+
+def _beat(db: Any, trial_id: int) -> None:
+    if getattr(db, "get_heartbeat_interval", lambda: None)():
+        with contextlib.suppress(Exception):           # a missed beat is retried at the next interval
+            db.record_heartbeat(trial_id)
 
 
 @contextlib.contextmanager

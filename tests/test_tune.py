@@ -1,0 +1,328 @@
+"""`rnnlab tune`: the search space, the shared trial queue, results on disk, resuming, many workers."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+from rich.console import Console
+
+from rnnlab import tune, tune_report
+
+HERE = Path(__file__).resolve().parent
+SPACE = {"units": "1,2,4,8,16,32", "cell": "gru,lstm"}
+
+
+class FakeTask:
+    """A stand-in for training: the score peaks at p = 8 units, GRU a little ahead; `sleep` s a trial."""
+
+    metric = "macro_f1"
+
+    def __init__(self, sleep: float = 0.0, epochs: int = 2, fail_units: int | None = None):
+        self.sleep, self.epochs, self.fail_units = sleep, epochs, fail_units
+
+    def score(self, config: dict, epoch: int) -> float:
+        p = config["units"]
+        return 0.6 - 0.01 * (math.log2(p) - 3) ** 2 + 0.02 * (config.get("cell") == "gru") - 0.01 / epoch
+
+    def validate(self, config: dict, log: tune.TrialLog) -> float:
+        if config["units"] == self.fail_units:
+            raise RuntimeError("out of memory (on purpose)")
+        p = config["units"]
+        log.note(params=3 * (p * p + 4 * p + p), rnn_params=3 * p * p)
+        for epoch in range(1, self.epochs + 1):
+            time.sleep(self.sleep / self.epochs)
+            log.report(epoch, self.score(config, epoch))
+        log.note(epochs=self.epochs)
+        return self.score(config, self.epochs)
+
+    def test(self, config: dict, log: tune.TrialLog) -> dict:
+        return {"val": self.validate(config, log), "test": 0.5}
+
+
+def sqlite(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def grid_points(rows: list[dict]) -> list[tuple]:
+    return sorted((r["units"], r["cell"]) for r in rows)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the space
+
+
+def test_space_from_command_line_lists_and_ranges():
+    space = tune.Space.parse(units="8,16,32", cell="GRU,lstm", lr=None)
+    assert space.choices == {"units": (8, 16, 32), "cell": ("gru", "lstm")}
+    assert space.is_grid and space.varied == ["units", "cell"]
+    assert space.grid()[:3] == [{"units": 8, "cell": "gru"}, {"units": 8, "cell": "lstm"},
+                                {"units": 16, "cell": "gru"}]
+    search = tune.Space.parse(units="8", lr="1e-4..1e-2", dropout="0,0.3")
+    assert not search.is_grid and search.ranges == {"lr": (1e-4, 1e-2)}
+    assert search.varied == ["dropout", "lr"]
+    assert tune.Space.from_json(search.to_json()) == search
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"cell": "gru"}, "needs --units"),
+    ({"units": "8,x"}, "not an integer"),
+    ({"units": "8,8"}, "repeats"),
+    ({"units": "0,8"}, "at least 1"),
+    ({"units": "8..64"}, "takes a list"),
+    ({"units": "8", "lr": "1e-2..1e-4"}, "lo < hi"),
+    ({"units": "8", "heads": "2"}, "cannot sweep 'heads'"),
+])
+def test_space_errors_say_what_to_change(options, message):
+    with pytest.raises(tune.SweepError, match=message):
+        tune.Space.parse(**options)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# one worker: table, CSV, plot; the test trial last; joining; pruning; failures
+
+
+def test_a_grid_runs_each_point_once_then_tests_the_best(tmp_path):
+    space = tune.Space.parse(**SPACE)
+    study = tune.open_study(sqlite(tmp_path / "s.db"), "grid", space, settings={"epochs": 2})
+    assert tune.progress(study) == {"waiting": 13, "running": 0, "finished": 0}
+    assert tune.run_worker(study, FakeTask()) == 13
+    rows, test = tune.trial_rows(study)
+    assert grid_points(rows) == sorted((p["units"], p["cell"]) for p in space.grid())
+    assert all(r["state"] == "complete" and r["epochs"] == 2 for r in rows)
+    top = tune.best(rows)
+    assert (top["units"], top["cell"]) == (8, "gru")
+    assert test["role"] == "test" and test["trial"] == 12 and (test["units"], test["cell"]) == (8, "gru")
+    assert test["test"] == 0.5 and test["val"] == pytest.approx(top["score"])
+
+    console = Console(record=True, width=140)
+    console.print(tune_report.table(rows, space, "macro_f1", title="grid"))
+    text = console.export_text()
+    assert "val macro_f1" in text and "parameters" in text and "★" in text
+    assert len([line for line in text.splitlines() if "complete" in line]) == 12
+
+    path = tune_report.write_csv(rows, tmp_path / "trials.csv", test)
+    records = read_csv(path)
+    assert len(records) == 13 and records[-1]["role"] == "test" and records[-1]["test"] == "0.5"
+    assert {"trial", "units", "cell", "params", "rnn_params", "score", "epochs", "seconds"} <= set(records[0])
+
+    pictures = tune_report.plot(rows, space, "macro_f1", [tmp_path / "u.png", tmp_path / "u.svg"], title="t")
+    assert [p.name for p in pictures] == ["u.png", "u.svg"]
+    assert (tmp_path / "u.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in (tmp_path / "u.svg").read_bytes()[:400]
+
+    again = tune.open_study(sqlite(tmp_path / "s.db"), "grid", space, settings={"epochs": 2})
+    assert tune.run_worker(again, FakeTask()) == 0             # finished: nothing runs twice
+
+
+def test_joining_a_study_with_other_options_is_refused(tmp_path):
+    space = tune.Space.parse(**SPACE)
+    tune.open_study(sqlite(tmp_path / "s.db"), "one", space, settings={"epochs": 2})
+    with pytest.raises(tune.SweepError, match=r"holds another sweep.*units=1,2,4,8,16,32.*epochs=2"):
+        tune.open_study(sqlite(tmp_path / "s.db"), "one", space, settings={"epochs": 3})
+    with pytest.raises(tune.SweepError, match="another --study name"):
+        tune.open_study(sqlite(tmp_path / "s.db"), "one", tune.Space.parse(units="8"), settings={"epochs": 2})
+
+
+def test_trials_caps_the_grid_with_a_seeded_subset_and_ranges_are_sampled(tmp_path):
+    space = tune.Space.parse(**SPACE)
+    a = tune.open_study(sqlite(tmp_path / "a.db"), "a", space, trials=4, test=False, seed=3)
+    b = tune.open_study(sqlite(tmp_path / "b.db"), "b", space, trials=4, test=False, seed=3)
+    tune.run_worker(a, FakeTask())
+    tune.run_worker(b, FakeTask())
+    assert grid_points(tune.trial_rows(a)[0]) == grid_points(tune.trial_rows(b)[0])
+    assert len(tune.trial_rows(a)[0]) == 4 and tune.trial_rows(a)[1] is None
+
+    search = tune.Space.parse(units="4,8,16", lr="1e-4..1e-2")
+    study = tune.open_study(sqlite(tmp_path / "c.db"), "c", search, trials=5, seed=0)
+    assert tune.run_worker(study, FakeTask()) == 6
+    rows, test = tune.trial_rows(study)
+    assert len(rows) == 5 and all(1e-4 <= r["lr"] <= 1e-2 and r["units"] in (4, 8, 16) for r in rows)
+    assert test["lr"] == tune.best(rows)["lr"]
+
+
+def test_hopeless_trials_are_pruned_and_failures_recorded(tmp_path):
+    space = tune.Space.parse(units="8,16,32,1,2,4", cell="gru")
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    study = tune.open_study(sqlite(tmp_path / "s.db"), "p", space, pruner=pruner)
+    tune.run_worker(study, FakeTask(epochs=3, fail_units=32))
+    rows, test = tune.trial_rows(study)
+    state = {r["units"]: r["state"] for r in rows}
+    assert state[32] == "fail" and "out of memory" in next(r["error"] for r in rows if r["units"] == 32)
+    assert state[1] == state[2] == "pruned"                   # below the median of 8 and 16 at epoch 1
+    pruned = next(r for r in rows if r["units"] == 1)
+    assert pruned["score"] == pytest.approx(FakeTask().score({"units": 1, "cell": "gru"}, 1))
+    assert (test["state"], test["units"]) == ("complete", 8)
+    tune_report.plot(rows, space, "macro_f1", [tmp_path / "u.png"])   # pruned and failed trials plot too
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the command itself, on real training
+
+
+@pytest.fixture(scope="module")
+def tiny_tweets(tmp_path_factory) -> Path:
+    """A TweetEval-format folder of short made-up texts: two classes told apart by their words."""
+    folder = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    words = [["bad", "sad", "awful", "meh", "ugh"], ["good", "happy", "great", "fine", "yay"]]
+    (folder / "mapping.txt").write_text("0\tnegative\n1\tpositive\n")
+    for split, n in (("train", 48), ("val", 24), ("test", 24)):
+        labels = rng.integers(0, 2, n)
+        texts = [" ".join(rng.choice(words[y], rng.integers(2, 6))) + " @user" for y in labels]
+        (folder / f"{split}_text.txt").write_text("\n".join(texts) + "\n")
+        (folder / f"{split}_labels.txt").write_text("\n".join(map(str, labels)) + "\n")
+    return folder
+
+
+def rnnlab_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from rnnlab.cli import main; main()", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "160", **(env or {})})
+
+
+def test_command_sweeps_real_training_and_writes_table_csv_plot(tiny_tweets, tmp_path):
+    out = tmp_path / "sweep"
+    args = ["tune", str(tiny_tweets), "--units", "2,4", "--epochs", "1", "--maxlen", "8", "--embeddings",
+            "none", "--out", str(out), "--quiet"]
+    env = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache")}
+    done = rnnlab_cli(*args, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = done.stdout
+    assert "3 trials, 0 finished" in text and "this worker ran 3 trial(s)" in text
+    assert "val macro_f1" in text and "scored once on test" in text and "T = " in text
+    rows = read_csv(out / "trials.csv")
+    assert [(r["role"], r["units"], r["state"]) for r in rows] == [
+        ("trial", "2", "complete"), ("trial", "4", "complete"), ("test", rows[-1]["units"], "complete")]
+    assert all(int(r["params"]) > int(r["rnn_params"]) > 0 for r in rows)
+    assert 0 <= float(rows[-1]["test"]) <= 1
+    assert (out / "units.png").stat().st_size > 10_000 and (out / "units.svg").is_file()
+    assert (out / "best" / "model.safetensors").is_file() and (out / "best" / "metrics.json").is_file()
+
+    again = rnnlab_cli(*args, "--report-only", cwd=tmp_path, env=env)   # the stored study, nothing rerun
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "3 finished" in again.stdout and "this worker ran" not in again.stdout
+    other = rnnlab_cli(*args[:-1], "--epochs", "2", cwd=tmp_path, env=env)
+    assert other.returncode == 2 and "holds another sweep" in other.stdout
+
+
+# ----------------------------------------------------------------------------------------------------------
+# worker processes: killed and resumed; many sharing one study
+
+WORKER = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {here!r})
+from test_tune import FakeTask, SPACE
+from rnnlab import tune
+url, name, sleep, heartbeat, go = sys.argv[1:6]
+study = tune.open_study(tune.storage(url, heartbeat=int(heartbeat)), name, tune.Space.parse(**SPACE),
+                        settings={{"epochs": 2}})
+print("ready", flush=True)
+while go != "-" and not Path(go).exists():
+    time.sleep(0.05)
+ran = tune.run_worker(study, FakeTask(sleep=float(sleep)), poll_s=0.2, wait_s=60.0)
+rows, test = tune.trial_rows(study)
+print("ran", ran, "rows", len(rows), "test", test["state"] if test else None, flush=True)
+"""
+
+
+def worker(tmp_path: Path, url: str, name: str, sleep: float, heartbeat: int, go: str = "-"
+           ) -> subprocess.Popen:
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(here=str(HERE)))
+    return subprocess.Popen([sys.executable, str(script), url, name, str(sleep), str(heartbeat), go],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_killed_sweep_resumes_keeping_its_finished_trials(tmp_path):
+    url = sqlite(tmp_path / "s.db")
+    proc = worker(tmp_path, url, "killed", sleep=0.5, heartbeat=1)
+    assert proc.stdout.readline().strip() == "ready", proc.communicate()
+    deadline = time.monotonic() + 60
+    done: list = []
+    while len(done) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+        with tune._quiet():
+            study = optuna.load_study(study_name="killed", storage=url)
+            done = study.get_trials(states=(TrialState.COMPLETE,))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {t.number: (t.value, t.datetime_start, t.datetime_complete) for t in study.get_trials(
+        states=(TrialState.COMPLETE,))}
+    assert 3 <= len(before) < 12
+
+    study = tune.open_study(tune.storage(url, heartbeat=1), "killed", tune.Space.parse(**SPACE),
+                            settings={"epochs": 2})
+    tune.run_worker(study, FakeTask(), poll_s=0.2, wait_s=30.0)
+    rows, test = tune.trial_rows(study)
+    assert grid_points(rows) == sorted((p["units"], p["cell"]) for p in tune.Space.parse(**SPACE).grid())
+    assert all(r["state"] == "complete" for r in rows) and test["state"] == "complete"
+    after = {t.number: (t.value, t.datetime_start, t.datetime_complete) for t in study.get_trials()}
+    assert all(after[n] == kept for n, kept in before.items())       # finished trials kept, not rerun
+    stale = study.get_trials(states=(TrialState.FAIL,))
+    assert len(stale) <= 1                                            # the trial running when killed ...
+    for t in stale:                                                   # ... ran again under a new number
+        assert [r["trial"] for r in rows if (r["units"], r["cell"]) == (t.params["units"], t.params["cell"])]
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    url = os.environ.get("RNNLAB_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("RNNLAB_TEST_POSTGRES_URL is not set in CI, where .ci/run starts PostgreSQL")
+        pytest.skip("RNNLAB_TEST_POSTGRES_URL is not set: `. .ci/postgres` starts a local server and sets it")
+    return url
+
+
+@pytest.mark.postgres
+def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
+    name = f"shared-{uuid.uuid4().hex[:8]}"
+    go = tmp_path / "go"
+    procs = [worker(tmp_path, postgres_url, name, sleep=0.3, heartbeat=10, go=str(go)) for _ in range(2)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready", p.communicate()
+        go.touch()                                                    # both start taking trials at once
+        outputs = [p.communicate(timeout=120) for p in procs]
+        assert all(p.returncode == 0 for p in procs), outputs
+        study = optuna.load_study(study_name=name, storage=tune.storage(postgres_url))
+        trials = study.get_trials()
+        ran = Counter(t.user_attrs["worker"] for t in trials)
+        assert len(ran) == 2                                          # both workers took trials
+        assert len(trials) == 13 and all(t.state == TrialState.COMPLETE for t in trials)
+        points = Counter((t.params["units"], t.params["cell"]) for t in trials if t.params)
+        assert len(points) == 12 and set(points.values()) == {1}      # every trial ran exactly once
+        for stdout, _ in outputs:                                     # each worker's final table: all 12
+            assert stdout.strip().splitlines()[-1].endswith("rows 12 test complete"), stdout
+        rows, test = tune.trial_rows(study)
+        console = Console(record=True, width=140)
+        console.print(tune_report.table(rows, tune.sweep_space(study), "macro_f1"))
+        assert len([line for line in console.export_text().splitlines() if "complete" in line]) == 12
+        assert (test["units"], test["cell"]) == (8, "gru")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        with contextlib.suppress(KeyError):
+            optuna.delete_study(study_name=name, storage=tune.storage(postgres_url))
