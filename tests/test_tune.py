@@ -136,10 +136,13 @@ def test_a_grid_runs_each_point_once_then_tests_the_best(tmp_path):
 def test_joining_a_study_with_other_options_is_refused(tmp_path):
     space = tune.Space.parse(**SPACE)
     tune.open_study(sqlite(tmp_path / "s.db"), "one", space, settings={"epochs": 2})
-    with pytest.raises(tune.SweepError, match=r"holds another sweep.*units=1,2,4,8,16,32.*epochs=2"):
+    with pytest.raises(tune.SweepError, match=r"holds another sweep \(epochs: 2 in the study, 3 here"):
         tune.open_study(sqlite(tmp_path / "s.db"), "one", space, settings={"epochs": 3})
-    with pytest.raises(tune.SweepError, match="another --study name"):
+    with pytest.raises(tune.SweepError, match=r"units: 1,2,4,8,16,32 in the study, 8 here.*another --study"):
         tune.open_study(sqlite(tmp_path / "s.db"), "one", tune.Space.parse(units="8"), settings={"epochs": 2})
+    assert tune.load_study(sqlite(tmp_path / "s.db"), "one").user_attrs["ready"]
+    with pytest.raises(tune.SweepError, match=r"no study named 'two'.*holds: one"):
+        tune.load_study(sqlite(tmp_path / "s.db"), "two")
 
 
 def test_trials_caps_the_grid_with_a_seeded_subset_and_ranges_are_sampled(tmp_path):

@@ -288,19 +288,37 @@ def _join(study: optuna.Study, sweep: dict[str, Any], wait_s: float) -> None:
             raise SweepError(f"study {study.study_name!r} exists but its trials were never queued (its "
                              "creator stopped while creating it): delete it or choose another --study name")
         time.sleep(0.5)
-    stored = study.user_attrs["sweep"]
-    if json.loads(json.dumps(sweep)) != stored:
-        raise SweepError(
-            f"study {study.study_name!r} holds another sweep: {_describe(stored)}; this run asks for "
-            f"{_describe(sweep)}. Run with the same options to join it, or choose another --study name")
+    stored, asked = _flat(study.user_attrs["sweep"]), _flat(json.loads(json.dumps(sweep)))
+    differ = [k for k in {**stored, **asked} if stored.get(k) != asked.get(k)]
+    if differ:
+        what = "; ".join(f"{k}: {stored.get(k, '(not set)')} in the study, {asked.get(k, '(not set)')} here"
+                         for k in differ)
+        raise SweepError(f"study {study.study_name!r} holds another sweep ({what}). Run with the same options "
+                         "to join it, or choose another --study name")
 
 
-def _describe(sweep: dict[str, Any]) -> str:
+def _flat(sweep: dict[str, Any]) -> dict[str, str]:
+    """A sweep as name -> value text: the swept lists and ranges, the fixed settings, test or not."""
     space = Space.from_json(sweep["space"])
-    parts = [f"{k}={','.join(map(str, v))}" for k, v in space.choices.items()]
-    parts += [f"{k}={lo:g}..{hi:g}" for k, (lo, hi) in space.ranges.items()]
-    parts += [f"{k}={v}" for k, v in sweep["settings"].items()]
-    return " ".join(parts) + ("" if sweep.get("test", True) else " (no test)")
+    flat = {k: ",".join(map(str, v)) for k, v in space.choices.items()}
+    flat |= {k: f"{lo:g}..{hi:g}" for k, (lo, hi) in space.ranges.items()}
+    flat |= {k: str(v) for k, v in sweep["settings"].items()}
+    flat["test"] = str(sweep.get("test", True))
+    return flat
+
+
+def load_study(storage_: str | RDBStorage, name: str) -> optuna.Study:
+    """An existing study, as it is (to report on it); SweepError when there is none by that name."""
+    db = storage(storage_) if isinstance(storage_, str) else storage_
+    try:
+        with _quiet():
+            study = optuna.load_study(study_name=name, storage=db)
+    except KeyError:
+        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(db)) or "none"
+        raise SweepError(f"no study named {name!r} in this storage (it holds: {names})") from None
+    if "sweep" not in study.user_attrs:
+        raise SweepError(f"study {name!r} was not made by `rnnlab tune`")
+    return study
 
 
 def sweep_space(study: optuna.Study) -> Space:

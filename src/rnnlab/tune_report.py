@@ -113,7 +113,8 @@ def plot(
             counts = {r["units"]: r[column] for r in mine if isinstance(r.get(column), int)}
             if counts:
                 ps = sorted(counts)
-                ax2.plot(ps, [counts[p] for p in ps], style, color=color, alpha=0.45, markersize=4,
+                ax2.plot(ps, [counts[p] for p in ps], style, color=color if groups else "0.4", alpha=0.5,
+                         markersize=4,
                          label=f"{name}: {what}" if groups else what)
     if top is not None:
         ax.scatter([top["units"]], [top["score"]], marker="*", s=260, color="gold", edgecolors="black",

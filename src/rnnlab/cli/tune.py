@@ -159,8 +159,12 @@ def tune(
               else optuna.pruners.NopPruner())
     try:
         db = sweep.storage(storage, heartbeat=heartbeat)
-        st = sweep.open_study(db, name, space, settings=settings, trials=trials, test=test, seed=seed,
-                              pruner=pruner)
+        if report_only:                                    # the study as stored, whatever this run asks
+            st = sweep.load_study(db, name)
+            space = sweep.sweep_space(st)
+        else:
+            st = sweep.open_study(db, name, space, settings=settings, trials=trials, test=test, seed=seed,
+                                  pruner=pruner)
     except sweep.SweepError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
