@@ -18,7 +18,7 @@ $(BIN)/python:
 # torch first: `torch==2.13.0` is a CPU wheel on disk; any other spelling downloads a CUDA build.
 $(STAMP): $(BIN)/python pyproject.toml $(FAST_SOURCES)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q "scikit-build-core>=0.10" "nanobind>=2.0" "cmake>=3.24" ninja \
+	$(BIN)/pip install -q "scikit-build-core>=0.10" "cmake>=3.24" ninja "jax>=0.5" \
 	    onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0
 	$(BIN)/pip install -q --no-build-isolation -e ".[test,bench]"
 	touch $(STAMP)

@@ -16,6 +16,7 @@ import ctypes
 import functools
 import importlib.util
 import os
+import sys
 from typing import NamedTuple
 
 import jax
@@ -39,6 +40,10 @@ class Config(NamedTuple):
 
 
 def _load() -> ctypes.CDLL:
+    # oneDNN from the onednn-cpu-gomp wheel lives in the environment's lib/ (found by RPATH too).
+    dnnl = os.path.join(sys.prefix, "lib", "libdnnl.so.3")
+    if os.path.exists(dnnl):
+        ctypes.CDLL(dnnl, mode=ctypes.RTLD_GLOBAL)
     path = os.environ.get("RNNLAB_ENGINE")
     if not path:
         spec = importlib.util.find_spec("rnnlab.fast._engine")
@@ -64,7 +69,7 @@ def available() -> bool:
     return _LIB is not None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sizes(cfg: Config, B: int, T: int, k: int, p: int) -> tuple[int, int, int, int]:
     """Bytes of (workspace, training scratchpad, inference scratchpad, backward scratchpad) for a shape.
 
@@ -86,7 +91,7 @@ def _attrs(cfg: Config) -> dict:
 
 
 def _forward(cfg: Config, train: bool, *args):
-    x, h0, c0, W = args[:4]
+    x, h0, c0 = args[:3]
     B, T, k = x.shape
     p = h0.shape[-1]
     ws, train_scratch, infer_scratch, _ = sizes(cfg, B, T, k, p)
@@ -115,7 +120,7 @@ def _fused_fwd(cfg: Config, x, h0, c0, W, U, b, c_n, lengths):
 def _fused_bwd(cfg: Config, res, cotangents):
     args, y, hT, cT, workspace = res
     dy, dhT, dcT = cotangents
-    x, h0, c0, W, U, b, c_n, lengths = args
+    x, h0, c0, W, U, b, c_n, _ = args
     B, T, k = x.shape
     p = h0.shape[-1]
     scratch = sizes(cfg, B, T, k, p)[3]

@@ -1,0 +1,175 @@
+"""The fused CPU path equals the scan: outputs, final states and gradients wrt every weight and the input."""
+
+from __future__ import annotations
+
+import os
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+import rnnlab
+from rnnlab import fast
+from rnnlab.layers import Recurrent
+
+ATOL = 1e-4
+CELLS = ["elman-tanh", "elman-relu", "elman-sigmoid", "gru", "gru-cho", "lstm"]
+
+
+def test_the_engine_loads_on_ci():
+    if not os.environ.get("CI"):
+        pytest.skip("runs where CI is set: there the engine must be built")
+    assert fast.available(), fast.LOAD_ERROR
+
+
+needs_engine = pytest.mark.skipif(not fast.available(), reason=f"fused engine not built: {fast.LOAD_ERROR}")
+pytestmark = needs_engine if not os.environ.get("CI") else []
+
+
+def make(kind: str, k: int, p: int, key) -> rnnlab.Cell:
+    if kind.startswith("elman"):
+        return rnnlab.Elman(k, p, kind.split("-")[1], key=key)
+    if kind.startswith("gru"):
+        return rnnlab.GRU(k, p, reset_after=kind == "gru", key=key)
+    return rnnlab.LSTM(k, p, key=key)
+
+
+def scan_of(model, *args, **kw):
+    """The model run on the scan, the fused path switched off while it is traced."""
+    old = os.environ.get("RNNLAB_FAST")
+    os.environ["RNNLAB_FAST"] = "0"
+    try:
+        return model(*args, **kw)
+    finally:
+        if old is None:
+            del os.environ["RNNLAB_FAST"]
+        else:
+            os.environ["RNNLAB_FAST"] = old
+
+
+def fused_of(model, *args, **kw):
+    old = os.environ.pop("RNNLAB_FAST", None)
+    try:
+        return model(*args, **kw)
+    finally:
+        if old is not None:
+            os.environ["RNNLAB_FAST"] = old
+
+
+def grads_of(run):
+    """(outputs, gradients wrt every array in the model and wrt x) of a loss that touches every output
+    and every final state, weighted differently per element: one compiled function."""
+
+    def loss(model_x, lengths, a_0):
+        model, x = model_x
+        out = run(model, x, lengths, a_0)
+        leaves = jax.tree.leaves(out)
+        return sum(jnp.sum(v * jnp.cos(jnp.arange(v.size).reshape(v.shape))) for v in leaves), out
+
+    return eqx.filter_jit(eqx.filter_value_and_grad(loss, has_aux=True))
+
+
+def assert_trees_close(got, want, what: str):
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=ATOL, err_msg=what)
+
+
+def compare(model, x, lengths=None, a_0=None):
+    """Outputs and gradients (wrt every array in the model and x) of the fused path and the scan."""
+    (_, out_f), grad_f = grads_of(fused_of)((model, x), lengths, a_0)
+    (_, out_s), grad_s = grads_of(scan_of)((model, x), lengths, a_0)
+    assert_trees_close(out_f, out_s, "outputs")
+    assert_trees_close(grad_f, grad_s, "gradients")
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])  # each example compiles: no shrinking
+@given(
+    kind=st.sampled_from(CELLS),
+    B=st.integers(1, 4),
+    T=st.integers(1, 7),
+    k=st.integers(1, 6),
+    p=st.integers(1, 5),
+    reverse=st.booleans(),
+    with_lengths=st.booleans(),
+    learn_a_0=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_fused_equals_scan_on_random_sizes(kind, B, T, k, p, reverse, with_lengths, learn_a_0, seed):
+    key, kx, kl, ka = jax.random.split(jax.random.key(seed), 4)
+    layer = Recurrent(make(kind, k, p, key), reverse=reverse, learn_a_0=learn_a_0)
+    if learn_a_0:
+        layer = eqx.tree_at(lambda m: m.a_0, layer, jax.random.normal(ka, (p,)))
+    x = jax.random.normal(kx, (B, T, k))
+    lengths = jax.random.randint(kl, (B,), 1, T + 1) if with_lengths else None
+    assert fast.applies(layer.cell, x) == (os.environ.get("RNNLAB_FAST") != "0")
+    compare(layer, x, lengths)
+
+
+@pytest.mark.parametrize("kind", ["elman-tanh", "gru", "lstm"])
+def test_fused_equals_scan_in_a_bidirectional_stack_with_lengths_and_a_0(kind):
+    rnn = rnnlab.RNN(kind.split("-")[0], features=5, units=4, layers=2, bidirectional=True,
+                     key=jax.random.key(1))
+    x = jax.random.normal(jax.random.key(2), (3, 6, 5))
+    lengths = jnp.array([6, 2, 4])
+    a_0 = [(jax.random.normal(jax.random.key(3), (3, 4)), None), (None, jnp.ones((3, 4)))]
+    compare(rnn, x, lengths, a_0)
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_fused_works_under_vmap(kind):
+    layer = Recurrent(make(kind, 3, 4, jax.random.key(0)))
+    x = jax.random.normal(jax.random.key(1), (2, 3, 5, 3))  # vmapped over 2 batches of 3 sequences
+
+    def run(of):
+        return jax.jit(jax.vmap(lambda x: of(layer, x)))(x)
+
+    assert_trees_close(run(fused_of), run(scan_of), "vmap")
+
+
+@pytest.mark.parametrize("kind", ["elman-tanh", "gru-cho", "lstm"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_rematerialised_chunks_equal_one_piece(kind, reverse):
+    cell = make(kind, 3, 4, jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (2, 12, 3))
+    lengths = jnp.array([12, 7])
+    state_0 = Recurrent(cell).initial_state(batch=2)
+
+    def loss(cell, x, chunk):
+        a, final = fast.sequence(cell, x, lengths, state_0, reverse=reverse, chunk=chunk)
+        return jnp.sum(a * jnp.sin(a)) + sum(jnp.sum(f) for f in jax.tree.leaves(final))
+
+    whole = jax.grad(loss, argnums=(0, 1))(cell, x, None)
+    pieces = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)(cell, x, 4)
+    assert_trees_close(pieces, whole, "chunks")
+
+
+def test_unsupported_settings_run_on_the_scan():
+    x = jnp.ones((2, 3, 4))
+    assert not fast.applies(rnnlab.Elman(4, 3, "softplus", key=jax.random.key(0)), x)
+    assert not fast.applies(rnnlab.Elman(4, 3, key=jax.random.key(0)), x[0])  # one sequence: the scan
+    os.environ["RNNLAB_FAST"] = "0"
+    try:
+        assert not fast.applies(rnnlab.GRU(4, 3, key=jax.random.key(0)), x)
+    finally:
+        del os.environ["RNNLAB_FAST"]
+
+
+@pytest.mark.parametrize("kind", ["elman-tanh", "gru", "lstm"])
+def test_streaming_step_equals_the_scan_and_compiles_once(kind):
+    layer = Recurrent(make(kind, 3, 4, jax.random.key(0)))
+    x = jax.random.normal(jax.random.key(1), (2, 6, 3))
+    step = fast.stepper(layer)
+    state = layer.initial_state(batch=2)
+    outs = []
+    for t in range(6):
+        state = step(state, x[:, t])  # the old state's buffers are donated: copy a_t out
+        outs.append(np.asarray(layer.cell.hidden(state)))
+    a, final = scan_of(layer, x)
+    np.testing.assert_allclose(np.stack(outs, 1), a, atol=ATOL)
+    assert_trees_close(state, final, "final state")
+    assert step._cache_size() == 1
