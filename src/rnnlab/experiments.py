@@ -434,7 +434,13 @@ def _sentences_report(ev: Evaluation, out: Path | None) -> tuple[dict, list[Path
             f"(the generator's own probabilities), word frequencies alone {unigram_bits:.3f}",
             f"  gap to the best possible: KL {kl:.3f} bits/word; RMS distance of y_t to the true "
             f"next-word distribution {rms_model:.3f}",
-            f"  top split of the tree: {'nouns | verbs' if separates else 'not nouns | verbs'}",
+            "  top split of the tree: "
+            + (
+                f"the {len(nouns)} nouns | the {len(verbs)} verbs"
+                if separates
+                else f"{' '.join(sorted(min(left, right, key=len)))} | the other {max(len(left), len(right))} "
+                "words (not nouns | verbs)"
+            ),
         ]
     )
     files: list[Path] = []
