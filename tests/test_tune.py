@@ -227,6 +227,47 @@ def test_command_sweeps_real_training_and_writes_table_csv_plot(tiny_tweets, tmp
     assert other.returncode == 2 and "holds another sweep" in other.stdout
 
 
+def test_cross_validation_folds_split_train_and_score_by_their_mean(tiny_tweets, monkeypatch):
+    import jax
+
+    from rnnlab import data, train
+    from rnnlab.data.vocab import Vocabulary
+    from rnnlab.models import ModelConfig, TextClassifier
+    from rnnlab.tune_task import TrainTask, cross_validation
+
+    dataset = data.load(tiny_tweets, progress=False)
+    folds = cross_validation(dataset, 3, seed=0)
+    train_texts = sorted(dataset["train"].texts)
+    assert sorted(t for f in folds for t in f["val"].texts) == train_texts          # each text validates once
+    for f in folds:
+        assert sorted(f["train"].texts + f["val"].texts) == train_texts and "test" not in f
+        assert set(f["val"].labels) == {0, 1}                                       # stratified
+
+    seen = []
+
+    def fake_fit(config, dataset, out_dir=None, *, progress, callback, evaluate_test):
+        score = len(dataset["val"]) / 100
+        for epoch in (1, 2):
+            callback(epoch, score, [])
+        seen.append((config.units, len(dataset["train"])))
+        model = TextClassifier(ModelConfig(vocab_size=10, classes=2, k=4, units=config.units),
+                               key=jax.random.key(0))
+        return train.FitResult(best_score=score, best_epoch=2, metric="macro_f1", members=(model,),
+                               vocab=Vocabulary(["<pad>", "<unk>"]), labels=dataset.labels, history=[{}, {}])
+
+    monkeypatch.setattr(train, "fit", fake_fit)
+    task = TrainTask(dataset, train.Config(epochs=2, embeddings=None), folds=3)
+    log = tune.TrialLog(None)
+    score = task.validate({"units": 4}, log)
+    assert score == pytest.approx(np.mean([len(f["val"]) / 100 for f in folds]))
+    assert sorted(log.scores) == [1, 2, 3, 4, 5, 6]                     # fold i, epoch e -> step 2i + e
+    assert len(seen) == 3 and log.notes["fold_scores"] == [len(f["val"]) / 100 for f in folds]
+    # GRU, p = k = 4, two directions: W_a (3p, k), U_a (3p, p), b_a (3p) and the candidate's own bias (p)
+    assert log.notes["rnn_params"] == 2 * (12 * 4 + 12 * 4 + 12 + 4)
+    with pytest.raises(ValueError, match="folds"):
+        TrainTask(dataset, train.Config(), folds=1)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # worker processes: killed and resumed; many sharing one study
 

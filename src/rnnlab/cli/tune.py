@@ -114,6 +114,8 @@ def tune(
     seed: int = typer.Option(0, help="The seed every trial trains with (and the sampler's)."),
     embeddings: str = typer.Option("glove-6b-50d", help="Pretrained vectors (glove-6b-50d, a file) or none."),
     batch_size: int = typer.Option(32, min=1, help="Texts per batch."),
+    folds: int = typer.Option(0, min=0, help="Score each trial by K-fold cross-validation on train (K >= 2) "
+                              "instead of on the val split."),
     prune: bool = typer.Option(True, help="Stop trials whose validation score is below the median of the "
                                "trials before them at the same epoch (from the 3rd epoch, after 3 trials)."),
     test: bool = typer.Option(True, help="At the end, retrain the best configuration, test it once."),
@@ -152,9 +154,11 @@ def tune(
     dataset = data_.load(data, progress=not quiet)
     base = train.Config(epochs=epochs, patience=patience, seed=seed, batch_size=batch_size,
                         embeddings=None if embeddings.lower() == "none" else embeddings)
-    task = TrainTask(dataset, base, out)
+    if folds == 1:
+        raise typer.BadParameter("--folds takes 0 (score on val) or K >= 2")
+    task = TrainTask(dataset, base, out, folds=folds)
     settings = {k_: v for k_, v in base.to_dict().items() if k_ not in space.names}
-    settings["data"] = _study_name(data)
+    settings |= {"data": _study_name(data), "folds": folds}
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3) if prune
               else optuna.pruners.NopPruner())
     try:
@@ -179,7 +183,7 @@ def tune(
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.fields[info]}"))
         with Progress(*columns, console=console, disable=quiet) as bar:
-            display = Display(bar, total, counts["finished"], epochs, task.metric)
+            display = Display(bar, total, counts["finished"], epochs * max(folds, 1), task.metric)
             ran = sweep.run_worker(st, task, events=display)
         console.print(f"this worker ran {ran} trial(s)")
 
