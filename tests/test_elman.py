@@ -145,3 +145,20 @@ def test_sentence_tree_splits_nouns_from_verbs(tmp_path):
     assert {frozenset(left), frozenset(right)} == {elman.NOUNS, elman.VERBS}
     assert result["best_bits_per_word"] < result["model_bits_per_word"] < result["unigram_bits_per_word"]
     assert (tmp_path / "elman-sentences-tree.png").stat().st_size > 1000
+
+
+def test_sequence_run_saved_and_loaded_gives_the_same_predictions(tmp_path):
+    import jax.numpy as jnp
+
+    from rnnlab import experiments
+    from rnnlab.cli.explain import train_elman
+
+    train_elman("elman:letters", tmp_path / "run", cell="gru", units=5, epochs=2, seed=3)
+    assert experiments.is_sequence_run(tmp_path / "run")
+    loaded = experiments.load_sequence(tmp_path / "run")
+    assert loaded.model.layer.cell.kind == "gru" and loaded.model.units == 5 and len(loaded.history) == 2
+    again = experiments.train_sequence("elman:letters", cell="gru", units=5, epochs=2, seed=3)
+    x = jnp.asarray(loaded.data.inputs[0, :50])
+    np.testing.assert_allclose(loaded.model(x), again.model(x), atol=1e-5)
+    assert loaded.data.tokens == again.data.tokens
+    assert (tmp_path / "run" / "elman-letters.png").is_file()

@@ -153,23 +153,51 @@ def demo(
         _fail(f"--epochs must be at least 1; got {epochs}.")
     start = time.perf_counter()
     for task in tasks:
-        _run_task(task, out, seed, epochs)
+        train_elman(task, out / f"elman-{task}-run", seed=seed, epochs=epochs, figures=out)
     console.print(f"\n[bold]done[/] in {time.perf_counter() - start:.0f} s; figures in {out}/")
 
 
-def _run_task(task: str, out: Path, seed: int, epochs: int | None = None) -> dict:
+def train_elman(
+    name: str,
+    run_dir: Path,
+    *,
+    cell: str = "elman",
+    units: int | None = None,
+    epochs: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    figures: Path | None = None,
+) -> dict:
+    """Train a many-to-many network on an Elman stream, print what it learned, write the figures (into
+    `figures`, default `run_dir`) and save the run into `run_dir`. None takes the task's default.
+
+    This is what `rnnlab demo` runs for each task, and what `rnnlab train elman:NAME --out RUN` can call.
+    """
     from rnnlab import experiments
 
+    task = name.removeprefix("elman:").lower()
+    if task not in experiments.DEFAULTS:
+        _fail(f"unknown dataset {name!r}: use elman:xor, elman:letters or elman:sentences.")
     d = dict(experiments.DEFAULTS[task])
-    d["epochs"] = epochs or d["epochs"]
+    for key, value in (("units", units), ("epochs", epochs), ("lr", lr)):
+        if value is not None:
+            if not value > 0:
+                _fail(f"--{key} must be positive; got {value}.")
+            d[key] = value
     console.rule(f"[bold]elman:{task}[/]  {experiments.DESCRIPTIONS[task]}")
     console.print(
-        f"training an Elman network: k={experiments.FEATURES[task]} inputs, p={d['units']} units "
-        f"(the paper: {experiments.PAPER[task]}), {d['epochs']} passes over the stream"
+        f"training {'an Elman' if cell in ('elman', 'rnn') else f'a {cell.upper()}'} network: "
+        f"k={experiments.FEATURES[task]} inputs, p={d['units']} units (the paper: {experiments.PAPER[task]}), "
+        f"{d['epochs']} passes over the stream"
     )
-    with console.status(f"training on elman:{task}"):
-        run = experiments.train_sequence(f"elman:{task}", seed=seed, epochs=d["epochs"])
-        result = experiments.report(run, out)
+    try:
+        with console.status(f"training on elman:{task}"):
+            run = experiments.train_sequence(
+                f"elman:{task}", cell=cell, units=d["units"], epochs=d["epochs"], lr=d["lr"], seed=seed
+            )
+            result = experiments.report(run, figures or run_dir)
+    except ValueError as e:
+        _fail(str(e))
     console.print(
         f"  trained in {run.seconds:.1f} s; training loss per step {run.history[0]:.3f} -> {run.history[-1]:.3f} nats"
     )
@@ -180,7 +208,7 @@ def _run_task(task: str, out: Path, seed: int, epochs: int | None = None) -> dic
     for f in result["files"]:
         if f.endswith(".png"):
             console.print(f"  figure: {f}")
-    folder = experiments.save_sequence(run, out / f"elman-{task}-run", result)
+    folder = experiments.save_sequence(run, run_dir, result)
     console.print(f'  run saved: {folder}   (try: rnnlab inspect {folder} "{EXAMPLES[task]}")', highlight=False)
     return result
 
