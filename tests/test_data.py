@@ -61,6 +61,8 @@ def test_vocabulary_min_freq_max_size_and_padding():
     ids, lengths = v.encode_batch([["a", "zzz", "b", "a"], [], ["b"]], maxlen=3)
     np.testing.assert_array_equal(ids, [[2, 1, 3], [1, 0, 0], [3, 0, 0]])  # cut to 3; empty -> one <unk>
     np.testing.assert_array_equal(lengths, [3, 1, 1])
+    wider = v.extended(["b", "the", "of", "the"])
+    assert wider.tokens == ["<pad>", "<unk>", "a", "b", "the", "of"]  # ids already given keep theirs
 
 
 def test_buckets_cover_every_row_once_in_few_shapes():

@@ -2,7 +2,8 @@
 
 A run folder holds
     config.json         hyperparameters, model shape, vocabulary, label names, task and metric
-    model.safetensors   the best model's weights (E, each layer's W_a, U_a, b_a, ..., W_y, b_y)
+    model.safetensors   the best weights (E, each layer's W_a, U_a, b_a, ..., W_y, b_y) of each member
+                        of the ensemble, named `[i].E`, `[i].rnn.layers[0]...` for member i
     state.safetensors   while training: model, optimiser state and best weights, with the loop's position
                         in its metadata, so that `--resume` continues where it stopped
     metrics.json        validation and test scores when training is over
@@ -78,8 +79,9 @@ def tree_arrays(tree: PyTree, prefix: str = "") -> dict[str, np.ndarray]:
 
 
 def fill_tree(template: PyTree, arrays: dict[str, np.ndarray], prefix: str = "", source: str = "") -> PyTree:
-    """`template` with each array leaf replaced by arrays[its name]; shapes and names must all match."""
-    arrays_part, static = eqx.partition(template, eqx.is_array)
+    """`template` with each array leaf replaced by arrays[its name]; shapes and names must all match.
+    The template's leaves may be arrays or `jax.ShapeDtypeStruct`s (from `eqx.filter_eval_shape`)."""
+    arrays_part, static = eqx.partition(template, lambda x: eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct))
     paths, treedef = jax.tree_util.tree_flatten_with_path(arrays_part)
     leaves = []
     for path, leaf in paths:
@@ -110,17 +112,28 @@ def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     return st_load(raw), meta
 
 
+Members = tuple[TextClassifier, ...]
+
+
 @dataclass
 class Run:
-    """A trained classifier with what it needs to read text: model, vocabulary, label names, config."""
+    """A trained classifier with what it needs to read text: its members (an ensemble of one or more
+    `TextClassifier`s whose probabilities are averaged), vocabulary, label names and config.
 
-    model: TextClassifier
+    `run.model` is the first member: one complete classifier, whose states `trace` shows.
+    """
+
+    members: Members
     config: dict
     vocab: Vocabulary
     labels: tuple[str, ...]
     task: str
     metric: str
     path: Path | None = None
+
+    @property
+    def model(self) -> TextClassifier:
+        return self.members[0]
 
     @property
     def maxlen(self) -> int:
@@ -131,55 +144,62 @@ class Run:
         return encode(texts, self.vocab, self.maxlen)
 
     def predict_proba(self, texts: list[str], batch_size: int = 256) -> Float[np.ndarray, "N C"]:
-        """Class probabilities (N, C) for raw texts."""
+        """Class probabilities (N, C) for raw texts: the mean over the members."""
         ids, lengths = self.encode(list(texts))
-        return predict_proba(self.model, ids, lengths, batch_size)
+        return predict_proba(self.members, ids, lengths, batch_size)
 
     def predict(self, texts: list[str]) -> list[str]:
         """The most probable label name for each text."""
         return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
 
     def trace(self, text: str) -> tuple[list[str], Float[Array, "T q"], Float[Array, "T C"]]:
-        """(tokens, a (T, q), y (T, C)) for one text: see `TextClassifier.trace`. T = number of tokens
-        (capped at maxlen; an empty text reads as one `<unk>`)."""
+        """(tokens, a (T, q), y (T, C)) for one text, T = its number of tokens (capped at maxlen; an empty
+        text reads as one `<unk>`). a: the first member's states a_t (`TextClassifier.trace`); y_t: the
+        members' mean probabilities for the text read up to token t, so y_T is the run's prediction."""
         tokens = tokenize(text)[: self.maxlen] or ["<unk>"]
         ids = jnp.asarray(self.vocab.encode(tokens), jnp.int32)
-        a, y = self.model.trace(ids)
-        return tokens, a, y
+        traces = [m.trace(ids) for m in self.members]
+        return tokens, traces[0][0], jnp.mean(jnp.stack([y for _, y in traces]), axis=0)
 
 
 @eqx.filter_jit
-def _proba(model: TextClassifier, tokens: Array, lengths: Array) -> Array:
-    return model.predict_proba(tokens, lengths)
+def _proba(members: Members, tokens: Array, lengths: Array) -> Array:
+    return jnp.mean(jnp.stack([m.predict_proba(tokens, lengths) for m in members]), axis=0)
 
 
 def predict_proba(
-    model: TextClassifier, ids: Int[np.ndarray, "N T"], lengths: Int[np.ndarray, " N"], batch_size: int = 256
+    members: Members | TextClassifier, ids: Int[np.ndarray, "N T"], lengths: Int[np.ndarray, " N"],
+    batch_size: int = 256,
 ) -> Float[np.ndarray, "N C"]:
-    """Probabilities (N, C) for encoded texts, in length buckets (a few compiled shapes)."""
-    out = np.zeros((len(lengths), model.config.classes), np.float32)
+    """Probabilities (N, C) for encoded texts, averaged over the members, in length buckets (a few
+    compiled shapes)."""
+    if isinstance(members, TextClassifier):
+        members = (members,)
+    out = np.zeros((len(lengths), members[0].config.classes), np.float32)
     labels = np.zeros(len(lengths), np.int32)
     for T, rows in plan(lengths, batch_size, bucket_edges(ids.shape[1]), None):
         b = make(ids, lengths, labels, T, rows, batch_size)
-        out[rows] = np.asarray(_proba(model, jnp.asarray(b.tokens), jnp.asarray(b.lengths)))[: len(rows)]
+        out[rows] = np.asarray(_proba(members, jnp.asarray(b.tokens), jnp.asarray(b.lengths)))[: len(rows)]
     return out
 
 
 def save_run(
-    run_dir: str | Path, model: TextClassifier, config: dict, vocab: Vocabulary, labels: tuple[str, ...],
-    task: str, metric: str,
+    run_dir: str | Path, members: Members | TextClassifier, config: dict, vocab: Vocabulary,
+    labels: tuple[str, ...], task: str, metric: str,
 ) -> None:
     """Write config.json and model.safetensors (atomically each) into `run_dir`."""
     run_dir = Path(run_dir)
+    if isinstance(members, TextClassifier):
+        members = (members,)
     write_json(run_dir / CONFIG, {
-        "config": config, "model": model.config.to_dict(), "task": task, "metric": metric,
-        "labels": list(labels), "vocab": vocab.tokens,
+        "config": config, "model": members[0].config.to_dict(), "members": len(members), "task": task,
+        "metric": metric, "labels": list(labels), "vocab": vocab.tokens,
     })
-    save_model(run_dir / MODEL, model)
+    save_model(run_dir / MODEL, members)
 
 
-def save_model(path: str | Path, model: TextClassifier) -> None:
-    save_arrays(path, tree_arrays(model), {"model": model.config.to_dict()})
+def save_model(path: str | Path, members: Members) -> None:
+    save_arrays(path, tree_arrays(members), {"model": members[0].config.to_dict(), "members": len(members)})
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -187,8 +207,9 @@ def load_run(run_dir: str | Path) -> Run:
     run_dir = Path(run_dir)
     info = read_json(run_dir / CONFIG)
     model_config = ModelConfig(**info["model"])
-    template = TextClassifier(model_config, key=jax.random.key(0))
+    template = tuple(eqx.filter_eval_shape(TextClassifier, model_config, None, key=jax.random.key(0))
+                     for _ in range(int(info.get("members", 1))))
     arrays, _ = load_arrays(run_dir / MODEL)
-    model = fill_tree(template, arrays, source=str(run_dir / MODEL))
-    return Run(model, info["config"], Vocabulary(info["vocab"]), tuple(info["labels"]), info["task"],
+    members = fill_tree(template, arrays, source=str(run_dir / MODEL))
+    return Run(members, info["config"], Vocabulary(info["vocab"]), tuple(info["labels"]), info["task"],
                info["metric"], run_dir)

@@ -42,6 +42,7 @@ class Config:
     min_freq: int = 1                # a training token seen fewer times is <unk>
     max_vocab: int = 50_000          # V at most, <pad> and <unk> included
     embeddings: str | None = "glove-6b-50d"  # "glove-6b-50d", a word2vec/GloVe text file, or None
+    vector_words: int = 0            # also give the vocabulary the first N words of the pretrained vectors
     k: int = 50                      # features of x_t when not set by the pretrained vectors
     freeze_embeddings: bool = False  # keep pretrained vectors fixed (else fine-tuned)
     # model
@@ -58,6 +59,8 @@ class Config:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     clip: float = 1.0                # global gradient norm
+    ema: float = 0.99                # evaluate and keep an exponential moving average of the weights (0: off)
+    members: int = 1                 # an ensemble: models trained side by side, probabilities averaged
     warmup: float = 0.05             # fraction of all steps with a linear warm-up, then cosine decay
     class_weights: str = "balanced"  # balanced | none
     patience: int = 3                # epochs without a better validation score before stopping
@@ -91,7 +94,7 @@ class FitResult:
     best_score: float
     best_epoch: int
     metric: str
-    model: TextClassifier
+    members: tuple[TextClassifier, ...]
     vocab: Vocabulary
     labels: tuple[str, ...]
     history: list[dict] = field(default_factory=list)
@@ -100,8 +103,13 @@ class FitResult:
     seconds: float = 0.0
     out_dir: Path | None = None
 
+    @property
+    def model(self) -> TextClassifier:
+        """The first member (the only one unless `Config.members` > 1)."""
+        return self.members[0]
+
     def run(self, config: Config, task: str) -> checkpoint.Run:
-        return checkpoint.Run(self.model, config.to_dict(), self.vocab, self.labels, task, self.metric,
+        return checkpoint.Run(self.members, config.to_dict(), self.vocab, self.labels, task, self.metric,
                               self.out_dir)
 
 
@@ -147,33 +155,51 @@ def trainable(model: TextClassifier) -> TextClassifier:
 
 
 def optimizer(config: Config, total_steps: int) -> optax.GradientTransformation:
-    """Clip the global gradient norm, then AdamW with a linear warm-up and cosine decay of the rate."""
+    """AdamW with a linear warm-up and cosine decay of the rate (gradients are clipped in the step)."""
     warmup = max(1, int(config.warmup * total_steps))
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, config.lr, warmup, max(total_steps, warmup + 1), end_value=config.lr * 0.05)
-    return optax.chain(optax.clip_by_global_norm(config.clip),
-                       optax.adamw(schedule, weight_decay=config.weight_decay))
+    return optax.adamw(schedule, weight_decay=config.weight_decay)
+
+
+def _clip(grads, max_norm: float):
+    """grads scaled down to global norm max_norm when above it."""
+    norm = optax.tree.norm(grads)
+    scale = jnp.minimum(1.0, max_norm / jnp.maximum(norm, 1e-12))
+    return jax.tree.map(lambda g: g * scale, grads)
 
 
 @eqx.filter_jit
-def _train_step(params, static, opt_state, optim, tokens, lengths, labels, weights, key):
+def _train_step(params, ema, static, opt_state, optim, clip, decay, step, tokens, lengths, labels, weights, key):
+    """One AdamW step for each member on its class-weighted cross-entropy, each member's gradient clipped
+    to global norm `clip`; ema <- d·ema + (1 - d)·params with d = min(decay, (1 + step) / (10 + step)),
+    so that early averages do not dwell on the initial weights. Returns the members' mean loss."""
     def loss_fn(params):
-        model = eqx.combine(params, static)
-        logits = model(tokens, lengths, key=key)
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-        return (ce * weights).sum() / jnp.maximum(weights.sum(), 1e-9)
+        total = 0.0
+        for i, model in enumerate(eqx.combine(params, static)):
+            logits = model(tokens, lengths, key=jax.random.fold_in(key, i))
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+            total = total + (ce * weights).sum() / jnp.maximum(weights.sum(), 1e-9)
+        return total
 
     loss, grads = eqx.filter_value_and_grad(loss_fn)(params)
+    grads = tuple(_clip(g, clip) for g in grads)
+    loss = loss / len(grads)
     updates, opt_state = optim.update(grads, opt_state, params)
-    return eqx.apply_updates(params, updates), opt_state, loss
+    params = eqx.apply_updates(params, updates)
+    d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+    ema = jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema, params)
+    return params, ema, opt_state, loss
 
 
 def evaluate(
-    model: TextClassifier, vocab: Vocabulary, split: Split, labels: tuple[str, ...], task: str, maxlen: int
+    members: tuple[TextClassifier, ...] | TextClassifier, vocab: Vocabulary, split: Split,
+    labels: tuple[str, ...], task: str, maxlen: int,
 ) -> dict:
-    """`metrics.report` (official metric, accuracy, per class, confusion matrix) for one split."""
+    """`metrics.report` (official metric, accuracy, per class, confusion matrix) for one split, from the
+    members' mean probabilities."""
     ids, lengths = encode(split.texts, vocab, maxlen)
-    proba = checkpoint.predict_proba(model, ids, lengths)
+    proba = checkpoint.predict_proba(members, ids, lengths)
     return metrics.report(split.labels, proba.argmax(axis=1), labels, task)
 
 
@@ -222,12 +248,17 @@ def fit(
         E, k = None, config.k
         if config.embeddings:
             wv = load_vectors(config.embeddings)
+            if config.vector_words:
+                vocab = vocab.extended(wv.words[: config.vector_words])
             E, _ = embedding_matrix(vocab, wv, seed=config.seed)
             k = wv.k
         model_config = config.model_config(len(vocab), C, k)
     key = jax.random.key(config.seed)
-    model = TextClassifier(model_config, E, key=jax.random.fold_in(key, 0))
-    params, static = eqx.partition(model, trainable(model))
+    if config.members < 1:
+        raise ValueError(f"members must be >= 1; got {config.members}")
+    member_keys = [jax.random.fold_in(key, 0), *(jax.random.fold_in(key, 1000 + i) for i in range(1, config.members))]
+    members = tuple(TextClassifier(model_config, E, key=k) for k in member_keys)
+    params, static = eqx.partition(members, tuple(trainable(m) for m in members))
 
     ids, lengths = encode(train.texts, vocab, config.maxlen)
     edges = bucket_edges(config.maxlen)
@@ -238,11 +269,12 @@ def fit(
 
     epoch, step_in_epoch, global_step, elapsed = 0, 0, 0, 0.0
     best_score, best_epoch, bad_epochs, history = -math.inf, -1, 0, []
-    best_params = params
+    best_params = ema = params
     if resuming:
         arrays, meta = checkpoint.load_arrays(state_path)
         params = checkpoint.fill_tree(params, arrays, "params", str(state_path))
         best_params = checkpoint.fill_tree(params, arrays, "best", str(state_path))
+        ema = checkpoint.fill_tree(params, arrays, "ema", str(state_path))
         opt_state = checkpoint.fill_tree(opt_state, arrays, "opt", str(state_path))
         epoch, step_in_epoch, global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
         best_score, best_epoch, bad_epochs = meta["best_score"], meta["best_epoch"], meta["bad_epochs"]
@@ -250,19 +282,20 @@ def fit(
         if best_score is None:
             best_score = -math.inf
     elif out is not None:
-        checkpoint.save_run(out, model, config.to_dict(), vocab, labels, dataset.task, metric)
+        checkpoint.save_run(out, members, config.to_dict(), vocab, labels, dataset.task, metric)
 
     def save_state():
         if state_path is None:
             return
         arrays = {**checkpoint.tree_arrays(params, "params"), **checkpoint.tree_arrays(best_params, "best"),
-                  **checkpoint.tree_arrays(opt_state, "opt")}
+                  **checkpoint.tree_arrays(ema, "ema"), **checkpoint.tree_arrays(opt_state, "opt")}
         meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
                 "best_score": None if best_score == -math.inf else best_score, "best_epoch": best_epoch,
                 "bad_epochs": bad_epochs, "history": history,
                 "elapsed": elapsed + time.perf_counter() - session_start}
         checkpoint.save_arrays(state_path, arrays, meta)
 
+    decay = jnp.float32(config.ema)
     session_start = time.perf_counter()
     stop = bad_epochs >= config.patience or epoch >= config.epochs
     with _progress(progress) as bar:
@@ -273,8 +306,9 @@ def fit(
             losses = []
             for T, rows in batches[step_in_epoch:]:
                 b = make(ids, lengths, train.labels, T, rows, config.batch_size, weight)
-                params, opt_state, loss = _train_step(
-                    params, static, opt_state, optim, jnp.asarray(b.tokens), jnp.asarray(b.lengths),
+                params, ema, opt_state, loss = _train_step(
+                    params, ema, static, opt_state, optim, config.clip, decay, jnp.float32(global_step),
+                    jnp.asarray(b.tokens), jnp.asarray(b.lengths),
                     jnp.asarray(b.labels), jnp.asarray(b.weights), jax.random.fold_in(key, global_step + 1))
                 losses.append(loss)
                 step_in_epoch += 1
@@ -283,14 +317,15 @@ def fit(
                     bar.update(task, advance=20, info=f"loss {float(np.mean(losses[-20:])):.4f}")
                 if config.checkpoint_every and global_step % config.checkpoint_every == 0:
                     save_state()
-            model = eqx.combine(params, static)
-            score = evaluate(model, vocab, val, labels, dataset.task, config.maxlen)["score"]
+            kept = ema if config.ema > 0 else params
+            members = eqx.combine(kept, static)
+            score = evaluate(members, vocab, val, labels, dataset.task, config.maxlen)["score"]
             epoch, step_in_epoch = epoch + 1, 0
             train_loss = float(np.mean([float(v) for v in losses])) if losses else float("nan")
             if score > best_score:
-                best_score, best_epoch, bad_epochs, best_params = score, epoch, 0, params
+                best_score, best_epoch, bad_epochs, best_params = score, epoch, 0, kept
                 if out is not None:
-                    checkpoint.save_model(out / checkpoint.MODEL, model)
+                    checkpoint.save_model(out / checkpoint.MODEL, members)
             else:
                 bad_epochs += 1
             seconds = elapsed + time.perf_counter() - session_start
@@ -303,14 +338,14 @@ def fit(
             if callback is not None and callback(epoch, score, history):
                 stop = True
 
-    model = eqx.combine(best_params, static)
-    result = FitResult(best_score, best_epoch, metric, model, vocab, labels, history, out_dir=out,
+    members = eqx.combine(best_params, static)
+    result = FitResult(best_score, best_epoch, metric, members, vocab, labels, history, out_dir=out,
                        seconds=elapsed + time.perf_counter() - session_start)
-    result.val = evaluate(model, vocab, val, labels, dataset.task, config.maxlen)
+    result.val = evaluate(members, vocab, val, labels, dataset.task, config.maxlen)
     if evaluate_test and "test" in dataset:
-        result.test = evaluate(model, vocab, dataset["test"], labels, dataset.task, config.maxlen)
+        result.test = evaluate(members, vocab, dataset["test"], labels, dataset.task, config.maxlen)
     if out is not None:
-        checkpoint.save_model(out / checkpoint.MODEL, model)
+        checkpoint.save_model(out / checkpoint.MODEL, members)
         checkpoint.write_json(out / checkpoint.METRICS, {
             "task": dataset.task, "metric": metric, "best_epoch": best_epoch,
             "val": {metric: result.val["score"], **result.val},

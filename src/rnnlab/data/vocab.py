@@ -44,6 +44,11 @@ class Vocabulary:
             kept = kept[: max(0, max_size - 2)]
         return cls([PAD, UNK, *kept])
 
+    def extended(self, tokens: Iterable[str]) -> Vocabulary:
+        """This vocabulary with `tokens` not yet in it appended, in order (ids already given keep theirs)."""
+        new = [t for t in dict.fromkeys(tokens) if t not in self.ids]
+        return Vocabulary([*self.tokens, *new])
+
     def __len__(self) -> int:
         return len(self.tokens)
 
