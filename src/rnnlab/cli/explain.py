@@ -70,7 +70,9 @@ def explain(
 
     p (units) and T (timesteps) are independent: the tables show which numbers depend on which.
     """
-    from rnnlab import explain as ex_mod
+    # from-imports reach the module even where `rnnlab.explain` is re-exported as the function
+    from rnnlab.explain import build, unrolled_svg
+    from rnnlab.explain import explain as explain_model
 
     _check_sizes(features=features, units=units, timesteps=timesteps, batch=batch, layers=layers)
     if outputs < 0:
@@ -81,16 +83,16 @@ def explain(
     else:
         if cell.lower() not in ("elman", "rnn", "gru", "lstm"):
             _fail(f"unknown --cell {cell!r}: use elman, gru or lstm.")
-        model = ex_mod.build(
+        model = build(
             cell.lower(), features=features, units=units, outputs=outputs, layers=layers, every_step=every_step
         )
     try:
-        result = ex_mod.explain(model, timesteps=timesteps, batch=batch)
+        result = explain_model(model, timesteps=timesteps, batch=batch)
     except ValueError as e:
         _fail(str(e))
     if svg is not None:
         svg.parent.mkdir(parents=True, exist_ok=True)
-        svg.write_text(ex_mod.unrolled_svg(result), encoding="utf-8")
+        svg.write_text(unrolled_svg(result), encoding="utf-8")
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
