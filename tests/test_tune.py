@@ -31,12 +31,13 @@ class FakeTask:
 
     metric = "macro_f1"
 
-    def __init__(self, sleep: float = 0.0, epochs: int = 2, fail_units: int | None = None):
-        self.sleep, self.epochs, self.fail_units = sleep, epochs, fail_units
+    def __init__(self, sleep: float = 0.0, epochs: int = 2, fail_units: int | None = None, luck: dict | None = None):
+        self.sleep, self.epochs, self.fail_units, self.luck = sleep, epochs, fail_units, luck or {}
 
     def score(self, config: dict, epoch: int) -> float:
         p = config["units"]
-        return 0.6 - 0.01 * (math.log2(p) - 3) ** 2 + 0.02 * (config.get("cell") == "gru") - 0.01 / epoch
+        return (0.6 - 0.01 * (math.log2(p) - 3) ** 2 + 0.02 * (config.get("cell") == "gru") - 0.01 / epoch
+                + self.luck.get((p, config.get("seed")), 0.0))
 
     def validate(self, config: dict, log: tune.TrialLog) -> float:
         if config["units"] == self.fail_units:
@@ -87,6 +88,7 @@ def test_space_from_command_line_lists_and_ranges():
     ({"units": "8,x"}, "not an integer"),
     ({"units": "8,8"}, "repeats"),
     ({"units": "0,8"}, "at least 1"),
+    ({"units": "8", "seed": "0,x"}, "not an integer"),
     ({"units": "8..64"}, "takes a list"),
     ({"units": "8", "lr": "1e-2..1e-4"}, "lo < hi"),
     ({"units": "8", "heads": "2"}, "cannot sweep 'heads'"),
@@ -108,7 +110,7 @@ def test_a_grid_runs_each_point_once_then_tests_the_best(tmp_path):
     rows, test = tune.trial_rows(study)
     assert grid_points(rows) == sorted((p["units"], p["cell"]) for p in space.grid())
     assert all(r["state"] == "complete" and r["epochs"] == 2 for r in rows)
-    top = tune.best(rows)
+    top = tune.best(rows, space)
     assert (top["units"], top["cell"]) == (8, "gru")
     assert test["role"] == "test" and test["trial"] == 12 and (test["units"], test["cell"]) == (8, "gru")
     assert test["test"] == 0.5 and test["val"] == pytest.approx(top["score"])
@@ -159,7 +161,22 @@ def test_trials_caps_the_grid_with_a_seeded_subset_and_ranges_are_sampled(tmp_pa
     assert tune.run_worker(study, FakeTask()) == 6
     rows, test = tune.trial_rows(study)
     assert len(rows) == 5 and all(1e-4 <= r["lr"] <= 1e-2 and r["units"] in (4, 8, 16) for r in rows)
-    assert test["lr"] == tune.best(rows)["lr"]
+    assert test["lr"] == tune.best(rows, search)["lr"]
+
+
+def test_seeds_repeat_each_configuration_and_the_best_mean_wins(tmp_path):
+    space = tune.Space.parse(units="4,8,16", seed="0,1,2,3")
+    study = tune.open_study(sqlite(tmp_path / "s.db"), "seeds", space)
+    tune.run_worker(study, FakeTask(luck={(16, 0): 0.03}))      # p = 16 is best with seed 0 only
+    rows, test = tune.trial_rows(study)
+    assert len(rows) == 12 and max(rows, key=lambda r: r["score"])["units"] == 16
+    top = tune.best(rows, space)
+    assert (top["units"], top["runs"]) == (8, 4) and (test["units"], test["seed"]) == (8, 0)
+    console = Console(record=True, width=140)
+    console.print(tune_report.summary(rows, space, "macro_f1"))
+    lines = [line for line in console.export_text().splitlines() if "★" in line]
+    assert len(lines) == 1 and lines[0].replace("│", " ").split()[:2] == ["8", "4"]
+    tune_report.plot(rows, space, "macro_f1", [tmp_path / "u.png"])
 
 
 def test_hopeless_trials_are_pruned_and_failures_recorded(tmp_path):

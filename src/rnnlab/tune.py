@@ -40,9 +40,12 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 # What can be swept, with the type of its values; lr and dropout also take ranges ("1e-4..1e-2").
+# `seed` repeats every configuration with each seed: configurations are then compared by their mean score.
 PARAMS: dict[str, type] = {
     "units": int, "cell": str, "layers": int, "k": int, "dropout": float, "lr": float, "maxlen": int,
+    "seed": int,
 }
+REPEAT = "seed"
 LOG_RANGES = {"lr"}          # searched on a log scale
 TEST_ROLE = "test"           # user attr `role` of the study's last trial: the best config scored on test
 
@@ -88,7 +91,7 @@ class Space:
                 raise SweepError(f"--{name} {text!r} holds no values")
             if len(set(values)) != len(values):
                 raise SweepError(f"--{name} {text!r} repeats a value")
-            if kind is int and min(values) < 1:
+            if kind is int and name != REPEAT and min(values) < 1:
                 raise SweepError(f"--{name} {text!r}: every value must be at least 1")
             choices[name] = tuple(values)
         if "units" not in choices:
@@ -102,6 +105,11 @@ class Space:
     @property
     def names(self) -> list[str]:
         return [*self.choices, *self.ranges]
+
+    @property
+    def config_names(self) -> list[str]:
+        """The names that make a configuration: all but the seed."""
+        return [n for n in self.names if n != REPEAT]
 
     @property
     def varied(self) -> list[str]:
@@ -418,12 +426,13 @@ def _run(study: optuna.Study, trial: optuna.Trial, task: Task, space: Space, eve
 
 
 def _best_config(study: optuna.Study) -> dict[str, Any]:
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get("role") != TEST_ROLE]
-    if not done:
+    """The best configuration by validation (by the mean over seeds when seeds are swept), with the
+    first seed it ran with."""
+    rows, _ = trial_rows(study)
+    top = best(rows, sweep_space(study))
+    if top is None:
         raise SweepError("no trial finished, so there is no configuration to test")
-    best = max(done, key=lambda t: (t.value, -t.number))
-    return dict(best.params)
+    return {n: top[n] for n in sweep_space(study).names}
 
 
 @contextlib.contextmanager
@@ -511,7 +520,21 @@ def progress(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
-def best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The completed row with the highest validation score (the earliest on ties)."""
-    done = [r for r in rows if r["state"] == "complete" and r["score"] is not None]
-    return max(done, key=lambda r: (r["score"], -r["trial"])) if done else None
+def groups(rows: list[dict[str, Any]], space: Space) -> dict[tuple, list[dict[str, Any]]]:
+    """Completed rows by configuration (every swept value but the seed), in trial order."""
+    out: dict[tuple, list[dict[str, Any]]] = {}
+    for r in sorted(rows, key=lambda r: r["trial"]):
+        if r["state"] == "complete" and r["score"] is not None:
+            out.setdefault(tuple(r.get(n) for n in space.config_names), []).append(r)
+    return out
+
+
+def best(rows: list[dict[str, Any]], space: Space) -> dict[str, Any] | None:
+    """The best configuration's first row, its `score` the mean validation score over its seeds (`runs`
+    of them); the highest mean wins, the earliest trial on ties. None when no trial completed."""
+    by_config = groups(rows, space)
+    if not by_config:
+        return None
+    mean = {key: sum(r["score"] for r in rs) / len(rs) for key, rs in by_config.items()}
+    key = max(by_config, key=lambda key: (mean[key], -by_config[key][0]["trial"]))
+    return {**by_config[key][0], "score": mean[key], "runs": len(by_config[key])}

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.table import Table
 
-from rnnlab.tune import Space, best
+from rnnlab.tune import REPEAT, Space, best, groups
 
 STATE_STYLE = {"complete": "green", "pruned": "yellow", "fail": "red"}
 
@@ -26,8 +26,9 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def table(rows: Sequence[dict[str, Any]], space: Space, metric: str, title: str | None = None) -> Table:
-    """One line per trial, sorted by the swept values; the best validation score in bold."""
-    top = best(rows)
+    """One line per trial, sorted by the swept values; the best configuration's scores in bold, starred."""
+    top = best(rows, space)
+    top_key = None if top is None else tuple(top.get(n) for n in space.config_names)
     out = Table(title=title, title_justify="left", header_style="bold")
     out.add_column("#", justify="right", style="dim")
     for name in space.names:
@@ -42,7 +43,7 @@ def table(rows: Sequence[dict[str, Any]], space: Space, metric: str, title: str 
     out.add_column("state")
     for r in sorted(rows, key=lambda r: (*tuple(_key(r.get(n)) for n in space.names), r["trial"])):
         score = _fmt(r["score"])
-        if top is not None and r["trial"] == top["trial"]:
+        if r["state"] == "complete" and tuple(r.get(n) for n in space.config_names) == top_key:
             score = f"[bold]{score} ★[/bold]"
         params = [f"{r[c]:,}" if isinstance(r.get(c), int) else "—"
                   for c in ("params", "rnn_params")[: 1 + recurrent]]
@@ -50,6 +51,25 @@ def table(rows: Sequence[dict[str, Any]], space: Space, metric: str, title: str 
         state = r["state"] if not r.get("error") else f"fail: {r['error'][:60]}"
         out.add_row(str(r["trial"]), *(_fmt(r.get(n)) for n in space.names), *params, score,
                     _fmt(r["epochs"]), seconds, f"[{STATE_STYLE.get(r['state'], '')}]{state}[/]")
+    return out
+
+
+def summary(rows: Sequence[dict[str, Any]], space: Space, metric: str, title: str | None = None) -> Table:
+    """One line per configuration over its seeds: runs, mean, spread (min..max) of the validation score."""
+    top = best(list(rows), space)
+    out = Table(title=title, title_justify="left", header_style="bold")
+    for name in space.config_names:
+        out.add_column(name, justify="right" if name != "cell" else "left")
+    out.add_column("seeds", justify="right")
+    out.add_column(f"mean val {metric}", justify="right")
+    out.add_column("min", justify="right")
+    out.add_column("max", justify="right")
+    for key, rs in sorted(groups(list(rows), space).items(), key=lambda kv: tuple(map(_key, kv[0]))):
+        scores = [r["score"] for r in rs]
+        mean = _fmt(sum(scores) / len(scores))
+        if top is not None and key == tuple(top.get(n) for n in space.config_names):
+            mean = f"[bold]{mean} ★[/bold]"
+        out.add_row(*map(_fmt, key), str(len(rs)), mean, _fmt(min(scores)), _fmt(max(scores)))
     return out
 
 
@@ -82,29 +102,42 @@ def plot(
     title: str | None = None, note: str | None = None,
 ) -> list[Path]:
     """Validation score against units (log₂ axis), one line per combination of the other swept values
-    (the best score at each p when ranges are searched), pruned trials hollow, the best one starred;
-    the parameter count of each line on the right axis (log scale). Saved to each path (.png, .svg, .pdf)."""
+    (the best configuration at each p when ranges are searched); with several seeds, the line is their mean,
+    each seed a dot and the bar their range; pruned trials hollow, the best configuration starred; the
+    parameter count of each line on the right axis (log scale). Saved to each path (.png, .svg, .pdf)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    groups = [n for n in space.varied if n != "units" and n in space.choices]
+    lines = [n for n in space.varied if n not in ("units", REPEAT) and n in space.choices]
     fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=130)
     ax2 = ax.twinx()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    top = best(rows)
-    labels = sorted({tuple(r.get(g) for g in groups) for r in rows}, key=lambda t: tuple(map(_key, t)))
+    top = best(list(rows), space)
+    labels = sorted({tuple(r.get(g) for g in lines) for r in rows}, key=lambda t: tuple(map(_key, t)))
     for i, label in enumerate(labels):
         color = colors[i % len(colors)]
-        mine = [r for r in rows if tuple(r.get(g) for g in groups) == label]
-        name = ", ".join(f"{g}={v}" for g, v in zip(groups, label, strict=True)) or "validation"
-        done: dict[int, float] = {}
-        for r in mine:
-            if r["state"] == "complete" and r["score"] is not None:
-                done[r["units"]] = max(done.get(r["units"], -math.inf), r["score"])
+        mine = [r for r in rows if tuple(r.get(g) for g in lines) == label]
+        name = ", ".join(f"{g}={v}" for g, v in zip(lines, label, strict=True)) or "validation"
+        done: dict[int, list[float]] = {}                 # p -> the scores of the best configuration at p
+        for rs in groups(mine, space).values():
+            scores = [r["score"] for r in rs]
+            p = rs[0]["units"]
+            if p not in done or sum(scores) / len(scores) > sum(done[p]) / len(done[p]):
+                done[p] = scores
         xs = sorted(done)
-        ax.plot(xs, [done[x] for x in xs], "o-", color=color, label=name, zorder=3)
+        means = [sum(done[x]) / len(done[x]) for x in xs]
+        repeated = any(len(done[x]) > 1 for x in xs)
+        runs = max((len(done[x]) for x in xs), default=1)
+        ax.plot(xs, means, "o-", color=color, zorder=3,
+                label=f"{name}, mean of {runs} seeds (bars: min–max)" if repeated else name)
+        if repeated:
+            ax.errorbar(xs, means, yerr=[[m - min(done[x]) for x, m in zip(xs, means, strict=True)],
+                                         [max(done[x]) - m for x, m in zip(xs, means, strict=True)]],
+                        fmt="none", ecolor=color, alpha=0.6, capsize=3, zorder=2)
+            ax.scatter([x for x in xs for _ in done[x]], [s for x in xs for s in done[x]], s=10,
+                       color=color, alpha=0.45, zorder=2)
         pruned = [r for r in mine if r["state"] == "pruned" and r["score"] is not None]
         if pruned:
             ax.scatter([r["units"] for r in pruned], [r["score"] for r in pruned], facecolors="none",
@@ -113,9 +146,8 @@ def plot(
             counts = {r["units"]: r[column] for r in mine if isinstance(r.get(column), int)}
             if counts:
                 ps = sorted(counts)
-                ax2.plot(ps, [counts[p] for p in ps], style, color=color if groups else "0.4", alpha=0.5,
-                         markersize=4,
-                         label=f"{name}: {what}" if groups else what)
+                ax2.plot(ps, [counts[p] for p in ps], style, color=color if lines else "0.4", alpha=0.5,
+                         markersize=4, label=f"{name}: {what}" if lines else what)
     if top is not None:
         ax.scatter([top["units"]], [top["score"]], marker="*", s=260, color="gold", edgecolors="black",
                    zorder=4, label=f"best: p={top['units']} ({top['score']:.3f})")

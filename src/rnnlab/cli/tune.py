@@ -112,6 +112,9 @@ def tune(
     epochs: int = typer.Option(8, min=1, help="Epochs a trial trains at most (it stops early on val)."),
     patience: int = typer.Option(3, min=1, help="Epochs without a better validation score, then stop."),
     seed: int = typer.Option(0, help="The seed every trial trains with (and the sampler's)."),
+    seeds: str | None = typer.Option(None, help="Repeat every configuration with each of these seeds, e.g. "
+                                     "0,1,2: configurations are compared by their mean, the plot shows the "
+                                     "spread."),
     embeddings: str = typer.Option("glove-6b-50d", help="Pretrained vectors (glove-6b-50d, a file) or none."),
     batch_size: int = typer.Option(32, min=1, help="Texts per batch."),
     folds: int = typer.Option(0, min=0, help="Score each trial by K-fold cross-validation on train (K >= 2) "
@@ -140,7 +143,7 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         space = sweep.Space.parse(units=units, cell=cell, layers=layers, k=k, dropout=dropout, lr=lr,
-                                  maxlen=maxlen)
+                                  maxlen=maxlen, seed=seeds)
     except sweep.SweepError as e:
         raise typer.BadParameter(str(e)) from None
     name = study or _study_name(data)
@@ -193,6 +196,8 @@ def tune(
             f"{int(sorted(lengths)[int(0.9 * (len(lengths) - 1))])} (90th percentile)")
     title = f"{name}: validation {task.metric} by units"
     console.print(tune_report.table(rows, space, task.metric, title=title))
+    if len(space.choices.get(sweep.REPEAT, ())) > 1:
+        console.print(tune_report.summary(rows, space, task.metric, title=f"{name}: over the seeds"))
     console.print(f"[dim]{note}[/dim]")
     if test_row is not None and test_row["state"] == "complete":
         config = {n: test_row.get(n) for n in space.names}
