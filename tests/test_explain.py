@@ -201,3 +201,9 @@ def test_cli_explain_a_saved_run(tmp_path):
     model = load_run(tmp_path).model
     assert data["total"] == array_entries(model) == 5 * 4 + 2 * formula("lstm", 4, 3) + 2 * (6 + 1)
     assert data["T"] == 16 and not data["every_step"]
+
+
+def test_cli_explain_refuses_a_model_too_large_to_build():
+    result = runner.invoke(app, ["explain", "--units", "100000", "--features", "5"])
+    assert result.exit_code == 2
+    assert "10,000,600,000 parameters" in result.output.replace("\n", " ")

@@ -619,7 +619,8 @@ def _misreadings(ex: Explanation, max_rows: int):
     k, p, T = cell.features, cell.units, ex.T
     shown = min(T, 2000)
     rows = state_per_step(ex.model, shown)
-    table = Table(title=f"the loop as it runs: {T} steps, each one updating all p={p} units", title_justify="left")
+    run_for = f"{T} steps" if shown == T else f"the first {shown} of {T} steps"
+    table = Table(title=f"the loop as it runs: {run_for}, each one updating all p={p} units", title_justify="left")
     for col in ("t", "reads x_t", "and a_{t-1}", "writes a_t", "units changed"):
         table.add_column(col, justify="right")
     pick = rows if len(rows) <= max_rows else [*rows[: max_rows - 2], None, *rows[-1:]]

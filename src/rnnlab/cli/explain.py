@@ -83,6 +83,13 @@ def explain(
     else:
         if cell.lower() not in ("elman", "rnn", "gru", "lstm"):
             _fail(f"unknown --cell {cell!r}: use elman, gru or lstm.")
+        G = {"elman": 1, "rnn": 1, "gru": 3, "lstm": 4}[cell.lower()]
+        count = G * units * (features + units + 1) + (layers - 1) * G * units * (2 * units + 1)
+        if count * 4 > MAX_BYTES:
+            _fail(
+                f"{cell} with k={features} and p={units} would hold {count:,} parameters "
+                f"({count * 4 / 2**30:.1f} GiB): too large to build here (U_a alone is p×p = {units * units:,})."
+            )
         model = build(
             cell.lower(), features=features, units=units, outputs=outputs, layers=layers, every_step=every_step
         )
@@ -99,6 +106,9 @@ def explain(
     console.print(result)
     if svg is not None:
         console.print(f"unrolled loop written to {svg}")
+
+
+MAX_BYTES = 2 * 2**30  # the largest model `explain` builds to read off its arrays
 
 
 def _load_run_model(run: Path):
@@ -242,8 +252,10 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print the raw matrix and y_t as JSON."),
     seed: int = typer.Option(0, "--seed", help="For elman:*, the seed of the network trained first."),
 ) -> None:
-    """Show the hidden states of one text: a heatmap of p rows (units) × T columns (its tokens), plus the
-    prediction y_t after each step. Only the text's own T steps are drawn: padding has no column."""
+    """Show the hidden states of one text: a heatmap of p rows (units) × T columns (its tokens).
+
+    Also the prediction y_t after each step. Only the text's own T steps are drawn: padding has no column.
+    """
     from rnnlab import inspect as ins_mod
 
     if not text.strip():
