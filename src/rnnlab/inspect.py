@@ -46,6 +46,7 @@ class Inspection:
     title: str = ""
     notes: list[str] = field(default_factory=list)
     predicted: list[str] | None = None
+    y_label: str = "y_t: the output after each step"
 
     @property
     def p(self) -> int:
@@ -140,6 +141,8 @@ def inspect_run(run, text: str) -> Inspection:
         f"T = {len(tokens)} tokens, the text's own length"
         + (f"; batches pad texts to {maxlen} steps, which are never read, so none are drawn" if maxlen else "")
     ]
+    if len(dirs) == 2:
+        notes.append("the backward rows of column t have read the text from its last token back to token t")
     return Inspection(
         np.asarray(a).T,
         list(tokens),
@@ -148,6 +151,7 @@ def inspect_run(run, text: str) -> Inspection:
         dirs,
         title=f"{getattr(run, 'task', '')}".strip(),
         notes=notes,
+        y_label="y_t: the label probabilities after reading tokens 1..t (the last column is the prediction)",
     )
 
 
@@ -205,6 +209,7 @@ def render(ins: Inspection, stem: str | Path) -> list[Path]:
         figsize=(width, sum(heights) + 1.6),
         gridspec_kw={"height_ratios": heights},
         squeeze=False,
+        layout="constrained",
     )
     ax = axes[0, 0]
     lim = float(np.abs(ins.a).max()) or 1.0
@@ -221,26 +226,43 @@ def render(ins: Inspection, stem: str | Path) -> list[Path]:
     ax.set_xticks(np.arange(T), ins.tokens if T <= 60 else [""] * T, rotation=60, ha="right", fontsize=8)
     ax.tick_params(axis="x", labelbottom=not show_y)
     if len(ins.directions) == 2:
-        ax.axhline(ins.directions[0] - 0.5, color="k", lw=1.5)
-        ax.text(T - 0.5, ins.directions[0] / 2, " forward", va="center", fontsize=8)
-        ax.text(T - 0.5, ins.directions[0] + ins.directions[1] / 2, " backward", va="center", fontsize=8)
+        fwd, bwd = ins.directions
+        ax.axhline(fwd - 0.5, color="k", lw=1.5)
+        box = {"facecolor": "white", "alpha": 0.8, "lw": 0, "pad": 1}
+        ax.text(-0.4, -0.4, "forward: read left to right", va="top", fontsize=7, bbox=box)
+        ax.text(-0.4, fwd - 0.4, "backward: read right to left", va="top", fontsize=7, bbox=box)
+        ax.set_ylabel(f"unit (p = {fwd} + {bwd})")
     title = f"a_t: {p} units (rows) × {T} timesteps (columns)"
     ax.set_title(f"{ins.title}: {title}" if ins.title else title, fontsize=10, loc="left")
-    fig.colorbar(im, ax=ax, fraction=0.025, pad=0.01)
+    fig.colorbar(im, ax=axes[:, 0].tolist(), fraction=0.025, pad=0.01, label="a_t")
     if show_y:
         ay = axes[1, 0]
         ay.imshow(ins.y.T, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+        if T <= 40:
+            best = np.argmax(ins.y, axis=1)
+            for t in range(T):
+                for c in range(ins.y.shape[1]):
+                    v = float(ins.y[t, c])
+                    ay.text(
+                        t,
+                        c,
+                        f"{v:.2f}".lstrip("0"),
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if v > 0.6 else "black",
+                        fontweight="bold" if c == best[t] else "normal",
+                    )
         ay.set_yticks(np.arange(ins.y.shape[1]), list(ins.outputs) or None, fontsize=8)
         ay.set_xticks(np.arange(T), ins.tokens if T <= 60 else [""] * T, rotation=60, ha="right", fontsize=8)
-        ay.set_title("y_t: the output after each step", fontsize=9, loc="left")
+        ay.set_title(ins.y_label, fontsize=9, loc="left")
     elif ins.y is not None and T <= 60:
         # many outputs (a vocabulary): the most probable one above each column
         top = ax.secondary_xaxis("top")
         top.set_xticks(np.arange(T), ins.predictions(), rotation=60, ha="left", fontsize=8, color="C3")
         top.set_xlabel("y_t: the most probable output after each step", fontsize=8, color="C3")
     if ins.notes:
-        fig.text(0.01, 0.005, "\n".join(ins.notes), fontsize=7, va="bottom")
-    fig.tight_layout(rect=(0, 0.04 if ins.notes else 0, 1, 1))
+        fig.supxlabel("\n".join(ins.notes), fontsize=7, x=0.01, ha="left")
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     fig.savefig(paths[0], dpi=120)
     fig.savefig(paths[1])
