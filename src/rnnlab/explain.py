@@ -503,7 +503,7 @@ def unrolled_svg(ex: Explanation, most: int = 5) -> str:
 
 def _human(n: float | int, unit: str = "") -> str:
     for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= scale:
+        if abs(n) >= 0.9995 * scale:  # 999.6 M reads "1 G", not "1e+03 M"
             return f"{n / scale:.3g} {suffix}{unit}"
     return f"{n:.0f} {unit}".rstrip()
 
@@ -536,7 +536,8 @@ def renderables(ex: Explanation, *, misreadings: bool = True, drawing: bool = Tr
     for prm in ex.params:
         table.add_row(prm.name, "×".join(map(str, prm.shape)), f"{prm.count:,}", prm.role)
     table.add_section()
-    table.add_row("[bold]total", "", f"[bold]{ex.total:,}", f"for T=1, T={T} or T=2000 alike: no shape mentions T")
+    alike = ", ".join(f"T={t}" for t in sorted({1, 20, T, 2000}))
+    table.add_row("[bold]total", "", f"[bold]{ex.total:,}", f"for {alike} alike: no shape mentions T")
     yield table
 
     costs = Table(title="cost: forward FLOPs and activation memory (float32)", title_justify="left")
@@ -562,11 +563,7 @@ def renderables(ex: Explanation, *, misreadings: bool = True, drawing: bool = Tr
     grow = Table(title="what grows with T and what grows with p", title_justify="left")
     for col in ("T", "p", "parameters", "FLOPs / sequence", "activations / sequence"):
         grow.add_column(col, justify="right")
-    seen = set()
-    for t_ in (T, 2000):
-        if t_ in seen:
-            continue
-        seen.add(t_)
+    for t_ in sorted({20, T, 2000}):
         e2 = ex.at(t_)
         grow.add_row(str(t_), str(p), f"{e2.total:,}", _human(e2.flops["sequence"]), _bytes(e2.memory["sequence"]))
     if isinstance(ex.model, Network | Cell | Recurrent):
