@@ -345,20 +345,23 @@ def _layer(model) -> Recurrent:
 
 
 def state_per_step(model, T: int, *, seed: int = 0) -> list[StepRow]:
-    """Run the first layer of `model` T steps, one `layer.step` at a time, on random x_t, and record at
-    each step the shapes of x_t, a_{t-1} and a_t and how many of the p units changed value."""
+    """Run the first layer of `model` T steps, calling `layer.step` once per step (inside one `lax.scan`),
+    on random x_t, and record at each step the shapes of x_t, a_{t-1} and a_t and how many of the p units
+    changed value."""
     layer = _layer(model)
     xs = jax.random.normal(jax.random.key(seed), (T, layer.features))
-    state = layer.initial_state()
-    step = eqx.filter_jit(layer.step)
-    rows = []
-    for t in range(T):
-        a_prev = layer.cell.hidden(state)
-        state = step(state, xs[t])
-        a = layer.cell.hidden(state)
-        changed = int(jnp.sum(a != a_prev))
-        rows.append(StepRow(t + 1, tuple(xs[t].shape), tuple(a_prev.shape), tuple(a.shape), changed, layer.units))
-    return rows
+
+    def one_step(state, x_t):
+        new = layer.step(state, x_t)
+        a_prev, a = layer.cell.hidden(state), layer.cell.hidden(new)
+        return new, (a_prev, a, jnp.sum(a != a_prev))
+
+    _, (a_prev, a, changed) = jax.lax.scan(one_step, layer.initial_state(), xs)
+    changed = np.asarray(changed)
+    return [
+        StepRow(t + 1, tuple(xs.shape[1:]), tuple(a_prev.shape[1:]), tuple(a.shape[1:]), int(changed[t]), layer.units)
+        for t in range(T)
+    ]
 
 
 @dataclass(frozen=True)
