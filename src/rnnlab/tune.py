@@ -229,10 +229,21 @@ def storage(url: str, heartbeat: int = 10) -> RDBStorage:
     elif url.startswith(("postgresql", "mysql")):
         engine_kwargs = {"pool_pre_ping": True}
         url = postgres_driver(url)
-    with _quiet():
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
-                          grace_period=3 * heartbeat,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+    import sqlalchemy.exc
+
+    for attempt in range(6):
+        try:
+            with _quiet():
+                return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+                                  grace_period=3 * heartbeat,
+                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # Workers starting together on an empty database race to create its tables; the loser
+            # finds them made on its next try.
+            if attempt == 5:
+                raise
+            time.sleep(0.2 + random.random() * (attempt + 1) * 0.3)
+    raise AssertionError("unreachable")
 
 
 def postgres_driver(url: str) -> str:
@@ -385,7 +396,7 @@ def _take(study: optuna.Study) -> tuple[optuna.Trial | None, int]:
                     return optuna.Trial(study, trial_id), running
         except UpdateFinishedTrialError:
             continue
-    return None, running + (len(waiting) if candidates == [] and waiting else 0)
+    return None, running + len(waiting)      # queued trials another worker just took are running now
 
 
 def _run(study: optuna.Study, trial: optuna.Trial, task: Task, space: Space, events: Events) -> None:
