@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import jax
@@ -11,8 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 import rnnlab
-from rnnlab import inspect as ins
 from rnnlab.cli import app
+
+ins = importlib.import_module("rnnlab.inspect")  # the module, even if rnnlab re-exports a function
 
 runner = CliRunner()
 

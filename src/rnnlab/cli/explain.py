@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from pathlib import Path
@@ -256,7 +257,7 @@ def inspect(
 
     Also the prediction y_t after each step. Only the text's own T steps are drawn: padding has no column.
     """
-    from rnnlab import inspect as ins_mod
+    ins_mod = importlib.import_module("rnnlab.inspect")  # the module, even if rnnlab re-exports a function
 
     if not text.strip():
         _fail("the text is empty: give at least one token to read.")
@@ -307,7 +308,8 @@ def _elman_words(task: str, text: str) -> list[str]:
 
 def _inspect_sequence_run(path: Path, text: str):
     from rnnlab import experiments
-    from rnnlab import inspect as ins_mod
+
+    ins_mod = importlib.import_module("rnnlab.inspect")  # the module, even if rnnlab re-exports a function
 
     run = experiments.load_sequence(path)
     try:
@@ -318,7 +320,8 @@ def _inspect_sequence_run(path: Path, text: str):
 
 def _inspect_elman(name: str, text: str, seed: int):
     from rnnlab import experiments
-    from rnnlab import inspect as ins_mod
+
+    ins_mod = importlib.import_module("rnnlab.inspect")  # the module, even if rnnlab re-exports a function
     from rnnlab.data import elman
 
     task = name.removeprefix("elman:").lower()
