@@ -89,6 +89,7 @@ def test_space_from_command_line_lists_and_ranges():
     ({"units": "8,8"}, "repeats"),
     ({"units": "0,8"}, "at least 1"),
     ({"units": "8", "seed": "0,x"}, "not an integer"),
+    ({"units": "8", "lr": "1e-4..1e-2", "seed": "0,1"}, "seeds repeat the configurations of a grid"),
     ({"units": "8..64"}, "takes a list"),
     ({"units": "8", "lr": "1e-2..1e-4"}, "lo < hi"),
     ({"units": "8", "heads": "2"}, "cannot sweep 'heads'"),
@@ -165,7 +166,10 @@ def test_trials_caps_the_grid_with_a_seeded_subset_and_ranges_are_sampled(tmp_pa
 
 
 def test_seeds_repeat_each_configuration_and_the_best_mean_wins(tmp_path):
-    space = tune.Space.parse(units="4,8,16", seed="0,1,2,3")
+    space = tune.Space.parse(seed="0,1,2,3", units="4,8,16")
+    assert space.names == ["units", "seed"]
+    capped = tune.open_study(sqlite(tmp_path / "c.db"), "capped", space, trials=5, test=False)
+    assert len({tuple(t.system_attrs["fixed_params"].values()) for t in capped.trials}) == 4   # 1 config x 4
     study = tune.open_study(sqlite(tmp_path / "s.db"), "seeds", space)
     tune.run_worker(study, FakeTask(luck={(16, 0): 0.03}))      # p = 16 is best with seed 0 only
     rows, test = tune.trial_rows(study)

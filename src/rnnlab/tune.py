@@ -3,7 +3,7 @@
     space = Space.parse(units="8,16,32", cell="gru,lstm")          # lists only: a grid of 6 trials
     study = open_study("sqlite:///runs/tune/study.db", "emotion", space, settings={"epochs": 5})
     run_worker(study, task)                                        # run trials until none are left
-    rows = trial_rows(study)                                       # one row per finished trial
+    rows, test = trial_rows(study)                                 # one row per finished trial, the test
 
 How the work is shared. The worker that creates the study puts every trial in its queue at once (a grid point,
 or an empty slot that the sampler fills for a search over ranges) and one last trial, the test: the best
@@ -20,6 +20,7 @@ The task is anything with `metric`, `validate(config, log) -> score` and `test(c
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import itertools
 import json
 import math
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import optuna
+import sqlalchemy.exc
 from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
@@ -96,6 +98,11 @@ class Space:
             choices[name] = tuple(values)
         if "units" not in choices:
             raise SweepError("a sweep needs --units, e.g. --units 8,16,32,64,128")
+        if REPEAT in choices:
+            if ranges:
+                raise SweepError("seeds repeat the configurations of a grid; a search over ranges (here "
+                                 f"{', '.join(ranges)}) samples each configuration once: use a single --seed")
+            choices[REPEAT] = choices.pop(REPEAT)          # last: a configuration's seeds run one after another
         return cls(choices, ranges)
 
     @property
@@ -229,9 +236,8 @@ def storage(url: str, heartbeat: int = 10) -> RDBStorage:
     elif url.startswith(("postgresql", "mysql")):
         engine_kwargs = {"pool_pre_ping": True}
         url = postgres_driver(url)
-    import sqlalchemy.exc
-
-    for attempt in range(6):
+    attempt = 0
+    while True:
         try:
             with _quiet():
                 return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
@@ -240,17 +246,15 @@ def storage(url: str, heartbeat: int = 10) -> RDBStorage:
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             # Workers starting together on an empty database race to create its tables; the loser
             # finds them made on its next try.
-            if attempt == 5:
+            attempt += 1
+            if attempt == 6:
                 raise
-            time.sleep(0.2 + random.random() * (attempt + 1) * 0.3)
-    raise AssertionError("unreachable")
+            time.sleep(0.2 + random.random() * attempt * 0.3)
 
 
 def postgres_driver(url: str) -> str:
     """postgresql://... with the driver that is installed named: SQLAlchemy's default (psycopg 3) when it
     is there, else psycopg2 (`pip install psycopg2-binary`)."""
-    import importlib.util
-
     if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
             and importlib.util.find_spec("psycopg2") is not None:
         return "postgresql+psycopg2://" + url[len("postgresql://"):]
@@ -293,9 +297,11 @@ def _queue(space: Space, trials: int | None, seed: int) -> list[dict[str, Any]]:
     if not space.is_grid:
         return [{} for _ in range(trials or 20)]
     grid = space.grid()
+    seeds = len(space.choices.get(REPEAT, (None,)))        # a configuration's seeds are kept together
+    configs = len(grid) // seeds
     if trials is not None and trials < len(grid):
-        keep = sorted(random.Random(seed).sample(range(len(grid)), trials))
-        grid = [grid[i] for i in keep]
+        keep = sorted(random.Random(seed).sample(range(configs), max(1, trials // seeds)))
+        grid = [grid[i * seeds + j] for i in keep for j in range(seeds)]
     return grid
 
 

@@ -108,7 +108,8 @@ def tune(
     lr: str | None = typer.Option(None, help="Learning rates: a list (1e-3,3e-3) or a range (1e-4..1e-2)."),
     maxlen: str | None = typer.Option(None, help="Maximum lengths T to try, e.g. 20,40,64."),
     trials: int | None = typer.Option(None, min=1, help="Trials in the study: a seeded subset of the grid "
-                                      "(default: all of it), or how many to sample for a range (20)."),
+                                      "(default: all of it; a configuration keeps all its --seeds), or how "
+                                      "many to sample for a range (20)."),
     epochs: int = typer.Option(8, min=1, help="Epochs a trial trains at most (it stops early on val)."),
     patience: int = typer.Option(3, min=1, help="Epochs without a better validation score, then stop."),
     seed: int = typer.Option(0, help="The seed every trial trains with (and the sampler's)."),
