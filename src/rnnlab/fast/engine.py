@@ -52,7 +52,9 @@ def _load() -> ctypes.CDLL:
         path = spec.origin
     lib = ctypes.CDLL(path)
     lib.rnnlab_sizes.restype = ctypes.c_int
-    for name, handler in (("rnnlab_forward", lib.RnnlabForward), ("rnnlab_backward", lib.RnnlabBackward)):
+    handlers = (("rnnlab_forward", lib.RnnlabForward), ("rnnlab_backward", lib.RnnlabBackward),
+                ("rnnlab_step", lib.RnnlabStep))
+    for name, handler in handlers:
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(handler), platform="cpu")
     return lib
 
@@ -151,3 +153,22 @@ def fused(
 ) -> tuple[Float[Array, "B T p"], Float[Array, "B p"], Float[Array, "..."]]:
     """One layer over a batch on the engine: (y (B, T, p), hT (B, p), cT), differentiable. See the module."""
     return _fused(cfg, x, h0, c0, W_a, U_a, b_a, c_n, lengths.astype(jnp.int32))
+
+
+def step(
+    cfg: Config,
+    x_t: Float[Array, "B k"],
+    h: Float[Array, "B p"],
+    c: Float[Array, "..."],
+    W_aT: Float[Array, "k Gp"],
+    U_aT: Float[Array, "p Gp"],
+    b_a: Float[Array, " Gp"],
+    c_n: Float[Array, " _"],
+) -> tuple[Float[Array, "B p"], Float[Array, "..."]]:
+    """One timestep on the engine (no gradient): (a_t (B, p), c_t) from x_t (B, k), a_{t-1} and c_{t-1}.
+
+    The weights come transposed, W_aᵀ (k, G·p) and U_aᵀ (p, G·p): transpose them once, not per step.
+    """
+    out = (jax.ShapeDtypeStruct(h.shape, jnp.float32), jax.ShapeDtypeStruct(c.shape, jnp.float32))
+    call = jax.ffi.ffi_call("rnnlab_step", out, vmap_method="sequential")
+    return tuple(call(x_t, h, c, W_aT, U_aT, b_a, c_n, cell=np.int32(cfg.cell), act=np.int32(cfg.act)))
