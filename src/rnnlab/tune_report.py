@@ -167,18 +167,19 @@ def plot(
     ax.patch.set_visible(False)
     handles = ax.get_legend_handles_labels()
     handles2 = ax2.get_legend_handles_labels()
-    ax.legend(handles[0] + handles2[0], handles[1] + handles2[1], loc="lower right", fontsize=7,
-              framealpha=0.85)
+    # below the axes, where it hides no point
+    ax.legend(handles[0] + handles2[0], handles[1] + handles2[1], loc="upper center", fontsize=7,
+              bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     if title:
         ax.set_title(title, fontsize=10, loc="left")
     if note:
-        fig.text(0.01, 0.01, note, fontsize=7, color="0.35")
-    fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
+        ax.annotate(note, (0, 0), xycoords="figure fraction", xytext=(6, 4), textcoords="offset points",
+                    fontsize=7, color="0.35")
     written = []
     for p in paths:
         p = Path(p)
         p.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(p)
+        fig.savefig(p, bbox_inches="tight", pad_inches=0.15)
         written.append(p)
     plt.close(fig)
     return written
