@@ -183,6 +183,24 @@ def test_seeds_repeat_each_configuration_and_the_best_mean_wins(tmp_path):
     tune_report.plot(rows, space, "macro_f1", [tmp_path / "u.png"])
 
 
+def test_ctrl_c_queues_the_interrupted_trial_again(tmp_path):
+    class Interrupted(FakeTask):
+        def validate(self, config, log):
+            if config["units"] == 4:
+                raise KeyboardInterrupt
+            return super().validate(config, log)
+
+    space = tune.Space.parse(units="2,4,8")
+    study = tune.open_study(sqlite(tmp_path / "s.db"), "c", space)
+    with pytest.raises(KeyboardInterrupt):
+        tune.run_worker(study, Interrupted())
+    assert tune.progress(study) == {"waiting": 3, "running": 0, "finished": 2}   # 8, test, and 4 again
+    tune.run_worker(study, FakeTask())
+    rows, test = tune.trial_rows(study)
+    assert [(r["units"], r["state"]) for r in rows] == [(2, "complete"), (8, "complete"), (4, "complete")]
+    assert test["units"] == 8
+
+
 def test_hopeless_trials_are_pruned_and_failures_recorded(tmp_path):
     space = tune.Space.parse(units="8,16,32,1,2,4", cell="gru")
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)

@@ -430,8 +430,9 @@ def _run(study: optuna.Study, trial: optuna.Trial, task: Task, space: Space, eve
             value, state = None, TrialState.PRUNED
         except (KeyboardInterrupt, SystemExit):
             trial.set_user_attr("seconds", time.perf_counter() - start)
-            frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            RetryHeartbeatStaleTrialCallback()(study, frozen)      # queued again for the next worker
+            with _quiet():
+                frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                RetryHeartbeatStaleTrialCallback()(study, frozen)  # queued again for the next worker
             raise
         except Exception as error:
             trial.set_user_attr("error", f"{type(error).__name__}: {error}")
