@@ -45,6 +45,7 @@ def task(tmp_path) -> Path:
     ("I don't think it's OK :) &amp; <3", ["i", "do", "n't", "think", "it", "'s", "ok", ":)", "&", "<3"]),
     ("@Someone www.example.com", ["@user", "<url>"]),
     ("🙏🏽👍", ["🙏🏽", "👍"]),  # skin tone kept with its emoji; two emoji, two tokens
+    ("ok \ufe0f fine", ["ok", "fine"]),  # a stray variation selector is no token
     ("", []),
 ])
 def test_tokenize(text, tokens):
@@ -256,10 +257,12 @@ def test_text_vectors_and_lookup_fallbacks(tmp_path):
     p.write_text("3 2\nso 1 2\nface 1 0\njoy 3 4\nof 0 0\nwith 2 2\ntears 0 2\n")  # word2vec header
     wv = read_text_vectors(p)
     assert wv.k == 2 and wv.words[:2] == ["so", "face"]
-    v = Vocabulary(["<pad>", "<unk>", "soo", "😂", "zzz"])
+    v = Vocabulary(["<pad>", "<unk>", "soo", "😂", "zzz", "@user"])
     E, found = embedding_matrix(v, wv, seed=0)
     assert found == 2
     np.testing.assert_array_equal(E[0], [0, 0])  # <pad>
+    np.testing.assert_array_equal(E[5], [0, 0])  # @user
+    assert 0 < np.abs(E[4]).max() < 3 * 0.25 * wv.vectors.std() * 3  # zzz: small random
     np.testing.assert_array_equal(E[2], [1, 2])  # soo -> so
     face_with_tears_of_joy = [[1, 0], [2, 2], [0, 2], [0, 0], [3, 4]]
     np.testing.assert_allclose(E[3], np.mean(face_with_tears_of_joy, axis=0))  # 😂

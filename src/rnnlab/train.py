@@ -45,6 +45,7 @@ class Config:
     vector_words: int = 0            # also give the vocabulary the first N words of the pretrained vectors
     k: int = 50                      # features of x_t when not set by the pretrained vectors
     freeze_embeddings: bool = False  # keep pretrained vectors fixed (else fine-tuned)
+    embed_lr: float = 1.0            # the embedding's learning rate, relative to lr
     # model
     cell: str = "gru"
     units: int = 64                  # p, per direction
@@ -170,7 +171,8 @@ def _clip(grads, max_norm: float):
 
 
 @eqx.filter_jit
-def _train_step(params, ema, static, opt_state, optim, clip, decay, step, tokens, lengths, labels, weights, key):
+def _train_step(params, ema, static, opt_state, optim, clip, embed_lr, decay, step, tokens, lengths, labels, weights,
+                key):
     """One AdamW step for each member on its class-weighted cross-entropy, each member's gradient clipped
     to global norm `clip`; ema <- d·ema + (1 - d)·params with d = min(decay, (1 + step) / (10 + step)),
     so that early averages do not dwell on the initial weights. Returns the members' mean loss."""
@@ -186,6 +188,8 @@ def _train_step(params, ema, static, opt_state, optim, clip, decay, step, tokens
     grads = tuple(_clip(g, clip) for g in grads)
     loss = loss / len(grads)
     updates, opt_state = optim.update(grads, opt_state, params)
+    if embed_lr != 1.0:
+        updates = tuple(u if u.E is None else eqx.tree_at(lambda m: m.E, u, u.E * embed_lr) for u in updates)
     params = eqx.apply_updates(params, updates)
     d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
     ema = jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema, params)
@@ -307,7 +311,8 @@ def fit(
             for T, rows in batches[step_in_epoch:]:
                 b = make(ids, lengths, train.labels, T, rows, config.batch_size, weight)
                 params, ema, opt_state, loss = _train_step(
-                    params, ema, static, opt_state, optim, config.clip, decay, jnp.float32(global_step),
+                    params, ema, static, opt_state, optim, config.clip, config.embed_lr, decay,
+                    jnp.float32(global_step),
                     jnp.asarray(b.tokens), jnp.asarray(b.lengths),
                     jnp.asarray(b.labels), jnp.asarray(b.weights), jax.random.fold_in(key, global_step + 1))
                 losses.append(loss)

@@ -80,10 +80,15 @@ def train(
     freeze_embeddings: bool = typer.Option(_d("freeze_embeddings"), "--freeze-embeddings/--tune-embeddings",
                                            help="Keep pretrained vectors fixed, or fine-tune them."),
     k: int = typer.Option(_d("k"), help="Features of x_t without pretrained vectors."),
+    embed_lr: float = typer.Option(_d("embed_lr"), help="The embedding's learning rate, relative to --lr."),
+    vector_words: int = typer.Option(_d("vector_words"), help="Also give the vocabulary the N most frequent "
+                                     "words of the pretrained vectors (read in texts, unseen in training)."),
     min_freq: int = typer.Option(_d("min_freq"), help="Tokens seen fewer times in train become <unk>."),
     max_vocab: int = typer.Option(_d("max_vocab"), help="Vocabulary size at most."),
     dropout: float = typer.Option(_d("dropout"), help="Dropout between layers and before the head."),
     embed_dropout: float = typer.Option(_d("embed_dropout"), help="Dropout on x_t."),
+    members: int = typer.Option(_d("members"), help="Models trained side by side, probabilities averaged."),
+    ema: float = typer.Option(_d("ema"), help="Keep a moving average of the weights with this decay (0: off)."),
     epochs: int = typer.Option(_d("epochs"), help="Epochs at most."),
     batch_size: int = typer.Option(_d("batch_size"), help="B: texts per step."),
     lr: float = typer.Option(_d("lr"), help="Peak learning rate (AdamW, warm-up then cosine decay)."),
@@ -111,7 +116,8 @@ def train(
                              "or choose another --out")
         config = Config(
             maxlen=maxlen, min_freq=min_freq, max_vocab=max_vocab,
-            embeddings=None if embeddings.lower() in ("none", "") else embeddings, k=k,
+            embeddings=None if embeddings.lower() in ("none", "") else embeddings, k=k, embed_lr=embed_lr,
+            vector_words=vector_words, members=members, ema=ema,
             freeze_embeddings=freeze_embeddings, cell=cell, units=units, layers=layers,
             bidirectional=bidirectional, pooling=pooling, dropout=dropout, embed_dropout=embed_dropout,
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, clip=clip,

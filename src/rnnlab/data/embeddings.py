@@ -6,7 +6,9 @@ GloVe text file (`word v_1 ... v_k` per line; word2vec's `N k` header line is re
 
 A vocabulary token takes the vector of the first of these found: itself; itself with repeated letters cut
 to one (`soo` -> `so`); for an emoji, the mean vector of the words of its name (😂 -> face, with, tears,
-of, joy). Tokens with none get random rows with the pretrained vectors' scale; `<pad>` gets zeros.
+of, joy). Tokens with none get small random rows (a quarter of the pretrained vectors' spread, so that
+they start out quiet); `<pad>` and the mention token `@user`, the most frequent token of any tweet
+corpus and one no word vector describes, start at zeros.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import emoji
 import numpy as np
 from jaxtyping import Float
 
-from rnnlab.data.tokenize import squeeze_repeats
+from rnnlab.data.tokenize import USER, squeeze_repeats
 from rnnlab.data.vocab import Vocabulary
 
 GLOVE_6B_50D = "glove-6b-50d"
@@ -127,9 +129,11 @@ def embedding_matrix(
 ) -> tuple[Float[np.ndarray, "V k"], int]:
     """(E (V, k), how many tokens were found in `wv`): pretrained rows where found, random elsewhere."""
     rng = np.random.default_rng(seed)
-    scale = float(wv.vectors.std())
+    scale = 0.25 * float(wv.vectors.std())
     E = rng.normal(0.0, scale, (len(vocab), wv.k)).astype(np.float32)
     E[0] = 0.0
+    if USER in vocab:
+        E[vocab.ids[USER]] = 0.0
     found = 0
     for i, token in enumerate(vocab.tokens[2:], start=2):
         v = _lookup(wv, token)

@@ -34,6 +34,9 @@ _TOKEN = re.compile(
 _CONTRACTION = re.compile(r"^(.+?)(n't|'s|'re|'ve|'ll|'d|'m)$")
 
 
+_INVISIBLE = {"\ufe0f", "\ufe0e", "\u200d", "\u200b"}  # variation selectors and joiners left alone
+
+
 def squeeze_repeats(word: str, keep: int = 2) -> str:
     """A character repeated more than `keep` times in a row cut to `keep` (`"sooo"` -> `"soo"`)."""
     return re.sub(r"(.)\1{" + str(keep) + ",}", r"\1" * keep, word, flags=re.DOTALL)
@@ -84,4 +87,4 @@ def tokenize(text: str) -> list[str]:
                 tokens.extend(_split_word(value))
             else:
                 tokens.append(value)
-    return [t for t in tokens if t]
+    return [t for t in tokens if t and t not in _INVISIBLE]
