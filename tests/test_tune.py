@@ -181,6 +181,9 @@ def test_seeds_repeat_each_configuration_and_the_best_mean_wins(tmp_path):
     lines = [line for line in console.export_text().splitlines() if "★" in line]
     assert len(lines) == 1 and lines[0].replace("│", " ").split()[:2] == ["8", "4"]
     tune_report.plot(rows, space, "macro_f1", [tmp_path / "u.png"])
+    # a configuration with a pruned seed cannot win: the mean of its surviving seeds would flatter it
+    cut = [{**r, "state": "pruned"} if (r["units"], r["seed"]) == (8, 3) else r for r in rows]
+    assert tune.best(cut, space)["units"] != 8
 
 
 def test_ctrl_c_queues_the_interrupted_trial_again(tmp_path):

@@ -539,12 +539,17 @@ def progress(study: optuna.Study) -> dict[str, int]:
 
 
 def groups(rows: list[dict[str, Any]], space: Space) -> dict[tuple, list[dict[str, Any]]]:
-    """Completed rows by configuration (every swept value but the seed), in trial order."""
+    """Completed rows by configuration (every swept value but the seed), in trial order. A configuration
+    with a pruned or failed seed is left out: the mean of the seeds that survived would flatter it."""
     out: dict[tuple, list[dict[str, Any]]] = {}
+    dropped = set()
     for r in sorted(rows, key=lambda r: r["trial"]):
+        key = tuple(r.get(n) for n in space.config_names)
         if r["state"] == "complete" and r["score"] is not None:
-            out.setdefault(tuple(r.get(n) for n in space.config_names), []).append(r)
-    return out
+            out.setdefault(key, []).append(r)
+        else:
+            dropped.add(key)
+    return {key: rs for key, rs in out.items() if key not in dropped}
 
 
 def best(rows: list[dict[str, Any]], space: Space) -> dict[str, Any] | None:

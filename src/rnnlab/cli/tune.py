@@ -120,8 +120,10 @@ def tune(
     batch_size: int = typer.Option(32, min=1, help="Texts per batch."),
     folds: int = typer.Option(0, min=0, help="Score each trial by K-fold cross-validation on train (K >= 2) "
                               "instead of on the val split."),
-    prune: bool = typer.Option(True, help="Stop trials whose validation score is below the median of the "
-                               "trials before them at the same epoch (from the 3rd epoch, after 3 trials)."),
+    prune: bool | None = typer.Option(None, "--prune/--no-prune", help="Stop trials whose validation score "
+                                      "is below the median of the earlier trials at the same epoch (from the "
+                                      "3rd epoch, after 3 trials). Default: on, off with --seeds (a pruned "
+                                      "seed would bias its configuration's mean)."),
     test: bool = typer.Option(True, help="At the end, retrain the best configuration, test it once."),
     out: Path | None = typer.Option(None, help="Folder for trials.csv, units.png/svg, best/ (default "
                                     "runs/tune-STUDY)."),
@@ -163,6 +165,8 @@ def tune(
     task = TrainTask(dataset, base, out, folds=folds)
     settings = {k_: v for k_, v in base.to_dict().items() if k_ not in space.names}
     settings |= {"data": _study_name(data), "folds": folds}
+    if prune is None:
+        prune = len(space.choices.get(sweep.REPEAT, ())) < 2
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3) if prune
               else optuna.pruners.NopPruner())
     try:
