@@ -142,12 +142,12 @@ def scan_path():
 
 
 def _traced_under(ctx, fn):
-    """fn (jitted) whose first call, the trace, happens inside ctx."""
+    """fn (jitted) whose first call, the trace, happens inside the context ctx() makes."""
     state = {"traced": False}
 
     def call(*args):
         if not state["traced"]:
-            with ctx:
+            with ctx():
                 out = fn(*args)
             state["traced"] = True
             return out
@@ -162,7 +162,7 @@ def rnnlab_fns(cell: str, B: int, T: int, k: int, p: int, x: np.ndarray, y: np.n
     layer = rnnlab_layer(cell, k, p, key)
     head = rnnlab.Readout(p, CLASSES, key=jax.random.key(1))
     xj, yj = jnp.asarray(x), jnp.asarray(y)
-    ctx = scan_path() if scan else contextlib.nullcontext()
+    ctx = scan_path if scan else contextlib.nullcontext
 
     def run(layer, x):
         if chunk is not None and not scan:

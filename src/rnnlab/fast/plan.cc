@@ -1,6 +1,9 @@
 #include "plan.h"
 
+#include <omp.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -48,7 +51,21 @@ void reorder(const memory& from, const memory& to) {
 
 }  // namespace
 
-Plan::Plan(const Shape& s) : s_(s) {
+int threads_for(const Shape& s) {
+  if (const char* env = std::getenv("RNNLAB_FAST_THREADS")) {
+    const int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  const int G = s.cell == kElman ? 1 : s.cell == kLstm ? 4 : 3;
+  const double macs_per_step = double(s.B) * G * s.p * (s.k + s.p);
+  return macs_per_step >= 8e6 ? omp_get_max_threads() : 1;
+}
+
+ThreadScope::ThreadScope(int n) : old_(omp_get_max_threads()) { omp_set_num_threads(n); }
+ThreadScope::~ThreadScope() { omp_set_num_threads(old_); }
+
+Plan::Plan(const Shape& s) : s_(s), threads_(threads_for(s)) {
+  ThreadScope scope(threads_);
   const bool lstm = s.cell == kLstm;
   G_ = s.cell == kElman ? 1 : lstm ? 4 : 3;
   Gb_ = s.cell == kGruResetAfter ? 4 : G_;
@@ -198,6 +215,7 @@ const float* Plan::src_layer(const Inputs& in) {
 
 void Plan::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws, void* scratch) {
   std::lock_guard<std::mutex> lock(mu_);
+  ThreadScope scope(threads_);
   const bool train = ws != nullptr;
   pack_weights(in);
   memory wl, wi;
@@ -225,6 +243,7 @@ void Plan::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws, v
 void Plan::backward(const Inputs& in, const float* y, const float* hT, const float* cT, void* ws,
                     const float* dy, const float* dhT, const float* dcT, const Grads& g, void* scratch) {
   std::lock_guard<std::mutex> lock(mu_);
+  ThreadScope scope(threads_);
   pack_weights(in);
   memory wl, wi;
   place(want_bwd_, want_bwd_, wl, wi);

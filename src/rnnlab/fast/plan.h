@@ -47,6 +47,7 @@ class Plan {
  public:
   explicit Plan(const Shape& s);
 
+  int threads() const { return threads_; }
   size_t workspace_bytes() const { return ws_md_.get_size(); }
   size_t train_scratch_bytes() const { return fwd_.scratchpad_desc().get_size(); }
   size_t infer_scratch_bytes() const { return inf_.scratchpad_desc().get_size(); }
@@ -69,7 +70,7 @@ class Plan {
   const float* src_layer(const Inputs& in);
 
   Shape s_;
-  int G_, Gb_, kin_;
+  int G_, Gb_, kin_, threads_;
   std::vector<int> perm_;  // oneDNN gate g reads rnnlab gate perm_[g]
   dnnl::memory::desc x_md_, y_md_, iter_md_, wl_md_, wi_md_, bias_md_, ws_md_;
   dnnl::primitive_desc fwd_, inf_, bwd_;
@@ -79,6 +80,21 @@ class Plan {
   std::mutex mu_;
 
   friend Plan& plan_for(const Shape& s);
+};
+
+// OpenMP threads for a shape: all of them where a step's matmuls are large, else one (a step of
+// B·G·p·(k+p) below a few million multiply-adds gains less from a second thread than it loses to the
+// fork and join of every step, and loses much more when the cores are busy). RNNLAB_FAST_THREADS=n sets it.
+int threads_for(const Shape& s);
+
+// Runs the enclosed code with n OpenMP threads in this thread, and puts the old number back.
+class ThreadScope {
+ public:
+  explicit ThreadScope(int n);
+  ~ThreadScope();
+
+ private:
+  int old_;
 };
 
 // The cached plan for a shape (built on first use; thread-safe).
