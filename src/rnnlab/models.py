@@ -37,7 +37,7 @@ class ModelConfig:
     bidirectional: bool = True
     pooling: str = "max"
     dropout: float = 0.3
-    embed_dropout: float = 0.1
+    embed_dropout: float = 0.0
     freeze_embeddings: bool = False
 
     def to_dict(self) -> dict:

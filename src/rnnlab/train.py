@@ -53,7 +53,7 @@ class Config:
     bidirectional: bool = True
     pooling: str = "max"             # last | mean | max over the valid steps
     dropout: float = 0.3             # between layers and before the head
-    embed_dropout: float = 0.1       # on x_t
+    embed_dropout: float = 0.0       # on x_t
     # optimisation
     epochs: int = 20
     batch_size: int = 32
