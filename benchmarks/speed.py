@@ -12,8 +12,9 @@ Scenarios (k features, p units, B sequences, T timesteps):
     S4 long       B=16, T=1000, k=32, p=128: forward+backward (rnnlab rematerialises pieces of 50 steps),
                   and its peak memory, each framework measured alone in a fresh process
 
-Every time is the median of --runs calls after warm-up, the contenders taking turns call by call so that
-the machine's load falls on all of them alike; compile time (first call minus the median) is reported apart.
+Every time is the median of --runs calls after warm-up, the contenders taking turns in three blocks so that
+a change in the machine's load falls on all of them alike; compile time (first call minus the median) is
+reported apart.
 FLOPs count the matmuls: forward 2·B·T·G·p·(k+p), forward+backward three times that; GFLOP/s is also given
 as a fraction of the machine's float32 GEMM rate (2048³).
 """
@@ -78,8 +79,13 @@ def _is_torch(out) -> bool:
     return type(out).__module__.startswith("torch")
 
 
-def measure(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 3) -> dict[str, dict]:
-    """Median seconds per call of each function, taking turns; compile = first call minus the median."""
+def measure(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 3, rounds: int = 3) -> dict[str, dict]:
+    """Median seconds per call of each function; compile = first call minus the median.
+
+    The contenders take turns in `rounds` blocks of runs/rounds calls each: turns spread a change in the
+    machine's load over all of them, and blocks keep one contender's idle threads (OpenMP, Eigen) from
+    spinning through the next one's every call.
+    """
     first = {}
     for name, fn in fns.items():
         t = time.perf_counter()
@@ -88,11 +94,14 @@ def measure(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 3) ->
         for _ in range(warmup - 1):
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(runs):
+    block = -(-runs // rounds)
+    for _ in range(rounds):
         for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
+            fn()  # the first call after another contender's block is not timed
+            for _ in range(block):
+                t = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t)
     out = {}
     for name, ts in times.items():
         med = float(np.median(ts))
@@ -392,6 +401,7 @@ def _rows(scenario: str, cell: str, case: str, res: dict, n_flops: float, limit:
     for peer in ("torch", "keras", "rnnlab-scan"):
         if peer in res:
             row[f"speedup_vs_{peer}"] = res[peer]["median_s"] / r
+            row[f"p10_speedup_vs_{peer}"] = res[peer]["p10_s"] / res["rnnlab"]["p10_s"]
     goal = GOALS.get((scenario, case), {}).get(cell)
     checks = []
     if goal is not None and "speedup_vs_torch" in row:
@@ -497,7 +507,7 @@ def table(result: dict):
     tab = Table(title=f"rnnlab vs PyTorch and Keras 3 (JAX) — {result['machine']['cpu']}, "
                       f"{result['machine']['threads']} threads; GEMM {result['gemm']['limit_gflops']:.0f} GFLOP/s")
     for col in ("scen.", "cell", "case", "rnnlab ms", "scan ms", "PyTorch ms", "Keras ms", "×PyTorch", "×Keras",
-                "GFLOP/s", "% GEMM", "compile s", "memory MB", "goal"):
+                "p10 ×PyTorch", "GFLOP/s", "% GEMM", "compile s", "memory MB", "goal"):
         tab.add_column(col, justify="left" if col in ("scen.", "cell", "case", "goal") else "right")
     for row in result["rows"]:
         tab.add_row(*_cells(row))
@@ -510,9 +520,9 @@ def _ms(row: dict, name: str) -> str:
 
 
 def _cells(row: dict) -> list[str]:
-    def ratio(peer):
-        v = row.get(f"speedup_vs_{peer}")
-        return "" if v is None else f"{v:.2f}"
+    def ratio(peer, stat="median_s"):
+        t = row["times"]
+        return "" if peer not in t else f"{t[peer][stat] / t['rnnlab'][stat]:.2f}"
 
     mem = ""
     if "peak_mb" in row:
@@ -520,7 +530,8 @@ def _cells(row: dict) -> list[str]:
         mem = " / ".join("?" if m[f] is None else f"{m[f]:.0f}" for f in ("rnnlab", "torch", "keras"))
     goal = _goal_text(row)
     return [row["scenario"], row["cell"], row["case"], _ms(row, "rnnlab"), _ms(row, "rnnlab-scan"),
-            _ms(row, "torch"), _ms(row, "keras"), ratio("torch"), ratio("keras"), f"{row['gflops']:.1f}",
+            _ms(row, "torch"), _ms(row, "keras"), ratio("torch"), ratio("keras"), ratio("torch", "p10_s"),
+            f"{row['gflops']:.1f}",
             f"{100 * row['fraction_of_gemm']:.0f}%", f"{row['times']['rnnlab']['compile_s']:.2f}", mem, goal]
 
 
@@ -542,7 +553,8 @@ def _goal_text(row: dict) -> str:
 def markdown(result: dict) -> str:
     """The table as Markdown, for benchmarks/README.md."""
     head = ["scenario", "cell", "case", "rnnlab ms", "rnnlab scan ms", "PyTorch ms", "Keras ms", "× PyTorch",
-            "× Keras", "GFLOP/s", "% of GEMM", "compile s", "peak MB (rnnlab / PyTorch / Keras)", "goal"]
+            "× Keras", "× PyTorch (p10)", "GFLOP/s", "% of GEMM", "compile s", "peak MB (rnnlab / PyTorch / Keras)",
+            "goal"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in result["rows"]]
     return "\n".join(lines)
@@ -555,6 +567,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap.add_argument("--runs", type=int, default=30, help="timed calls per contender (at least 30)")
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     ap.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
+    ap.add_argument("--render", type=Path, help="print the table of a saved JSON result, and run nothing")
     ap.add_argument("--memory-probe", nargs=6, metavar=("FRAMEWORK", "CELL", "B", "T", "k", "p"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -565,6 +578,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     from rich.console import Console
 
     console = Console(width=max(Console().width, 200))
+    if args.render:
+        result = json.loads(args.render.read_text())
+        console.print(table(result))
+        print(markdown(result))
+        return result
     result = run(args.scenarios.split(","), args.cells.split(","), max(args.runs, 30),
                  log=lambda s: console.print(s, highlight=False))
     args.out.parent.mkdir(parents=True, exist_ok=True)

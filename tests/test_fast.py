@@ -86,7 +86,7 @@ def compare(model, x, lengths=None, a_0=None):
     assert_trees_close(grad_f, grad_s, "gradients")
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow],
           phases=[Phase.explicit, Phase.reuse, Phase.generate])  # each example compiles: no shrinking
 @given(
     kind=st.sampled_from(CELLS),
