@@ -355,7 +355,8 @@ def test_a_killed_sweep_resumes_keeping_its_finished_trials(tmp_path):
     proc.wait()
     before = {t.number: (t.value, t.datetime_start, t.datetime_complete) for t in study.get_trials(
         states=(TrialState.COMPLETE,))}
-    assert 3 <= len(before) < 12
+    killed = {t.number: t.params for t in study.get_trials(states=(TrialState.RUNNING,))}
+    assert 3 <= len(before) < 12 and len(killed) <= 1
 
     study = tune.open_study(tune.storage(url, heartbeat=1), "killed", tune.Space.parse(**SPACE),
                             settings={"epochs": 2})
@@ -365,10 +366,11 @@ def test_a_killed_sweep_resumes_keeping_its_finished_trials(tmp_path):
     assert all(r["state"] == "complete" for r in rows) and test["state"] == "complete"
     after = {t.number: (t.value, t.datetime_start, t.datetime_complete) for t in study.get_trials()}
     assert all(after[n] == kept for n, kept in before.items())       # finished trials kept, not rerun
-    stale = study.get_trials(states=(TrialState.FAIL,))
-    assert len(stale) <= 1                                            # the trial running when killed ...
-    for t in stale:                                                   # ... ran again under a new number
-        assert [r["trial"] for r in rows if (r["units"], r["cell"]) == (t.params["units"], t.params["cell"])]
+    # the trial running when the worker died went stale and ran again, under a new number
+    assert {t.number for t in study.get_trials(states=(TrialState.FAIL,))} == set(killed)
+    for number, params in killed.items():
+        again = [r for r in rows if (r["units"], r["cell"]) == (params["units"], params["cell"])]
+        assert len(again) == 1 and again[0]["trial"] > number
 
 
 @pytest.fixture
