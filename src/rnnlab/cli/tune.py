@@ -211,7 +211,8 @@ def tune(
             f"val {task.metric} {test_row.get('val', float('nan')):.4f}   "
             f"test {task.metric} {test_row.get('test', float('nan')):.4f}   "
             f"(test accuracy {test_row.get('test_accuracy', float('nan')):.4f}; "
-            f"model in {out / 'best'})", title="scored once on test", expand=False))
+            f"model in {out / 'best'} on {str(test_row.get('worker')).split(':')[0]})",
+            title="scored once on test", expand=False))
     elif test_row is not None:
         console.print(f"[red]the test trial failed:[/red] {test_row.get('error')}")
     csv_path = tune_report.write_csv(rows, out / "trials.csv", test_row)
