@@ -38,8 +38,17 @@ from typing import Any, Protocol, runtime_checkable
 import optuna
 import sqlalchemy.exc
 from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
+
+try:  # Optuna >= 4.9; before, the same callback under its older name and keyword
+    from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
+
+    STALE_CALLBACK = "heartbeat_stale_trial_callback"
+except ImportError:  # pragma: no cover
+    from optuna.storages import RetryFailedTrialCallback as Retry
+
+    STALE_CALLBACK = "failed_trial_callback"
 
 # What can be swept, with the type of its values; lr and dropout also take ranges ("1e-4..1e-2").
 # `seed` repeats every configuration with each seed: configurations are then compared by their mean score.
@@ -241,8 +250,7 @@ def storage(url: str, heartbeat: int = 10) -> RDBStorage:
         try:
             with _quiet():
                 return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
-                                  grace_period=3 * heartbeat,
-                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+                                  grace_period=3 * heartbeat, **{STALE_CALLBACK: Retry(max_retry=3)})
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             # Workers starting together on an empty database race to create its tables; the loser
             # finds them made on its next try.
@@ -432,7 +440,7 @@ def _run(study: optuna.Study, trial: optuna.Trial, task: Task, space: Space, eve
             trial.set_user_attr("seconds", time.perf_counter() - start)
             with _quiet():
                 frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-                RetryHeartbeatStaleTrialCallback()(study, frozen)  # queued again for the next worker
+                Retry()(study, frozen)                             # queued again for the next worker
             raise
         except Exception as error:
             trial.set_user_attr("error", f"{type(error).__name__}: {error}")
