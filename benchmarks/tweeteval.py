@@ -10,7 +10,8 @@ For each task it trains
                 the same GloVe vectors fine-tuned, class weights, early stopping on validation
 and writes a JSON table of test (and validation) scores under each task's official metric, with wall
 times. Every model reads the same tokens (rnnlab's tokenizer and vocabulary), so only the networks and
-their training differ. Models are chosen on validation only; test is scored once, at the end.
+their training differ. Models are chosen on validation only; test is scored once, at the end. Each model
+trains in a process of its own, so that no thread pool of one library competes with another's.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -122,28 +125,37 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["emotion", "hate", "irony"])
     parser.add_argument("--models", nargs="+", default=["rnnlab", "rnnlab-noglove", "torch-peer"])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tweeteval.json")
+    parser.add_argument("--one", nargs=2, metavar=("TASK", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     from rnnlab import data
+    from rnnlab.metrics import official_metric
+
+    if args.one:  # a child process: train one model on one task, print its JSON row
+        task, name = args.one
+        dataset = data.load(args.data / task, progress=False)
+        runs = {"rnnlab": run_rnnlab, "rnnlab-noglove": lambda d: run_rnnlab(d, embeddings=None),
+                "torch-peer": run_torch_peer}
+        if name not in runs:
+            raise SystemExit(f"unknown model {name!r}: use {', '.join(runs)}")
+        print(json.dumps(runs[name](dataset)))
+        return
 
     table = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "tasks": {}}
     for task in args.tasks:
         dataset = data.load(args.data / task, progress=False)
-        from rnnlab.metrics import official_metric
-
         row = table["tasks"][task] = {"metric": official_metric(dataset.task)}
         for name in args.models:
-            if name == "rnnlab":
-                row[name] = run_rnnlab(dataset)
-            elif name == "rnnlab-noglove":
-                row[name] = run_rnnlab(dataset, embeddings=None)
-            elif name == "torch-peer":
-                row[name] = run_torch_peer(dataset)
-            else:
-                raise SystemExit(f"unknown model {name!r}")
+            load = os.getloadavg()[0]
+            child = subprocess.run([sys.executable, __file__, "--data", str(args.data), "--one", task, name],
+                                   capture_output=True, text=True, check=False)
+            if child.returncode != 0:
+                raise SystemExit(f"{task} {name} failed:\n{child.stderr[-3000:]}")
+            row[name] = json.loads(child.stdout.strip().splitlines()[-1])
+            row[name]["load_average"] = round((load + os.getloadavg()[0]) / 2, 1)
             r = row[name]
             print(f"{task:8s} {name:15s} {row['metric']:10s} val {r['val']:.4f}  test {r['test']:.4f}  "
-                  f"{r['train_seconds']:6.1f} s", flush=True)
+                  f"{r['train_seconds']:6.1f} s  (load {r['load_average']})", flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(table, indent=2) + "\n")
     print(f"written to {args.out}")
