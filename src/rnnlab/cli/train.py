@@ -58,6 +58,7 @@ TRAIN_EPILOG = """
   rnnlab train tweets.csv --text-column tweet --label-column y --out runs/mine
   rnnlab train DATA --cell lstm --units 32 --maxlen 20 --pooling last --embeddings none --out runs/small
   rnnlab train DATA --out runs/emotion --resume            [dim]# continue after an interruption[/]
+  rnnlab train elman:sentences --out runs/sentences        [dim]# Elman (1990): y_t at every step[/]
 
 Writes RUN/config.json, RUN/model.safetensors and RUN/metrics.json (validation and test scores under the
 task's official metric: macro_f1, f1_irony, f1_against_favor or macro_recall).
@@ -69,8 +70,9 @@ def train(
     data: str = typer.Argument(..., help="A TweetEval-format folder, tweeteval:NAME, or a CSV/TSV/JSONL file "
                                "(or a folder of train/val/test files)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to write (checkpoints, config, metrics)."),
-    cell: str = typer.Option(_d("cell"), help="elman | gru | lstm."),
-    units: int = typer.Option(_d("units"), help="p: units of the state a_t (per direction)."),
+    cell: str | None = typer.Option(None, help=f"elman | gru | lstm [default: {_d('cell')}; elman for elman:NAME]."),
+    units: int | None = typer.Option(None, help=f"p: units of the state a_t (per direction) [default: {_d('units')}; "
+                                     "elman:NAME: the task's own]."),
     layers: int = typer.Option(_d("layers"), help="Recurrent layers stacked."),
     bidirectional: bool = typer.Option(_d("bidirectional"), "--bidirectional/--unidirectional",
                                        help="Read each text both ways."),
@@ -89,9 +91,11 @@ def train(
     embed_dropout: float = typer.Option(_d("embed_dropout"), help="Dropout on x_t."),
     members: int = typer.Option(_d("members"), help="Models trained side by side, probabilities averaged."),
     ema: float = typer.Option(_d("ema"), help="Keep a moving average of the weights with this decay (0: off)."),
-    epochs: int = typer.Option(_d("epochs"), help="Epochs at most."),
+    epochs: int | None = typer.Option(None, help=f"Epochs at most [default: {_d('epochs')}; elman:NAME: the "
+                                      "task's own]."),
     batch_size: int = typer.Option(_d("batch_size"), help="B: texts per step."),
-    lr: float = typer.Option(_d("lr"), help="Peak learning rate (AdamW, warm-up then cosine decay)."),
+    lr: float | None = typer.Option(None, help=f"Peak learning rate (AdamW, warm-up then cosine decay) "
+                                    f"[default: {_d('lr')}; elman:NAME: the task's own]."),
     weight_decay: float = typer.Option(_d("weight_decay"), help="AdamW weight decay."),
     clip: float = typer.Option(_d("clip"), help="Clip the gradient's global norm to this."),
     class_weights: str = typer.Option(_d("class_weights"), help="balanced | none."),
@@ -105,11 +109,22 @@ def train(
                                 "(with the settings it started with)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Train a text classifier: embedding (k) -> RNN (p units) -> pooling -> linear head."""
+    """Train a text classifier: embedding (k) -> RNN (p units) -> pooling -> linear head.
+
+    On elman:xor, elman:letters or elman:sentences: a many-to-many network, y_t at every step."""
     from rnnlab import data as rdata
     from rnnlab.checkpoint import CONFIG
     from rnnlab.train import Config, fit
 
+    if data.startswith("elman:"):
+        from rnnlab.cli.explain import train_elman
+
+        train_elman(data, out, cell=cell or "elman", units=units, epochs=epochs, lr=lr, seed=seed)
+        return
+    cell = cell or _d("cell")
+    units = _d("units") if units is None else units
+    epochs = _d("epochs") if epochs is None else epochs
+    lr = _d("lr") if lr is None else lr
     with _errors():
         if (out / CONFIG).is_file() and not resume:
             raise ValueError(f"{out} already holds a run: pass --resume to continue it, "
@@ -160,7 +175,7 @@ def evaluate(
 
     with _errors():
         r = load_run(run)
-        dataset = rdata.load(data, text_column=text_column, label_column=label_column, progress=False)
+        dataset = rdata.load_labelled(data, text_column=text_column, label_column=label_column, progress=False)
         part = dataset[split]
         unknown = [name for name in dataset.labels if name not in r.labels]
         if unknown:

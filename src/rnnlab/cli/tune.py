@@ -157,7 +157,10 @@ def tune(
     from rnnlab import train
     from rnnlab.tune_task import TrainTask, token_lengths
 
-    dataset = data_.load(data, progress=not quiet)
+    try:
+        dataset = data_.load_labelled(data, progress=not quiet)
+    except data_.DataError as e:
+        raise typer.BadParameter(str(e)) from None
     base = train.Config(epochs=epochs, patience=patience, seed=seed, batch_size=batch_size,
                         embeddings=None if embeddings.lower() == "none" else embeddings)
     if folds == 1:

@@ -20,7 +20,7 @@ from rnnlab.data.vocab import PAD, UNK, Vocabulary
 
 __all__ = [
     "PAD", "SPLITS", "UNK", "DataError", "Dataset", "Split", "Vocabulary", "WordVectors",
-    "embedding_matrix", "load", "load_vectors", "tokenize",
+    "embedding_matrix", "load", "load_labelled", "load_vectors", "tokenize",
 ]
 
 
@@ -53,3 +53,13 @@ def load(
     if path.is_file():
         return tabular.read_files({"train": path}, text_column, label_column)
     raise DataError(path, "no such file or folder (or use tweeteval:NAME, e.g. tweeteval:emotion)")
+
+
+def load_labelled(
+    source: str | Path, *, text_column: str = "text", label_column: str = "label", progress: bool = True
+) -> Dataset:
+    """`load` for what needs a label per text (evaluate, predict, tune): refuses Elman's streams."""
+    if str(source).startswith("elman:"):
+        raise DataError(str(source), "Elman's streams have a target at every step, not a label per text: train on "
+                        "them with `rnnlab train elman:NAME --out RUN` and look with `rnnlab inspect RUN`")
+    return load(source, text_column=text_column, label_column=label_column, progress=progress)
