@@ -168,3 +168,40 @@ def test_dropout_between_layers_only_with_a_key():
     assert not np.allclose(np.asarray(a_train), np.asarray(a_eval))
     one_layer = rnnlab.RNN("elman", 3, 8, layers=1, dropout=0.5, key=KEY)
     np.testing.assert_array_equal(np.asarray(one_layer(x, key=jax.random.key(1))[0]), np.asarray(one_layer(x)[0]))
+
+
+@pytest.mark.parametrize("kind", ["elman", "lstm"])
+def test_chunked_rematerialisation_changes_nothing_but_memory(kind):
+    T, k, p = 400, 3, 8
+    x = jax.random.normal(jax.random.key(9), (T, k))
+    plain = Recurrent(rnnlab.make_cell(kind, k, p, key=KEY))
+    chunked = Recurrent(plain.cell, chunk=20)
+
+    def loss(layer, x):
+        a, final = layer(x)
+        return jnp.sum(jnp.sin(a[::50])) + jnp.sum(jax.tree.leaves(final)[0])
+
+    for layer_args in [(x,), (x[None].repeat(2, 0), np.array([T, 250]))]:  # the scan, then a batch (fused on CPU)
+        a, final = eqx.filter_jit(plain)(*layer_args)
+        a_c, final_c = eqx.filter_jit(chunked)(*layer_args)
+        np.testing.assert_allclose(np.asarray(a_c), np.asarray(a), atol=1e-5)
+        for u, v in zip(jax.tree.leaves(final_c), jax.tree.leaves(final), strict=True):
+            np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=1e-5)
+    g = eqx.filter_jit(eqx.filter_grad(loss))(plain, x)
+    g_c = eqx.filter_jit(eqx.filter_grad(loss))(chunked, x)
+    for u, v in zip(jax.tree.leaves(g_c), jax.tree.leaves(g), strict=True):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-5, atol=1e-4)  # sums over 400 steps
+
+    def kept(layer) -> int:  # floats the backward pass keeps from the forward
+        params, static = eqx.partition(layer, eqx.is_array)
+        f = lambda params, x: loss(eqx.combine(params, static), x)  # noqa: E731
+        _, backward = jax.vjp(f, params, x)  # a pytree whose leaves are what it keeps
+        return sum(int(np.size(leaf)) for leaf in jax.tree.leaves(backward))
+
+    assert kept(chunked) < kept(plain) / 3  # x and T/C states instead of T steps' gates and states
+
+
+def test_chunk_must_divide_T():
+    layer = Recurrent(rnnlab.Elman(2, 3, key=KEY), chunk=7)
+    with pytest.raises(ValueError, match="chunk=7 must divide T=20"):
+        layer(np.ones((20, 2), np.float32))

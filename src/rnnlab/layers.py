@@ -44,6 +44,32 @@ def scan(
     With `length` L, steps t > L leave the state as it was and output zeros, so a padded sequence ends in
     exactly the state it has when run alone, unpadded. Returns (a_1..a_T, state_T).
     """
+    final, a = _steps(cell, z, jnp.arange(z.shape[0]), state_0, length)
+    return a, final
+
+
+def scan_in_pieces(
+    cell: Cell, x: Float[Array, "T k"], state_0: PyTree, length: Int[Array, ""] | None, chunk: int
+) -> tuple[Float[Array, "T p"], PyTree]:
+    """`scan` for long sequences: T/C pieces of C = `chunk` steps, each (its projection W_a x + b_a too)
+    under `jax.checkpoint`. The backward pass keeps x and one state per piece and recomputes the rest, so
+    what it keeps grows with T·k + (T/C)·p instead of T·G·p and more (C near sqrt(T) keeps the least).
+    """
+    T = x.shape[0]
+    if T % chunk:
+        raise ValueError(f"chunk={chunk} must divide T={T}")
+
+    @jax.checkpoint
+    def piece(state, inputs):
+        x_c, t_c = inputs
+        return _steps(cell, cell.project(x_c), t_c, state, length)
+
+    final, a = jax.lax.scan(piece, state_0, (x.reshape(T // chunk, chunk, -1), jnp.arange(T).reshape(-1, chunk)))
+    return a.reshape(T, -1), final
+
+
+def _steps(cell: Cell, z, t, state_0, length):
+    """(state_T, a_1..a_T) of `scan` over the steps t of z."""
 
     def step(state, inputs):
         z_t, t = inputs
@@ -54,8 +80,7 @@ def scan(
             return new, jnp.where(valid, cell.hidden(new), 0.0)
         return new, cell.hidden(new)
 
-    final, a = jax.lax.scan(step, state_0, (z, jnp.arange(z.shape[0])))
-    return a, final
+    return jax.lax.scan(step, state_0, (z, t))
 
 
 class Recurrent(eqx.Module):
@@ -66,6 +91,7 @@ class Recurrent(eqx.Module):
     With `lengths` (B,) the padded batch gives, for every sequence, exactly what it gives alone unpadded.
 
     a_0 is zeros, or `a_0` given at call time ((p,) or (B, p)), or learned (`learn_a_0=True`).
+    `chunk=C` rematerialises for long sequences: T/C pieces under `jax.checkpoint` (`scan_in_pieces`).
 
     ```python
     layer = Recurrent(Elman(features=100, units=10, key=key))
@@ -76,11 +102,15 @@ class Recurrent(eqx.Module):
     cell: Cell
     a_0: Float[Array, " p"] | None
     reverse: bool = eqx.field(static=True)
+    chunk: int | None = eqx.field(static=True)
 
-    def __init__(self, cell: Cell, *, reverse: bool = False, learn_a_0: bool = False):
+    def __init__(self, cell: Cell, *, reverse: bool = False, learn_a_0: bool = False, chunk: int | None = None):
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"chunk must be >= 1 timesteps; got {chunk}")
         self.cell = cell
         self.reverse = reverse
         self.a_0 = jnp.zeros(cell.units, cell.W_a.dtype) if learn_a_0 else None
+        self.chunk = chunk
 
     @property
     def features(self) -> int:
@@ -122,16 +152,19 @@ class Recurrent(eqx.Module):
         if batch is None:
             return self._sequence(x, lengths, state_0)
         if fast.applies(self.cell, x):  # the whole batch on the fused CPU engine (RNNLAB_FAST=0: the scan)
-            return fast.sequence(self.cell, x, lengths, state_0, reverse=self.reverse)
+            return fast.sequence(self.cell, x, lengths, state_0, reverse=self.reverse, chunk=self.chunk)
         return jax.vmap(self._sequence, in_axes=(0, None if lengths is None else 0, 0))(x, lengths, state_0)
 
     def _sequence(
         self, x: Float[Array, "T k"], length: Int[Array, ""] | None, state_0: PyTree
     ) -> tuple[Float[Array, "T p"], PyTree]:
-        z = self.cell.project(x)  # W_a x_t + b_a for all t: one matmul outside the loop
         if self.reverse:
-            z = reverse_within(z, length)
-        a, final = scan(self.cell, z, state_0, length)
+            x = reverse_within(x, length)
+        if self.chunk is not None and self.chunk < x.shape[0]:
+            a, final = scan_in_pieces(self.cell, x, state_0, length, self.chunk)
+        else:
+            z = self.cell.project(x)  # W_a x_t + b_a for all t: one matmul outside the loop
+            a, final = scan(self.cell, z, state_0, length)
         if self.reverse:
             a = reverse_within(a, length)
         return a, final
@@ -262,12 +295,14 @@ def RNN(
     activation: str | Activation = "tanh",
     reset_after: bool = True,
     learn_a_0: bool = False,
+    chunk: int | None = None,
     key: PRNGKeyArray,
 ) -> Stack:
     """A stack of recurrent layers built like `torch.nn.RNN/GRU/LSTM`.
 
     cell: "elman" | "gru" | "lstm". features: k of the first layer's x_t. units: p per direction.
     Layer l > 0 reads the outputs of layer l-1: p features, or 2p when bidirectional.
+    chunk: rematerialise in pieces of this many steps for long sequences (see `scan_in_pieces`).
 
     ```python
     rnn = RNN("gru", features=100, units=64, layers=2, bidirectional=True, key=jax.random.key(0))
@@ -282,7 +317,7 @@ def RNN(
     for _ in range(layers):
         def build(reverse: bool, k=k) -> Recurrent:
             c = make_cell(cell, k, units, activation=activation, reset_after=reset_after, key=next(keys))
-            return Recurrent(c, reverse=reverse, learn_a_0=learn_a_0)
+            return Recurrent(c, reverse=reverse, learn_a_0=learn_a_0, chunk=chunk)
 
         stack.append(Bidirectional(build(False), build(True)) if bidirectional else build(False))
         k = stack[-1].output_size
