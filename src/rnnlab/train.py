@@ -31,6 +31,7 @@ from rnnlab.data.embeddings import embedding_matrix, load_vectors
 from rnnlab.data.tokenize import tokenize
 from rnnlab.data.vocab import Vocabulary
 from rnnlab.models import ModelConfig, TextClassifier
+from rnnlab.pretrain import pretrain
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Config:
     pooling: str = "max"             # last | mean | max over the valid steps
     dropout: float = 0.3             # between layers and before the head
     embed_dropout: float = 0.0       # on x_t
+    pretrain_epochs: int = 0         # passes of next-word pretraining of E and the layer first (rnnlab.pretrain)
     # optimisation
     epochs: int = 20
     batch_size: int = 32
@@ -265,6 +267,11 @@ def fit(
     params, static = eqx.partition(members, tuple(trainable(m) for m in members))
 
     ids, lengths = encode(train.texts, vocab, config.maxlen)
+    if config.pretrain_epochs and not resuming:
+        members = tuple(pretrain(m, ids, lengths, epochs=config.pretrain_epochs, lr=config.lr,
+                                 batch_size=config.batch_size, clip=config.clip, seed=config.seed + i)[0]
+                        for i, m in enumerate(members))
+        params, static = eqx.partition(members, tuple(trainable(m) for m in members))
     edges = bucket_edges(config.maxlen)
     weight = class_weight(train.labels, C, config.class_weights)
     steps_per_epoch = len(plan(lengths, config.batch_size, edges, None))

@@ -89,6 +89,8 @@ def train(
     max_vocab: int = typer.Option(_d("max_vocab"), help="Vocabulary size at most."),
     dropout: float = typer.Option(_d("dropout"), help="Dropout between layers and before the head."),
     embed_dropout: float = typer.Option(_d("embed_dropout"), help="Dropout on x_t."),
+    pretrain_epochs: int = typer.Option(_d("pretrain_epochs"), help="Passes of next-word pretraining of the "
+                                        "embedding and the layer on the training texts, before the labels."),
     members: int = typer.Option(_d("members"), help="Models trained side by side, probabilities averaged."),
     ema: float = typer.Option(_d("ema"), help="Keep a moving average of the weights with this decay (0: off)."),
     epochs: int | None = typer.Option(None, help=f"Epochs at most [default: {_d('epochs')}; elman:NAME: the "
@@ -135,6 +137,7 @@ def train(
             vector_words=vector_words, members=members, ema=ema,
             freeze_embeddings=freeze_embeddings, cell=cell, units=units, layers=layers,
             bidirectional=bidirectional, pooling=pooling, dropout=dropout, embed_dropout=embed_dropout,
+            pretrain_epochs=pretrain_epochs,
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, clip=clip,
             class_weights=class_weights, patience=patience, max_seconds=max_seconds, seed=seed,
             checkpoint_every=checkpoint_every)
