@@ -104,26 +104,23 @@ Plan::Plan(const Shape& s) : s_(s), threads_(threads_for(s)) {
       fwd_prim_ = F(ft); inf_prim_ = F(fi); bwd_prim_ = Bk(bk);
       break;
     }
-    case kGru: {
-      using F = dnnl::gru_forward;
-      using Bk = dnnl::gru_backward;
-      F::primitive_desc ft(eng, prop_kind::forward_training, dir, x, h, wl_any, wi_any, b, y, h, attr);
-      F::primitive_desc fi(eng, prop_kind::forward_inference, dir, x, h, wl_any, wi_any, b, y, h, attr);
-      Bk::primitive_desc bk(eng, prop_kind::backward, dir, x, h, wl_any, wi_any, b, y, h, x, h, wl_any, wi_any,
-                            b, y, h, ft, attr);
-      fwd_ = ft; inf_ = fi; bwd_ = bk;
-      fwd_prim_ = F(ft); inf_prim_ = F(fi); bwd_prim_ = Bk(bk);
-      break;
-    }
+    case kGru:
     case kGruResetAfter: {
-      using F = dnnl::lbr_gru_forward;
-      using Bk = dnnl::lbr_gru_backward;
-      F::primitive_desc ft(eng, prop_kind::forward_training, dir, x, h, wl_any, wi_any, b, y, h, attr);
-      F::primitive_desc fi(eng, prop_kind::forward_inference, dir, x, h, wl_any, wi_any, b, y, h, attr);
-      Bk::primitive_desc bk(eng, prop_kind::backward, dir, x, h, wl_any, wi_any, b, y, h, x, h, wl_any, wi_any,
-                            b, y, h, ft, attr);
-      fwd_ = ft; inf_ = fi; bwd_ = bk;
-      fwd_prim_ = F(ft); inf_prim_ = F(fi); bwd_prim_ = Bk(bk);
+      // Both GRU primitives take the same descriptors; they differ in where the reset gate applies.
+      auto build = [&]<class F, class Bk>() {
+        typename F::primitive_desc ft(eng, prop_kind::forward_training, dir, x, h, wl_any, wi_any, b, y, h, attr);
+        typename F::primitive_desc fi(eng, prop_kind::forward_inference, dir, x, h, wl_any, wi_any, b, y, h,
+                                      attr);
+        typename Bk::primitive_desc bk(eng, prop_kind::backward, dir, x, h, wl_any, wi_any, b, y, h, x, h,
+                                       wl_any, wi_any, b, y, h, ft, attr);
+        fwd_ = ft; inf_ = fi; bwd_ = bk;
+        fwd_prim_ = F(ft); inf_prim_ = F(fi); bwd_prim_ = Bk(bk);
+      };
+      if (s.cell == kGru) {
+        build.template operator()<dnnl::gru_forward, dnnl::gru_backward>();
+      } else {
+        build.template operator()<dnnl::lbr_gru_forward, dnnl::lbr_gru_backward>();
+      }
       break;
     }
     case kLstm: {
