@@ -110,6 +110,17 @@ def test_fused_equals_scan_on_random_sizes(kind, B, T, k, p, reverse, with_lengt
     compare(layer, x, lengths)
 
 
+@pytest.mark.parametrize("kind", CELLS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fused_equals_scan_at_sizes_past_one_vector(kind, reverse):
+    """p = 37 and k = 19: the kernel's vectorised loops over the units end in a partial vector."""
+    key, kx = jax.random.split(jax.random.key(7))
+    layer = Recurrent(make(kind, 19, 37, key), reverse=reverse)
+    x = jax.random.normal(kx, (5, 11, 19))
+    compare(layer, x, jnp.array([11, 1, 6, 11, 3]))
+    compare(layer, x)
+
+
 @pytest.mark.parametrize("kind", ["elman-tanh", "gru", "lstm"])
 def test_fused_equals_scan_in_a_bidirectional_stack_with_lengths_and_a_0(kind):
     rnn = rnnlab.RNN(kind.split("-")[0], features=5, units=4, layers=2, bidirectional=True,

@@ -1,4 +1,4 @@
-"""The compiled engine: one recurrent layer over a whole batch, forward and backward, on oneDNN.
+"""The compiled engine: one recurrent layer over a whole batch, forward and backward, in C++.
 
 `fused(cfg, x, h0, c0, W_a, U_a, b_a, c_n, lengths)` is an XLA FFI custom call wrapped in `jax.custom_vjp`:
 
@@ -8,6 +8,11 @@
 without lengths handling: every sequence runs all T steps (`layer.py` masks and gathers around it). With
 `cfg.masked` an LSTM keeps c_t fixed after each sequence's end, so cT is c at that end. Arrays a cell does
 not have (c0 for Elman and GRU, c_n without reset_after) are passed as (1,) placeholders.
+
+Two engines sit behind the calls: the hand-written kernel (`kernel.cc`: Elman, the GRU with reset_after,
+the LSTM) and oneDNN's RNN primitives (`plan.cc`: the GRU without reset_after, or every cell with
+RNNLAB_FAST_ENGINE=onednn). The kernel's backward returns the gate gradients as W_a sees them, dgates
+(T, B, G·p), and dx = dgates W_a is a second call, which XLA drops where x needs no gradient.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ def _load() -> ctypes.CDLL:
     lib = ctypes.CDLL(path)
     lib.rnnlab_sizes.restype = ctypes.c_int
     handlers = (("rnnlab_forward", lib.RnnlabForward), ("rnnlab_backward", lib.RnnlabBackward),
+                ("rnnlab_kernel_backward", lib.RnnlabKernelBackward), ("rnnlab_input_grad", lib.RnnlabInputGrad),
                 ("rnnlab_step", lib.RnnlabStep))
     for name, handler in handlers:
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(handler), platform="cpu")
@@ -72,14 +78,15 @@ def available() -> bool:
 
 
 @functools.cache
-def sizes(cfg: Config, B: int, T: int, k: int, p: int) -> tuple[int, int, int, int]:
-    """Bytes of (workspace, training scratchpad, inference scratchpad, backward scratchpad) for a shape.
+def sizes(cfg: Config, B: int, T: int, k: int, p: int) -> tuple[int, int, int, int, int]:
+    """Bytes of (workspace, training scratchpad, inference scratchpad, backward scratchpad) for a shape, and
+    1 where the hand-written kernel runs it (0: oneDNN).
 
-    Builds and caches the engine's primitives for that shape; raises ValueError where oneDNN refuses it.
+    On oneDNN, builds and caches the primitives for that shape; raises ValueError where oneDNN refuses it.
     """
     if _LIB is None:
         raise RuntimeError(f"the fused engine is not available ({LOAD_ERROR})")
-    out = (ctypes.c_int64 * 4)()
+    out = (ctypes.c_int64 * 5)()
     err = ctypes.create_string_buffer(512)
     rc = _LIB.rnnlab_sizes(cfg.cell, cfg.act, int(cfg.reverse), int(cfg.masked), B, T, k, p, out, err, 512)
     if rc != 0:
@@ -96,7 +103,7 @@ def _forward(cfg: Config, train: bool, *args):
     x, h0, c0 = args[:3]
     B, T, k = x.shape
     p = h0.shape[-1]
-    ws, train_scratch, infer_scratch, _ = sizes(cfg, B, T, k, p)
+    ws, train_scratch, infer_scratch, _, _ = sizes(cfg, B, T, k, p)
     f32 = jnp.float32
     out = (jax.ShapeDtypeStruct((B, T, p), f32), jax.ShapeDtypeStruct((B, p), f32),
            jax.ShapeDtypeStruct(c0.shape, f32),
@@ -125,11 +132,19 @@ def _fused_bwd(cfg: Config, res, cotangents):
     x, h0, c0, W, U, b, c_n, _ = args
     B, T, k = x.shape
     p = h0.shape[-1]
-    scratch = sizes(cfg, B, T, k, p)[3]
+    *_, scratch, on_kernel = sizes(cfg, B, T, k, p)
     like = [jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in (x, h0, c0, W, U, b, c_n)]
-    call = jax.ffi.ffi_call("rnnlab_backward", [*like, jax.ShapeDtypeStruct((max(scratch, 1),), jnp.uint8)],
-                            vmap_method="sequential")
-    dx, dh0, dc0, dW, dU, db, dc_n, _ = call(*args, y, hT, cT, workspace, dy, dhT, dcT, **_attrs(cfg))
+    if on_kernel:
+        like[0] = jax.ShapeDtypeStruct((T, B, W.shape[0]), jnp.float32)  # dgates
+        call = jax.ffi.ffi_call("rnnlab_kernel_backward", like, vmap_method="sequential")
+        dgates, dh0, dc0, dW, dU, db, dc_n = call(*args, y, cT, workspace, dy, dhT, dcT, **_attrs(cfg))
+        # dx_t = dgates_t W_a, a call of its own: XLA drops it where x needs no gradient
+        dx = jax.ffi.ffi_call("rnnlab_input_grad", jax.ShapeDtypeStruct(x.shape, jnp.float32),
+                              vmap_method="sequential")(dgates, W)
+    else:
+        call = jax.ffi.ffi_call("rnnlab_backward", [*like, jax.ShapeDtypeStruct((max(scratch, 1),), jnp.uint8)],
+                                vmap_method="sequential")
+        dx, dh0, dc0, dW, dU, db, dc_n, _ = call(*args, y, hT, cT, workspace, dy, dhT, dcT, **_attrs(cfg))
     if cfg.cell != LSTM:
         dc0 = jnp.zeros_like(c0)
     if cfg.cell != GRU_RESET_AFTER:

@@ -1,10 +1,12 @@
 // XLA FFI handlers for one recurrent layer (forward, forward training, backward), and a C function that
 // reports a shape's buffer sizes so that the Python side can ask XLA for them.
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <string>
 
+#include "kernel.h"
 #include "plan.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -24,6 +26,16 @@ Shape shape_of(const F32& x, const F32& U, int32_t cell, int32_t act, int32_t re
   return Shape{cell, act, reverse, masked, int(xd[0]), int(xd[1]), int(xd[2]), int(ud[1])};
 }
 
+// Which engine runs a shape: the hand-written kernel (kernel.h) wherever it applies, oneDNN's primitives
+// (plan.h) elsewhere. RNNLAB_FAST_ENGINE=onednn puts every cell on oneDNN (to compare the two).
+bool on_kernel(const Shape& s) {
+  static const bool onednn_only = [] {
+    const char* env = std::getenv("RNNLAB_FAST_ENGINE");
+    return env != nullptr && std::string(env) == "onednn";
+  }();
+  return !onednn_only && kernel_applies(s);
+}
+
 Inputs inputs_of(const Shape& s, const F32& x, const F32& h0, const F32& c0, const F32& W, const F32& U,
                  const F32& b, const F32& c_n, const S32& lengths) {
   return Inputs{x.typed_data(),
@@ -41,10 +53,14 @@ ffi::Error Forward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 leng
                    int32_t train) {
   try {
     const Shape s = shape_of(x, U, cell, act, reverse, masked);
-    Plan& plan = plan_for(s);
-    plan.forward(inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), y->typed_data(), hT->typed_data(),
-                 cell == kLstm ? cT->typed_data() : nullptr, train ? ws->untyped_data() : nullptr,
-                 scratch->untyped_data());
+    const Inputs in = inputs_of(s, x, h0, c0, W, U, b, c_n, lengths);
+    float* c_out = cell == kLstm ? cT->typed_data() : nullptr;
+    void* keep = train ? ws->untyped_data() : nullptr;
+    if (on_kernel(s)) {
+      Kernel(s).forward(in, y->typed_data(), hT->typed_data(), c_out, keep);
+    } else {
+      plan_for(s).forward(in, y->typed_data(), hT->typed_data(), c_out, keep, scratch->untyped_data());
+    }
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("rnnlab fused forward: ") + e.what());
   }
@@ -57,16 +73,45 @@ ffi::Error Backward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 len
                     int32_t masked) {
   try {
     const Shape s = shape_of(x, U, cell, act, reverse, masked);
-    Plan& plan = plan_for(s);
     const bool lstm = cell == kLstm;
     Grads g{dx->typed_data(), dh0->typed_data(), lstm ? dc0->typed_data() : nullptr,
             dW->typed_data(), dU->typed_data(),  db->typed_data(),
             cell == kGruResetAfter ? dc_n->typed_data() : nullptr};
-    plan.backward(inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), y.typed_data(), hT.typed_data(),
-                  lstm ? cT.typed_data() : nullptr, ws.untyped_data(), dy.typed_data(), dhT.typed_data(),
-                  lstm ? dcT.typed_data() : nullptr, g, scratch->untyped_data());
+    plan_for(s).backward(inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), y.typed_data(), hT.typed_data(),
+                         lstm ? cT.typed_data() : nullptr, ws.untyped_data(), dy.typed_data(), dhT.typed_data(),
+                         lstm ? dcT.typed_data() : nullptr, g, scratch->untyped_data());
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("rnnlab fused backward: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+// The kernel's backward: as Backward, but dgates (T, B, G·p) in place of dx (see kernel.h).
+ffi::Error KernelBackward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, F32 y, F32 cT,
+                          ffi::Buffer<ffi::U8> ws, F32 dy, F32 dhT, F32 dcT, Out dgates, Out dh0, Out dc0, Out dW,
+                          Out dU, Out db, Out dc_n, int32_t cell, int32_t act, int32_t reverse, int32_t masked) {
+  try {
+    const Shape s = shape_of(x, U, cell, act, reverse, masked);
+    const bool lstm = cell == kLstm;
+    Grads g{nullptr, dh0->typed_data(), lstm ? dc0->typed_data() : nullptr,
+            dW->typed_data(), dU->typed_data(), db->typed_data(),
+            cell == kGruResetAfter ? dc_n->typed_data() : nullptr};
+    Kernel(s).backward(inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), y.typed_data(),
+                       lstm ? cT.typed_data() : nullptr, ws.untyped_data(), dy.typed_data(), dhT.typed_data(),
+                       lstm ? dcT.typed_data() : nullptr, g, dgates->typed_data());
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string("rnnlab kernel backward: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error InputGrad(F32 dgates, F32 W, Out dx) {
+  try {
+    const auto gd = dgates.dimensions();
+    input_gradient(dgates.typed_data(), W.typed_data(), int(gd[1]), int(gd[0]), int(W.dimensions()[1]), int(gd[2]),
+                   dx->typed_data());
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string("rnnlab input gradient: ") + e.what());
   }
   return ffi::Error::Success();
 }
@@ -125,16 +170,59 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabBackward, rnnlab::Backward,
                                   .Attr<int32_t>("reverse")
                                   .Attr<int32_t>("masked"));
 
-// sizes[0..3] = workspace, training scratchpad, inference scratchpad, backward scratchpad (bytes).
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabKernelBackward, rnnlab::KernelBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<rnnlab::F32>()  // x
+                                  .Arg<rnnlab::F32>()  // h0
+                                  .Arg<rnnlab::F32>()  // c0
+                                  .Arg<rnnlab::F32>()  // W_a
+                                  .Arg<rnnlab::F32>()  // U_a
+                                  .Arg<rnnlab::F32>()  // b_a
+                                  .Arg<rnnlab::F32>()  // c_n
+                                  .Arg<rnnlab::S32>()  // lengths
+                                  .Arg<rnnlab::F32>()  // y
+                                  .Arg<rnnlab::F32>()  // cT
+                                  .Arg<ffi::Buffer<ffi::U8>>()  // workspace
+                                  .Arg<rnnlab::F32>()  // dy
+                                  .Arg<rnnlab::F32>()  // dhT
+                                  .Arg<rnnlab::F32>()  // dcT
+                                  .Ret<rnnlab::F32>()  // dgates (T, B, G·p)
+                                  .Ret<rnnlab::F32>()  // dh0
+                                  .Ret<rnnlab::F32>()  // dc0
+                                  .Ret<rnnlab::F32>()  // dW_a
+                                  .Ret<rnnlab::F32>()  // dU_a
+                                  .Ret<rnnlab::F32>()  // db_a
+                                  .Ret<rnnlab::F32>()  // dc_n
+                                  .Attr<int32_t>("cell")
+                                  .Attr<int32_t>("act")
+                                  .Attr<int32_t>("reverse")
+                                  .Attr<int32_t>("masked"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabInputGrad, rnnlab::InputGrad,
+                              ffi::Ffi::Bind()
+                                  .Arg<rnnlab::F32>()   // dgates (T, B, G·p)
+                                  .Arg<rnnlab::F32>()   // W_a (G·p, k)
+                                  .Ret<rnnlab::F32>());  // dx (B, T, k)
+
+// sizes[0..3] = workspace, training scratchpad, inference scratchpad, backward scratchpad (bytes);
+// sizes[4] = 1 where the hand-written kernel runs the shape (its backward is RnnlabKernelBackward), else 0.
 // Builds and caches the plan. Returns 0, or -1 with a message in `error`.
 extern "C" int rnnlab_sizes(int cell, int act, int reverse, int masked, int B, int T, int k, int p,
                             int64_t* sizes, char* error, int error_len) {
   try {
-    rnnlab::Plan& plan = rnnlab::plan_for(rnnlab::Shape{cell, act, reverse, masked, B, T, k, p});
-    sizes[0] = int64_t(plan.workspace_bytes());
-    sizes[1] = int64_t(plan.train_scratch_bytes());
-    sizes[2] = int64_t(plan.infer_scratch_bytes());
-    sizes[3] = int64_t(plan.backward_scratch_bytes());
+    const rnnlab::Shape s{cell, act, reverse, masked, B, T, k, p};
+    if (rnnlab::on_kernel(s)) {  // its temporaries come from its own pool
+      sizes[0] = int64_t(rnnlab::Kernel(s).workspace_bytes());
+      sizes[1] = sizes[2] = sizes[3] = 0;
+      sizes[4] = 1;
+    } else {
+      const rnnlab::Plan& plan = rnnlab::plan_for(s);
+      sizes[0] = int64_t(plan.workspace_bytes());
+      sizes[1] = int64_t(plan.train_scratch_bytes());
+      sizes[2] = int64_t(plan.infer_scratch_bytes());
+      sizes[3] = int64_t(plan.backward_scratch_bytes());
+      sizes[4] = 0;
+    }
     return 0;
   } catch (const std::exception& e) {
     std::strncpy(error, e.what(), size_t(error_len) - 1);

@@ -1,0 +1,354 @@
+#include "kernel.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.h"
+
+namespace rnnlab {
+namespace {
+
+// C (M, N) = A (M, K) · B (K, N) + beta · C, row-major, each operand transposed where its flag is 'T'.
+void gemm(char ta, char tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+          int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc) != dnnl_success)
+    throw std::runtime_error("sgemm failed at M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                             " K=" + std::to_string(K));
+}
+
+// ---- the equations of one step, for one sequence (one row of p units), vectorised over the units ----
+#define VECTOR __attribute__((target_clones("avx512f", "avx2", "default")))
+
+inline float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
+
+// Elman: a = f_a(z + b_a), in place; z holds W_a x_t + U_a a_{t-1}.
+VECTOR void elman_row(float* __restrict z, const float* __restrict b, int p, int act) {
+  if (act == kTanh) {
+#pragma omp simd
+    for (int j = 0; j < p; ++j) z[j] = std::tanh(z[j] + b[j]);
+  } else if (act == kSigmoid) {
+#pragma omp simd
+    for (int j = 0; j < p; ++j) z[j] = sigmoid(z[j] + b[j]);
+  } else {
+#pragma omp simd
+    for (int j = 0; j < p; ++j) z[j] = std::max(z[j] + b[j], 0.0f);
+  }
+}
+
+// Elman backward: dz = (dy + da) · f_a'(z), read from a = f_a(z).
+VECTOR void elman_row_back(const float* __restrict a, const float* __restrict dy, const float* __restrict da,
+                           float* __restrict dz, int p, int act) {
+  if (act == kTanh) {
+#pragma omp simd
+    for (int j = 0; j < p; ++j) dz[j] = (dy[j] + da[j]) * (1.0f - a[j] * a[j]);
+  } else if (act == kSigmoid) {
+#pragma omp simd
+    for (int j = 0; j < p; ++j) dz[j] = (dy[j] + da[j]) * a[j] * (1.0f - a[j]);
+  } else {
+#pragma omp simd
+    for (int j = 0; j < p; ++j) dz[j] = a[j] > 0.0f ? dy[j] + da[j] : 0.0f;
+  }
+}
+
+// GRU (reset_after), gates r, z, n:
+//   r = σ(W_r x + b_r + U_r a)   z = σ(W_z x + b_z + U_z a)   hn = U_n a + c_n
+//   n = tanh(W_n x + b_n + r ⊙ hn)   a_t = (1 - z) ⊙ n + z ⊙ a
+// g holds W_a x (3p) and becomes r, z, n; gh holds U_a a_{t-1} (3p).
+VECTOR void gru_row(float* __restrict g, const float* __restrict gh, const float* __restrict b,
+                    const float* __restrict c_n, const float* __restrict a_prev, float* __restrict hn,
+                    float* __restrict a, int p) {
+  float *r = g, *z = g + p, *n = g + 2 * p;
+#pragma omp simd
+  for (int j = 0; j < p; ++j) {
+    r[j] = sigmoid(r[j] + b[j] + gh[j]);
+    z[j] = sigmoid(z[j] + b[p + j] + gh[p + j]);
+    hn[j] = gh[2 * p + j] + c_n[j];
+    n[j] = std::tanh(n[j] + b[2 * p + j] + r[j] * hn[j]);
+    a[j] = (1.0f - z[j]) * n[j] + z[j] * a_prev[j];
+  }
+}
+
+// GRU backward. dh = dy + da (the gradient wrt a_t). Writes the gradients of the pre-activations as U_a
+// sees them, dgh = (dr, dz, dn ⊙ r), and as W_a sees them, dgx = (dr, dz, dn); da becomes dh ⊙ z, the part
+// of the gradient wrt a_{t-1} that does not pass through U_a.
+VECTOR void gru_row_back(const float* __restrict g, const float* __restrict hn, const float* __restrict a_prev,
+                         const float* __restrict dy, float* __restrict da, float* __restrict dgh,
+                         float* __restrict dgx, int p) {
+  const float *r = g, *z = g + p, *n = g + 2 * p;
+#pragma omp simd
+  for (int j = 0; j < p; ++j) {
+    const float dh = dy[j] + da[j];
+    const float dn = dh * (1.0f - z[j]) * (1.0f - n[j] * n[j]);
+    const float dz = dh * (a_prev[j] - n[j]) * z[j] * (1.0f - z[j]);
+    const float dr = dn * hn[j] * r[j] * (1.0f - r[j]);
+    dgh[j] = dgx[j] = dr;
+    dgh[p + j] = dgx[p + j] = dz;
+    dgh[2 * p + j] = dn * r[j];
+    dgx[2 * p + j] = dn;
+    da[j] = dh * z[j];
+  }
+}
+
+// LSTM, gates i, f, g, o: c_t = f ⊙ c + i ⊙ g, a_t = o ⊙ tanh(c_t). gt holds W_a x + U_a a_{t-1} (4p) and
+// becomes the gates. On a padding step (pad) i = 0 and f = 1, so c stays what it was at the sequence's end.
+VECTOR void lstm_row(float* __restrict gt, const float* __restrict b, const float* __restrict c_prev,
+                     float* __restrict c, float* __restrict a, int p, bool pad) {
+  float *i = gt, *f = gt + p, *g = gt + 2 * p, *o = gt + 3 * p;
+  const float keep = pad ? 0.0f : 1.0f;  // arithmetic, not a branch, so that the loop vectorises
+#pragma omp simd
+  for (int j = 0; j < p; ++j) {
+    i[j] = keep * sigmoid(i[j] + b[j]);
+    f[j] = keep * sigmoid(f[j] + b[p + j]) + (1.0f - keep);
+    g[j] = std::tanh(g[j] + b[2 * p + j]);
+    o[j] = sigmoid(o[j] + b[3 * p + j]);
+    c[j] = f[j] * c_prev[j] + i[j] * g[j];
+    a[j] = o[j] * std::tanh(c[j]);
+  }
+}
+
+// LSTM backward: dh = dy + da; dc (carried from t+1) becomes the gradient wrt c_{t-1}. i(1-i) and
+// f(1-f) are 0 on padding steps, so nothing reaches their weights there.
+VECTOR void lstm_row_back(const float* __restrict gt, const float* __restrict c, const float* __restrict c_prev,
+                          const float* __restrict dy, const float* __restrict da, float* __restrict dc,
+                          float* __restrict dgt, int p) {
+  const float *i = gt, *f = gt + p, *g = gt + 2 * p, *o = gt + 3 * p;
+#pragma omp simd
+  for (int j = 0; j < p; ++j) {
+    const float dh = dy[j] + da[j];
+    const float tc = std::tanh(c[j]);
+    const float dct = dc[j] + dh * o[j] * (1.0f - tc * tc);
+    dgt[j] = dct * g[j] * i[j] * (1.0f - i[j]);
+    dgt[p + j] = dct * c_prev[j] * f[j] * (1.0f - f[j]);
+    dgt[2 * p + j] = dct * i[j] * (1.0f - g[j] * g[j]);
+    dgt[3 * p + j] = dh * tc * o[j] * (1.0f - o[j]);
+    dc[j] = dct * f[j];
+  }
+}
+
+// acc[0:n] += row[0:n]
+VECTOR void add_row(const float* __restrict row, float* __restrict acc, int n) {
+#pragma omp simd
+  for (int j = 0; j < n; ++j) acc[j] += row[j];
+}
+
+// (B, T, w) batch-major rows to (T, B, w) time-major, or back (swap B and T).
+void swap_major(const float* from, int B, int T, int w, float* to) {
+  for (int n = 0; n < B; ++n)
+    for (int t = 0; t < T; ++t)
+      std::memcpy(to + (int64_t(t) * B + n) * w, from + (int64_t(n) * T + t) * w, size_t(w) * sizeof(float));
+}
+
+// out[0:n] = column sums of a (rows, n) with row stride ld.
+void column_sums(const float* a, int64_t rows, int n, int64_t ld, float* out) {
+  std::fill(out, out + n, 0.0f);
+  for (int64_t r = 0; r < rows; ++r) add_row(a + r * ld, out, n);
+}
+
+// Scratch memory kept between calls: a fresh (page-faulted) buffer of tens of MB per call costs
+// milliseconds, so a call takes a free buffer from the pool and gives it back when done.
+class Scratch {
+ public:
+  explicit Scratch(size_t floats) {
+    {
+      std::lock_guard<std::mutex> lock(mu());
+      auto& free = pool();
+      auto fits = std::find_if(free.begin(), free.end(), [&](const Buffer& b) { return b.size >= floats; });
+      if (fits != free.end()) {
+        buf_ = std::move(*fits);
+        free.erase(fits);
+      }
+    }
+    if (buf_.size < floats) buf_ = Buffer{std::make_unique<float[]>(floats), floats};
+  }
+  ~Scratch() {
+    std::lock_guard<std::mutex> lock(mu());
+    pool().push_back(std::move(buf_));
+  }
+  float* data() { return buf_.data.get(); }
+
+ private:
+  struct Buffer {
+    std::unique_ptr<float[]> data;
+    size_t size = 0;
+  };
+  static std::mutex& mu() {
+    static std::mutex m;
+    return m;
+  }
+  static std::vector<Buffer>& pool() {
+    static std::vector<Buffer> p;
+    return p;
+  }
+  Buffer buf_;
+};
+
+}  // namespace
+
+bool kernel_applies(const Shape& s) {
+  const bool cell_ok = s.cell == kElman || s.cell == kGruResetAfter || s.cell == kLstm;
+  return cell_ok && s.B > 0 && s.T > 0 && s.k > 0 && s.p > 0;
+}
+
+Kernel::Kernel(const Shape& s) : s_(s), threads_(threads_for(s)) {
+  if (!kernel_applies(s)) throw std::invalid_argument("the hand-written kernel does not run this cell");
+  G_ = s.cell == kElman ? 1 : s.cell == kLstm ? 4 : 3;
+}
+
+size_t Kernel::gate_floats() const { return s_.cell == kElman ? 0 : size_t(s_.B) * s_.T * G_ * s_.p; }
+size_t Kernel::extra_floats() const { return s_.cell == kElman ? 0 : size_t(s_.B) * s_.T * s_.p; }
+
+size_t Kernel::workspace_bytes() const {
+  return (size_t(s_.B) * s_.T * s_.p + gate_floats() + extra_floats()) * sizeof(float);  // a_t, gates, extra
+}
+
+size_t Kernel::train_scratch_bytes() const {
+  const size_t step = s_.cell == kGruResetAfter ? size_t(s_.B) * G_ * s_.p : 0;  // U_a a_{t-1}
+  return (size_t(s_.B) * s_.T * s_.k + step) * sizeof(float);                   // x time-major, step
+}
+
+size_t Kernel::infer_scratch_bytes() const { return workspace_bytes() + train_scratch_bytes(); }
+
+size_t Kernel::backward_scratch_bytes() const {
+  const size_t TB = size_t(s_.B) * s_.T;
+  size_t n = TB * s_.k + 2 * size_t(s_.B) * s_.p;                 // x time-major, da, dc
+  if (s_.cell == kGruResetAfter) n += TB * G_ * s_.p;              // the gate gradients as U_a sees them
+  return n * sizeof(float);
+}
+
+// Inside, rows are time-major (step t of sequence n is row t·B + n), so that a step's B rows are one
+// contiguous matrix; x comes in and y, dx go out batch-major.
+void Kernel::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) const {
+  const int B = s_.B, T = s_.T, k = s_.k, p = s_.p, Gp = G_ * p;
+  const int64_t TB = int64_t(T) * B;
+  const bool elman = s_.cell == kElman;
+  Scratch scratch((ws ? train_scratch_bytes() : infer_scratch_bytes()) / sizeof(float));
+  float* hs = ws ? static_cast<float*>(ws) : scratch.data();  // (T, B, p): every a_t
+  float* gates = elman ? hs : hs + TB * p;              // (T, B, G·p): W_a x_t, then the gate values
+  float* extra = elman ? nullptr : gates + TB * Gp;     // (T, B, p): GRU hn, LSTM c_t
+  float* x_tm = scratch.data() + (ws ? 0 : workspace_bytes() / sizeof(float));
+  float* step = x_tm + TB * k;  // (B, G·p): GRU U_a a_{t-1}
+  swap_major(in.x, B, T, k, x_tm);
+  {
+    ThreadScope scope(threads_);
+    gemm('N', 'T', TB, Gp, k, x_tm, k, in.W, k, 0.0f, gates, Gp);  // W_a x_t for every t at once
+  }
+  ThreadScope scope(threads_);
+  for (int i = 0; i < T; ++i) {
+    const int t = s_.reverse ? T - 1 - i : i;
+    const int tp = s_.reverse ? t + 1 : t - 1;  // the previous step
+    const float* a_prev = i == 0 ? in.h0 : hs + int64_t(tp) * B * p;
+    float* g_t = gates + int64_t(t) * B * Gp;
+    if (s_.cell == kGruResetAfter) {
+      gemm('N', 'T', B, Gp, p, a_prev, p, in.U, p, 0.0f, step, Gp);
+    } else {
+      gemm('N', 'T', B, Gp, p, a_prev, p, in.U, p, 1.0f, g_t, Gp);  // + U_a a_{t-1}
+    }
+    for (int n = 0; n < B; ++n) {
+      const int64_t row = int64_t(t) * B + n;
+      float* a = hs + row * p;
+      switch (s_.cell) {
+        case kElman:
+          elman_row(a, in.b, p, s_.act);
+          break;
+        case kGruResetAfter:
+          gru_row(g_t + int64_t(n) * Gp, step + int64_t(n) * Gp, in.b, in.c_n, a_prev + int64_t(n) * p,
+                  extra + row * p, a, p);
+          break;
+        case kLstm: {
+          const float* c_prev = i == 0 ? in.c0 + int64_t(n) * p : extra + (int64_t(tp) * B + n) * p;
+          const bool pad = in.lengths != nullptr && t >= in.lengths[n];
+          lstm_row(g_t + int64_t(n) * Gp, in.b, c_prev, extra + row * p, a, p, pad);
+          break;
+        }
+      }
+      std::memcpy(y + (int64_t(n) * T + t) * p, a, size_t(p) * sizeof(float));
+    }
+  }
+  const int64_t last = int64_t(s_.reverse ? 0 : T - 1) * B * p;
+  std::memcpy(hT, hs + last, size_t(B) * p * sizeof(float));
+  if (s_.cell == kLstm) std::memcpy(cT, extra + last, size_t(B) * p * sizeof(float));
+}
+
+void Kernel::backward(const Inputs& in, const float* y, const float* cT, const void* ws, const float* dy,
+                      const float* dhT, const float* dcT, const Grads& g, float* dgates) const {
+  (void)y, (void)cT;
+  const int B = s_.B, T = s_.T, k = s_.k, p = s_.p, Gp = G_ * p;
+  const int64_t TB = int64_t(T) * B;
+  const bool gru = s_.cell == kGruResetAfter, lstm = s_.cell == kLstm;
+  const float* hs = static_cast<const float*>(ws);
+  const float* gates = hs + TB * p;
+  const float* extra = gates + gate_floats();
+  Scratch scratch(backward_scratch_bytes() / sizeof(float));
+  float* x_tm = scratch.data();                    // (T, B, k)
+  float* da = x_tm + TB * k;                       // (B, p): the gradient wrt a_t carried from the step after
+  float* dc = da + int64_t(B) * p;                 // (B, p): LSTM, wrt c_t
+  float* dG = gru ? dc + int64_t(B) * p : dgates;  // (T, B, G·p): gate gradients as U_a sees them
+  std::memcpy(da, dhT, size_t(B) * p * sizeof(float));
+  if (lstm) std::memcpy(dc, dcT, size_t(B) * p * sizeof(float));
+  const int first = s_.reverse ? T - 1 : 0;  // the forward's first step
+  {
+    ThreadScope scope(threads_);
+    for (int i = 0; i < T; ++i) {
+      const int t = s_.reverse ? i : T - 1 - i;  // the forward's steps, last first
+      const int tp = s_.reverse ? t + 1 : t - 1;
+      const float* a_prev = t == first ? in.h0 : hs + int64_t(tp) * B * p;
+      for (int n = 0; n < B; ++n) {
+        const int64_t row = int64_t(t) * B + n;
+        const float* dy_n = dy + (int64_t(n) * T + t) * p;
+        float* da_n = da + int64_t(n) * p;
+        switch (s_.cell) {
+          case kElman:
+            elman_row_back(hs + row * p, dy_n, da_n, dG + row * p, p, s_.act);
+            break;
+          case kGruResetAfter:
+            gru_row_back(gates + row * Gp, extra + row * p, a_prev + int64_t(n) * p, dy_n, da_n, dG + row * Gp,
+                         dgates + row * Gp, p);
+            break;
+          case kLstm: {
+            const float* c_prev = t == first ? in.c0 + int64_t(n) * p : extra + (int64_t(tp) * B + n) * p;
+            lstm_row_back(gates + row * Gp, extra + row * p, c_prev, dy_n, da_n, dc + int64_t(n) * p,
+                          dG + row * Gp, p);
+            break;
+          }
+        }
+      }
+      // da = (GRU: dh ⊙ z +) dG_t U_a, the gradient wrt a_{t-1}
+      gemm('N', 'N', B, p, Gp, dG + int64_t(t) * B * Gp, Gp, in.U, p, gru ? 1.0f : 0.0f, da, p);
+    }
+  }
+  std::memcpy(g.dh0, da, size_t(B) * p * sizeof(float));
+  if (lstm) std::memcpy(g.dc0, dc, size_t(B) * p * sizeof(float));
+
+  swap_major(in.x, B, T, k, x_tm);
+  ThreadScope scope(threads_);
+  // dU_a = Σ_t dG_tᵀ a_{t-1}: a_0 at the first step, the kept states at the others
+  gemm('T', 'N', Gp, p, B, dG + int64_t(first) * B * Gp, Gp, in.h0, p, 0.0f, g.dU, p);
+  if (T > 1) {
+    const float* dG_rest = s_.reverse ? dG : dG + int64_t(B) * Gp;
+    const float* a_rest = s_.reverse ? hs + int64_t(B) * p : hs;
+    gemm('T', 'N', Gp, p, TB - B, dG_rest, Gp, a_rest, p, 1.0f, g.dU, p);
+  }
+  gemm('T', 'N', Gp, k, TB, dgates, Gp, x_tm, k, 0.0f, g.dW, k);  // dW_a = Σ_t dgates_tᵀ x_t
+  column_sums(dgates, TB, Gp, Gp, g.db);
+  if (gru) column_sums(dG + 2 * p, TB, p, Gp, g.dc_n);  // c_n sits inside r ⊙ (U_n a + c_n)
+}
+
+void input_gradient(const float* dgates, const float* W, int B, int T, int k, int Gp, float* dx) {
+  const int64_t TB = int64_t(T) * B;
+  Scratch scratch(size_t(TB) * k);
+  ThreadScope scope(threads_for(Shape{kElman, 0, 0, 0, B, T, k, Gp}));
+  gemm('N', 'N', TB, k, Gp, dgates, Gp, W, k, 0.0f, scratch.data(), k);  // dx_t = dgates_t W_a
+  swap_major(scratch.data(), T, B, k, dx);
+}
+
+}  // namespace rnnlab

@@ -1,0 +1,56 @@
+// One recurrent layer written out by hand: the input projection and the weight gradients as single GEMMs
+// over all B·T rows, and a loop over t whose body is one (B, p) × (p, G·p) GEMM and one vectorised pass
+// over the gates. Runs Elman (tanh, ReLU, sigmoid), the GRU with reset_after and the LSTM, masked or not;
+// the GRU without reset_after stays on oneDNN (plan.h).
+//
+// Callers see batch-major arrays, x (B, T, k) and y (B, T, p). Inside, rows are time-major (step t of
+// sequence n is row t·B + n), so that a step's B rows are one contiguous matrix: x is copied in and dx out
+// once. A Kernel holds only its shape: inputs, outputs and the workspace are XLA's buffers, temporaries
+// come from a pool.
+//
+// What the forward keeps for the backward (the workspace), as (T, B, ·) rows:
+//   every cell  a_t (p); f_a'(z) is read from it for Elman (tanh: 1 - a², sigmoid: a(1 - a), ReLU: a > 0)
+//   GRU         r, z, n (3p) and U_n a_{t-1} + c_n (p)
+//   LSTM        i, f, g, o (4p) and c_t (p)
+#pragma once
+
+#include <cstddef>
+
+#include "plan.h"
+
+namespace rnnlab {
+
+// True where the hand-written kernel runs this shape (every cell but the GRU without reset_after).
+bool kernel_applies(const Shape& s);
+
+class Kernel {
+ public:
+  explicit Kernel(const Shape& s);
+
+  size_t workspace_bytes() const;  // kept from forward (training) to backward, in a buffer of XLA's
+
+  // y, hT, cT from the inputs; `ws` non-null keeps what backward needs there.
+  void forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) const;
+  // Gradients from the cotangents dy (B, T, p), dhT, dcT (LSTM): every one in `g` but dx, and instead
+  // dgates (T, B, G·p), the gradients of the gates' pre-activations as W_a sees them, from which the caller
+  // gets dx = dgates W_a (a GEMM that it can leave out where x needs no gradient).
+  void backward(const Inputs& in, const float* y, const float* cT, const void* ws, const float* dy,
+                const float* dhT, const float* dcT, const Grads& g, float* dgates) const;
+
+ private:
+  // Temporaries, from a pool kept between calls: a training forward's (x time-major, a step's U_a a_{t-1}),
+  // an inference forward's (those and the workspace), the backward's.
+  size_t train_scratch_bytes() const;
+  size_t infer_scratch_bytes() const;
+  size_t backward_scratch_bytes() const;
+  size_t gate_floats() const;  // the forward's per-row gate values, B·T·G·p (0 for Elman: they live in y)
+  size_t extra_floats() const;  // GRU: U_n a + c_n; LSTM: c_t; B·T·p each
+
+  Shape s_;
+  int G_, threads_;
+};
+
+// dx (B, T, k) = dgates (T, B, G·p) W_a (G·p, k): the input's gradient from the kernel's backward.
+void input_gradient(const float* dgates, const float* W, int B, int T, int k, int Gp, float* dx);
+
+}  // namespace rnnlab
