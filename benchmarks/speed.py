@@ -6,8 +6,9 @@
 Scenarios (k features, p units, B sequences, T timesteps):
     S1 tweets     B=64, T=20, k=100, p=64: forward+backward, and a training step (cross-entropy on a linear
                   head over the last state, Adam update)
-    S2 streaming  B=1: one step carrying the state (PyTorch's and Keras's RNNCell/GRUCell/LSTMCell), and
-                  a T=20 forward
+    S2 streaming  B=1: one step carrying the state (PyTorch's and Keras's RNNCell/GRUCell/LSTMCell; rnnlab's
+                  fast.Stream on NumPy, and again as the jitted fast.stepper on JAX arrays), and a T=20
+                  forward
     S3 large      B=64, T=50, k=300, p=512: forward, and forward+backward
     S4 long       B=16, T=1000, k=32, p=128: forward+backward (rnnlab rematerialises pieces of 50 steps),
                   and its peak memory, each framework measured alone in a fresh process
@@ -215,8 +216,13 @@ def rnnlab_fns(cell: str, B: int, T: int, k: int, p: int, x: np.ndarray, y: np.n
             "train step": train_step}
 
 
-def rnnlab_step(cell: str, k: int, p: int, x_t: np.ndarray, scan: bool = False) -> Callable:
+def rnnlab_step(cell: str, k: int, p: int, x_t: np.ndarray, jitted: bool = False) -> Callable:
+    """One streaming step: `fast.Stream` (NumPy in and out, no JAX dispatch), or with `jitted` the JAX
+    function `fast.stepper` on JAX arrays."""
     layer = rnnlab_layer(cell, k, p, jax.random.key(0))
+    if not jitted:
+        stream = fast.Stream(layer, batch=x_t.shape[0])
+        return lambda: stream(x_t)
     step = fast.stepper(layer)
     xj = jnp.asarray(x_t)
     state = {"s": layer.initial_state(batch=x_t.shape[0])}
@@ -439,11 +445,13 @@ def run(scenarios: list[str], cells: list[str], runs: int, log=print) -> dict:
         if "S2" in scenarios:
             k, p = 100, 64
             x, y = _data(1, 20, k)
-            res = measure({"rnnlab": rnnlab_step(cell, k, p, x[:, 0]), "torch": torch_step(cell, k, p, x[:, 0]),
-                           "keras": keras_step(cell, k, p, x[:, 0])}, max(runs, 200))
-            rows.append(_rows("S2", cell, "step", res, flops(cell, 1, 1, k, p, False), limit,
-                              dict(B=1, T=1, k=k, p=p)))
-            log(_line(rows[-1]))
+            for case, jitted in (("step", False), ("step, jitted", True)):
+                res = measure({"rnnlab": rnnlab_step(cell, k, p, x[:, 0], jitted),
+                               "torch": torch_step(cell, k, p, x[:, 0]), "keras": keras_step(cell, k, p, x[:, 0])},
+                              max(runs, 200))
+                rows.append(_rows("S2", cell, case, res, flops(cell, 1, 1, k, p, False), limit,
+                                  dict(B=1, T=1, k=k, p=p)))
+                log(_line(rows[-1]))
             ours, scan = rnnlab_fns(cell, 1, 20, k, p, x, y), rnnlab_fns(cell, 1, 20, k, p, x, y, scan=True)
             res = measure({"rnnlab": ours["fwd"], "rnnlab-scan": scan["fwd"],
                            "torch": torch_fns(cell, 1, 20, k, p, x, y)["fwd"],

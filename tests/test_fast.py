@@ -184,3 +184,25 @@ def test_streaming_step_equals_the_scan_and_compiles_once(kind):
     np.testing.assert_allclose(np.stack(outs, 1), a, atol=ATOL)
     assert_trees_close(state, final, "final state")
     assert step._cache_size() == 1
+
+
+@pytest.mark.parametrize("kind", CELLS)
+def test_stream_equals_the_scan_one_sequence_and_a_batch(kind):
+    layer = Recurrent(make(kind, 3, 4, jax.random.key(0)), learn_a_0=True)
+    layer = eqx.tree_at(lambda m: m.a_0, layer, jnp.linspace(-1, 1, 4))
+    x = np.asarray(jax.random.normal(jax.random.key(1), (2, 6, 3)))
+    a, final = scan_of(layer, x)
+    batch = fast.Stream(layer, batch=2)
+    outs = [batch(x[:, t]) for t in range(6)]
+    np.testing.assert_allclose(np.stack(outs, 1), a, atol=ATOL)
+    assert_trees_close(batch.state, final, "final state")
+    outs[0][...] = 99.0  # what a call returns is the caller's own copy
+    np.testing.assert_allclose(batch.state if kind != "lstm" else batch.state[0], a[:, -1], atol=ATOL)
+
+    one = fast.Stream(layer)
+    for _ in range(2):  # reset() starts the sequence again from a_0
+        got = np.stack([one(x[1, t]) for t in range(6)])
+        np.testing.assert_allclose(got, a[1], atol=ATOL)
+        one.reset()
+    with pytest.raises(ValueError, match=r"expected x_t of shape \(3,\) \(k=3 features\); got \(2, 3\)"):
+        one(x[:, 0])

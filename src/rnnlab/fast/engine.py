@@ -170,6 +170,18 @@ def fused(
     return _fused(cfg, x, h0, c0, W_a, U_a, b_a, c_n, lengths.astype(jnp.int32))
 
 
+@functools.cache
+def raw_step() -> ctypes._CFuncPtr:
+    """The engine's step as a C function (`rnnlab_step_raw` in step.cc), for `Stream`: arguments cell, act,
+    B, k, p, then the addresses of x_t, a_{t-1}, c_{t-1}, W_aᵀ, U_aᵀ, b_a, c_n, a_t, c_t; returns 0."""
+    if _LIB is None:
+        raise RuntimeError(f"the fused engine is not available ({LOAD_ERROR})")
+    fn = _LIB.rnnlab_step_raw
+    fn.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] * 9
+    fn.restype = ctypes.c_int
+    return fn
+
+
 def step(
     cfg: Config,
     x_t: Float[Array, "B k"],

@@ -44,20 +44,19 @@ void matvec(const float* Mt, int ld, const float* v, int rows, int cols, const f
   for (int i = 0; i < rows; ++i) axpy(v[i], Mt + size_t(i) * ld, out, cols);
 }
 
-ffi::Error Step(F32 x, F32 h, F32 c, F32 Wt, F32 Ut, F32 b, F32 c_n, Out h_out, Out c_out, int32_t cell,
-                int32_t activation) {
-  const auto xd = x.dimensions();
-  const int B = int(xd[0]), k = int(xd[1]), p = int(Ut.dimensions()[0]);
+// One step for B rows: h_out (and c_out) from x (B, k), h and c (B, p). Returns false for an unknown cell.
+// h_out must not alias h.
+bool step_rows(int cell, int activation, int B, int k, int p, const float* x, const float* h, const float* c,
+               const float* W, const float* U, const float* bias, const float* cn, float* h_out, float* c_out) {
   const int G = cell == kElman ? 1 : cell == kLstm ? 4 : 3, Gp = G * p;
   thread_local std::vector<float> gx, gh, rh;
   gx.resize(Gp);
   gh.resize(Gp);
   rh.resize(p);
-  const float *W = Wt.typed_data(), *U = Ut.typed_data(), *bias = b.typed_data();
   for (int n = 0; n < B; ++n) {
-    const float* xn = x.typed_data() + size_t(n) * k;
-    const float* hn = h.typed_data() + size_t(n) * p;
-    float* out = h_out->typed_data() + size_t(n) * p;
+    const float* xn = x + size_t(n) * k;
+    const float* hn = h + size_t(n) * p;
+    float* out = h_out + size_t(n) * p;
     matvec(W, Gp, xn, k, Gp, bias, gx.data());  // W_a x_t + b_a, every gate
     switch (cell) {
       case kElman: {
@@ -73,7 +72,6 @@ ffi::Error Step(F32 x, F32 h, F32 c, F32 Wt, F32 Ut, F32 b, F32 c_n, Out h_out, 
       }
       case kGruResetAfter: {
         matvec(U, Gp, hn, p, Gp, nullptr, gh.data());
-        const float* cn = c_n.typed_data();
         for (int j = 0; j < 2 * p; ++j) gx[j] += gh[j];
         sigmoid_n(gx.data(), 2 * p);  // r, z
         for (int j = 0; j < p; ++j) gx[2 * p + j] += gx[j] * (gh[2 * p + j] + cn[j]);
@@ -93,22 +91,31 @@ ffi::Error Step(F32 x, F32 h, F32 c, F32 Wt, F32 Ut, F32 b, F32 c_n, Out h_out, 
       }
       case kLstm: {
         matvec(U, Gp, hn, p, Gp, gx.data(), gx.data());  // every gate's pre-activation
-        const float* cn = c.typed_data() + size_t(n) * p;
-        float* cout = c_out->typed_data() + size_t(n) * p;
+        const float* cprev = c + size_t(n) * p;
+        float* cout = c_out + size_t(n) * p;
         sigmoid_n(gx.data(), 2 * p);      // i, f
         tanh_n(gx.data() + 2 * p, p);     // g
         sigmoid_n(gx.data() + 3 * p, p);  // o
-        for (int j = 0; j < p; ++j) cout[j] = gx[p + j] * cn[j] + gx[j] * gx[2 * p + j];
+        for (int j = 0; j < p; ++j) cout[j] = gx[p + j] * cprev[j] + gx[j] * gx[2 * p + j];
         for (int j = 0; j < p; ++j) rh[j] = cout[j];
         tanh_n(rh.data(), p);
         for (int j = 0; j < p; ++j) out[j] = gx[3 * p + j] * rh[j];
         break;
       }
       default:
-        return ffi::Error::InvalidArgument("unsupported cell");
+        return false;
     }
   }
-  return ffi::Error::Success();
+  return true;
+}
+
+ffi::Error Step(F32 x, F32 h, F32 c, F32 Wt, F32 Ut, F32 b, F32 c_n, Out h_out, Out c_out, int32_t cell,
+                int32_t activation) {
+  const auto xd = x.dimensions();
+  const bool ok = step_rows(cell, activation, int(xd[0]), int(xd[1]), int(Ut.dimensions()[0]), x.typed_data(),
+                            h.typed_data(), c.typed_data(), Wt.typed_data(), Ut.typed_data(), b.typed_data(),
+                            c_n.typed_data(), h_out->typed_data(), c_out->typed_data());
+  return ok ? ffi::Error::Success() : ffi::Error::InvalidArgument("unsupported cell");
 }
 
 }  // namespace
@@ -127,3 +134,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabStep, rnnlab::Step,
                                   .Ret<rnnlab::F32>()  // c_t (B, p), LSTM only
                                   .Attr<int32_t>("cell")
                                   .Attr<int32_t>("act"));
+
+// The same step called straight from Python (rnnlab.fast.Stream, through ctypes), without XLA: weights
+// transposed as above, W_aᵀ (k, G·p) and U_aᵀ (p, G·p). Returns 0, or -1 for an unknown cell.
+extern "C" int rnnlab_step_raw(int cell, int activation, int B, int k, int p, const float* x, const float* h,
+                               const float* c, const float* Wt, const float* Ut, const float* b, const float* c_n,
+                               float* h_out, float* c_out) {
+  return rnnlab::step_rows(cell, activation, B, k, p, x, h, c, Wt, Ut, b, c_n, h_out, c_out) ? 0 : -1;
+}

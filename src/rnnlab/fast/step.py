@@ -1,4 +1,5 @@
-"""One timestep for streaming, compiled once per shape: state_t from state_{t-1} and x_t."""
+"""One timestep for streaming: state_t from state_{t-1} and x_t, as a jitted JAX function (`stepper`) or
+straight from Python on NumPy buffers (`Stream`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PyTree
 
-from rnnlab.cells import LSTM
+from rnnlab.cells import LSTM, Arrayish
 from rnnlab.fast import engine
 from rnnlab.fast.layer import config, enabled
 
@@ -43,3 +45,74 @@ def stepper(layer: eqx.Module) -> Callable[[PyTree, Float[Array, "*B k"]], PyTre
         return cell(x_t, state) if x_t.ndim == 1 else jax.vmap(cell)(x_t, state)
 
     return jax.jit(on_engine if cfg is not None else on_cell, donate_argnums=0)
+
+
+class Stream:
+    """A `Recurrent` layer run one timestep at a time from Python, on the engine's step without JAX.
+
+    Each call is one call into the compiled step through ctypes, on NumPy buffers made once: no tracing,
+    no dispatch, a few µs a step at tweet sizes. The state (a_t, and c_t for an LSTM) stays inside between
+    calls; a call returns a fresh copy of a_t. For inference (no gradient), on CPU with the engine built.
+
+        stream = Stream(layer)             # one sequence, from the layer's a_0 (or zeros)
+        for x_t in xs:                     # x_t (k,)
+            a_t = stream(x_t)              # (p,) NumPy
+        stream.reset()                     # back to a_0; Stream(layer, batch=B) steps B sequences at once
+    """
+
+    def __init__(self, layer: eqx.Module, batch: int | None = None):
+        cell = layer.cell
+        cfg = config(cell) if enabled() else None
+        if cfg is None:
+            raise ValueError(f"Stream needs the engine (built, on CPU, RNNLAB_FAST not 0) and a cell it runs "
+                             f"(Elman tanh/relu/sigmoid, GRU, LSTM; float32): got {type(cell).__name__}")
+        self.layer, self.batch, self._cfg = layer, batch, cfg
+        self._lstm = isinstance(cell, LSTM)
+        self.k, self.p = cell.W_a.shape[1], cell.U_a.shape[1]
+        B = 1 if batch is None else batch
+        f32 = np.float32
+        c_n = cell.c_n if getattr(cell, "c_n", None) is not None else np.zeros((1,), f32)
+        self._weights = [np.ascontiguousarray(np.asarray(a, f32)) for a in (cell.W_a.T, cell.U_a.T, cell.b_a, c_n)]
+        self._x = np.zeros((B, self.k), f32)
+        self._h = [np.zeros((B, self.p), f32) for _ in range(2)]  # read one, write the other, swap
+        self._c = [np.zeros((B, self.p) if self._lstm else (1,), f32) for _ in range(2)]
+        self._now = 0
+        fn = engine.raw_step()
+        ptr = [a.ctypes.data for a in (self._x, *self._h, *self._c, *self._weights)]
+        x, h0, h1, c0, c1, Wt, Ut, b, cn = ptr
+        head = (cfg.cell, cfg.act, B, self.k, self.p, x)
+        # the two argument lists, one per direction of the swap, built once
+        self._calls = [lambda: fn(*head, h0, c0, Wt, Ut, b, cn, h1, c1),
+                       lambda: fn(*head, h1, c1, Wt, Ut, b, cn, h0, c0)]
+        self.reset()
+
+    def reset(self, state: PyTree | None = None) -> None:
+        """Start again from `state` (as `layer.initial_state` gives it), else from the layer's a_0."""
+        if state is None:
+            state = self.layer.initial_state(batch=self.batch)
+        h, c = state if self._lstm else (state, None)
+        self._now = 0
+        self._h[0][...] = np.asarray(h, np.float32).reshape(self._h[0].shape)
+        if self._lstm:
+            self._c[0][...] = np.asarray(c, np.float32).reshape(self._c[0].shape)
+
+    @property
+    def state(self) -> PyTree:
+        """The current state as NumPy copies: a_t, or (a_t, c_t) for an LSTM; (p,) or (B, p)."""
+        one = (lambda a: a[0].copy()) if self.batch is None else (lambda a: a.copy())
+        h = one(self._h[self._now])
+        return (h, one(self._c[self._now])) if self._lstm else h
+
+    def __call__(self, x_t: Float[Arrayish, "*B k"]) -> np.ndarray:
+        """a_t, (p,) or (B, p), after one step on x_t, (k,) or (B, k)."""
+        want = (self.k,) if self.batch is None else (self.batch, self.k)
+        if np.shape(x_t) != want:
+            raise ValueError(f"expected x_t of shape {want} (k={self.k} features"
+                             f"{'' if self.batch is None else f' for each of B={self.batch} sequences'}); "
+                             f"got {tuple(np.shape(x_t))}")
+        self._x[...] = x_t
+        if self._calls[self._now]() != 0:
+            raise RuntimeError("the engine's step refused the cell")
+        self._now = 1 - self._now
+        h = self._h[self._now]
+        return h[0].copy() if self.batch is None else h.copy()
