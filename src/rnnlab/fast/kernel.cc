@@ -253,7 +253,8 @@ void Kernel::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws)
     } else {
       gemm('N', 'T', B, Gp, p, a_prev, p, in.U, p, 1.0f, g_t, Gp);  // + U_a a_{t-1}
     }
-    for (int n = 0; n < B; ++n) {
+#pragma omp parallel for num_threads(threads_) if (threads_ > 1) schedule(static)
+    for (int n = 0; n < B; ++n) {  // the gates of the B sequences, split over the threads like the GEMM
       const int64_t row = int64_t(t) * B + n;
       float* a = hs + row * p;
       switch (s_.cell) {
@@ -302,6 +303,7 @@ void Kernel::backward(const Inputs& in, const float* y, const float* cT, const v
       const int t = s_.reverse ? i : T - 1 - i;  // the forward's steps, last first
       const int tp = s_.reverse ? t + 1 : t - 1;
       const float* a_prev = t == first ? in.h0 : hs + int64_t(tp) * B * p;
+#pragma omp parallel for num_threads(threads_) if (threads_ > 1) schedule(static)
       for (int n = 0; n < B; ++n) {
         const int64_t row = int64_t(t) * B + n;
         const float* dy_n = dy + (int64_t(n) * T + t) * p;
@@ -346,7 +348,6 @@ void Kernel::backward(const Inputs& in, const float* y, const float* cT, const v
 void input_gradient(const float* dgates, const float* W, int B, int T, int k, int Gp, float* dx) {
   const int64_t TB = int64_t(T) * B;
   Scratch scratch(size_t(TB) * k);
-  ThreadScope scope(threads_for(Shape{kElman, 0, 0, 0, B, T, k, Gp}));
   gemm('N', 'N', TB, k, Gp, dgates, Gp, W, k, 0.0f, scratch.data(), k);  // dx_t = dgates_t W_a
   swap_major(scratch.data(), T, B, k, dx);
 }

@@ -9,6 +9,7 @@ puts the outputs back in time order.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -53,24 +54,70 @@ def _unpack(cell: Cell, state: PyTree) -> tuple[Array, Array]:
 
 
 def _chunks(cfg: Config, cell: Cell, x, h0, c0, lengths, chunk: int):
-    """The engine over T/chunk pieces in a scan, each under jax.checkpoint: backward keeps one state per
-    piece and recomputes the rest, so memory grows with T/chunk + chunk instead of T."""
-    B, T, k = x.shape
-    n = T // chunk
+    """The engine over T/chunk pieces, rematerialised: see `_pieces`."""
     c_n = cell.c_n if getattr(cell, "c_n", None) is not None else jnp.zeros((1,), jnp.float32)
-    xs = jnp.swapaxes(x.reshape(B, n, chunk, k), 0, 1)  # (n, B, chunk, k)
-    starts = jnp.arange(n) * chunk
+    return _pieces(cfg, chunk, x, h0, c0, cell.W_a, cell.U_a, cell.b_a, c_n, lengths)
 
-    @jax.checkpoint
-    def piece(carry, inputs):
-        h, c = carry
-        x_i, t0 = inputs
-        L = jnp.clip(lengths - t0, 0, chunk)
-        y, h, c = engine.fused(cfg, x_i, h, c, cell.W_a, cell.U_a, cell.b_a, c_n, L)
-        return (h, c), y
 
-    (hT, cT), ys = jax.lax.scan(piece, (h0, c0), (xs, starts), reverse=cfg.reverse)
-    return jnp.swapaxes(ys, 0, 1).reshape(B, T, -1), hT, cT
+def _piece(cfg: Config, chunk: int, i, x, lengths):
+    """Piece i of x (B, chunk, k) and its lengths, clipped to 0..chunk."""
+    t0 = i * chunk
+    return jax.lax.dynamic_slice_in_dim(x, t0, chunk, axis=1), jnp.clip(lengths - t0, 0, chunk)
+
+
+def _pieces_forward(cfg: Config, chunk: int, x, h0, c0, W, U, b, c_n, lengths):
+    """y (B, T, p) written piece by piece in place, (hT, cT), and the state at the start of every piece."""
+    B, T, _ = x.shape
+    y = jnp.zeros((B, T, h0.shape[-1]), jnp.float32)
+
+    def body(carry, i):
+        y, h, c = carry
+        x_i, L = _piece(cfg, chunk, i, x, lengths)
+        y_i, h_next, c_next = engine.fused(cfg, x_i, h, c, W, U, b, c_n, L)
+        return (jax.lax.dynamic_update_slice_in_dim(y, y_i, i * chunk, axis=1), h_next, c_next), (h, c)
+
+    (y, hT, cT), starts = jax.lax.scan(body, (y, h0, c0), jnp.arange(T // chunk), reverse=cfg.reverse)
+    return y, hT, cT, starts
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _pieces(cfg: Config, chunk: int, x, h0, c0, W, U, b, c_n, lengths):
+    """The engine over T/chunk pieces with rematerialisation: the forward keeps only the state at the start
+    of each piece (not y, not the gates), and the backward runs the pieces last to first, each forward
+    again from its start and then backward. Memory grows with T/chunk + chunk instead of T, and y can be
+    freed as soon as the loss has read it."""
+    y, hT, cT, _ = _pieces_forward(cfg, chunk, x, h0, c0, W, U, b, c_n, lengths)
+    return y, hT, cT
+
+
+def _pieces_fwd(cfg: Config, chunk: int, x, h0, c0, W, U, b, c_n, lengths):
+    y, hT, cT, starts = _pieces_forward(cfg, chunk, x, h0, c0, W, U, b, c_n, lengths)
+    return (y, hT, cT), (x, starts, W, U, b, c_n, lengths)
+
+
+def _pieces_bwd(cfg: Config, chunk: int, res, cotangents):
+    x, (hs, cs), W, U, b, c_n, lengths = res
+    dy, dhT, dcT = cotangents
+    weights = (W, U, b, c_n)
+
+    def body(carry, i):
+        dh, dc, dweights = carry
+        x_i, L = _piece(cfg, chunk, i, x, lengths)
+        dy_i = jax.lax.dynamic_slice_in_dim(dy, i * chunk, chunk, axis=1)
+        run = lambda x_i, h, c, *w: engine.fused(cfg, x_i, h, c, *w, L)  # noqa: E731
+        _, vjp = jax.vjp(run, x_i, hs[i], cs[i], *weights)
+        dx_i, dh, dc, *dw = vjp((dy_i, dh, dc))
+        return (dh, dc, jax.tree.map(jnp.add, dweights, tuple(dw))), dx_i
+
+    zeros = tuple(jnp.zeros_like(w) for w in weights)
+    n = x.shape[1] // chunk
+    (dh0, dc0, dweights), dxs = jax.lax.scan(body, (dhT, dcT, zeros), jnp.arange(n), reverse=not cfg.reverse)
+    B, T, k = x.shape
+    dx = jnp.swapaxes(dxs, 0, 1).reshape(B, T, k)
+    return (dx, dh0, dc0, *dweights, None)
+
+
+_pieces.defvjp(_pieces_fwd, _pieces_bwd)
 
 
 def sequence(

@@ -3,6 +3,9 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <exception>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -59,6 +62,50 @@ int threads_for(const Shape& s) {
   const int G = s.cell == kElman ? 1 : s.cell == kLstm ? 4 : 3;
   const double macs_per_step = double(s.B) * G * s.p * (s.k + s.p);
   return macs_per_step >= 8e6 ? omp_get_max_threads() : 1;
+}
+
+void run_with_threads(int n, const std::function<void()>& job) {
+  if (n <= 1) {
+    ThreadScope scope(1);
+    job();
+    return;
+  }
+  struct Engine {  // never destroyed: the thread lives as long as the process
+    std::mutex call, mu;
+    std::condition_variable cv;
+    const std::function<void()>* job = nullptr;
+    int threads = 1;
+    bool done = false;
+    std::exception_ptr error;
+  };
+  static Engine* engine = [] {
+    auto* e = new Engine;
+    std::thread([e] {
+      std::unique_lock<std::mutex> lock(e->mu);
+      for (;;) {
+        e->cv.wait(lock, [e] { return e->job != nullptr; });
+        try {
+          ThreadScope scope(e->threads);
+          (*e->job)();
+        } catch (...) {
+          e->error = std::current_exception();
+        }
+        e->job = nullptr;
+        e->done = true;
+        e->cv.notify_all();
+      }
+    }).detach();
+    return e;
+  }();
+  std::lock_guard<std::mutex> one_at_a_time(engine->call);
+  std::unique_lock<std::mutex> lock(engine->mu);
+  engine->job = &job;
+  engine->threads = n;
+  engine->done = false;
+  engine->error = nullptr;
+  engine->cv.notify_all();
+  engine->cv.wait(lock, [] { return engine->done; });
+  if (engine->error) std::rethrow_exception(engine->error);
 }
 
 ThreadScope::ThreadScope(int n) : old_(omp_get_max_threads()) { omp_set_num_threads(n); }

@@ -97,6 +97,12 @@ class ThreadScope {
   int old_;
 };
 
+// Runs `job` with n OpenMP threads, and waits for it. With n > 1 the job runs on one long-lived thread of
+// the engine's own: XLA calls the handlers from whichever of its threads is free, GNU OpenMP keeps one team
+// of workers per calling thread, and two teams spinning on two cores slow each other down (S3 forward
+// and backward took 1.5× their time alone). Jobs from several callers run one after another.
+void run_with_threads(int n, const std::function<void()>& job);
+
 // The cached plan for a shape (built on first use; thread-safe).
 Plan& plan_for(const Shape& s);
 
