@@ -121,6 +121,17 @@ def test_fused_equals_scan_at_sizes_past_one_vector(kind, reverse):
     compare(layer, x)
 
 
+@pytest.mark.parametrize("kind", CELLS)
+def test_fused_equals_scan_when_the_batch_is_split_between_threads(kind):
+    """B = 19: the kernel splits the batch into slabs of at least 8 sequences, one per thread (2 on CI),
+    each run alone, and adds their weight gradients at the end."""
+    key, kx, kl = jax.random.split(jax.random.key(11), 3)
+    for reverse in (False, True):
+        layer = Recurrent(make(kind, 6, 10, key), reverse=reverse)
+        x = jax.random.normal(kx, (19, 7, 6))
+        compare(layer, x, jax.random.randint(kl, (19,), 1, 8))
+
+
 @pytest.mark.parametrize("kind", ["elman-tanh", "gru", "lstm"])
 def test_fused_equals_scan_in_a_bidirectional_stack_with_lengths_and_a_0(kind):
     rnn = rnnlab.RNN(kind.split("-")[0], features=5, units=4, layers=2, bidirectional=True,

@@ -56,13 +56,13 @@ ffi::Error Forward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 leng
     const Inputs in = inputs_of(s, x, h0, c0, W, U, b, c_n, lengths);
     float* c_out = cell == kLstm ? cT->typed_data() : nullptr;
     void* keep = train ? ws->untyped_data() : nullptr;
-    run_with_threads(threads_for(s), [&] {
-      if (on_kernel(s)) {
-        Kernel(s).forward(in, y->typed_data(), hT->typed_data(), c_out, keep);
-      } else {
+    if (on_kernel(s)) {  // on the kernel's own threads
+      Kernel(s).forward(in, y->typed_data(), hT->typed_data(), c_out, keep);
+    } else {
+      run_with_threads(threads_for(s), [&] {
         plan_for(s).forward(in, y->typed_data(), hT->typed_data(), c_out, keep, scratch->untyped_data());
-      }
-    });
+      });
+    }
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("rnnlab fused forward: ") + e.what());
   }
@@ -100,11 +100,9 @@ ffi::Error KernelBackward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S
     Grads g{nullptr, dh0->typed_data(), lstm ? dc0->typed_data() : nullptr,
             dW->typed_data(), dU->typed_data(), db->typed_data(),
             cell == kGruResetAfter ? dc_n->typed_data() : nullptr};
-    run_with_threads(threads_for(s), [&] {
-      Kernel(s).backward(inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), y.typed_data(),
-                         lstm ? cT.typed_data() : nullptr, ws.untyped_data(), dy.typed_data(), dhT.typed_data(),
-                         lstm ? dcT.typed_data() : nullptr, g, dgates->typed_data());
-    });
+    Kernel(s).backward(inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), y.typed_data(),
+                       lstm ? cT.typed_data() : nullptr, ws.untyped_data(), dy.typed_data(), dhT.typed_data(),
+                       lstm ? dcT.typed_data() : nullptr, g, dgates->typed_data());
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("rnnlab kernel backward: ") + e.what());
   }
@@ -114,10 +112,8 @@ ffi::Error KernelBackward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S
 ffi::Error InputGrad(F32 dgates, F32 W, Out dx) {
   try {
     const auto gd = dgates.dimensions();
-    const int T = int(gd[0]), B = int(gd[1]), Gp = int(gd[2]), k = int(W.dimensions()[1]);
-    run_with_threads(threads_for(Shape{kElman, 0, 0, 0, B, T, k, Gp}), [&] {
-      input_gradient(dgates.typed_data(), W.typed_data(), B, T, k, Gp, dx->typed_data());
-    });
+    input_gradient(dgates.typed_data(), W.typed_data(), int(gd[1]), int(gd[0]), int(W.dimensions()[1]), int(gd[2]),
+                   dx->typed_data());
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("rnnlab input gradient: ") + e.what());
   }

@@ -3,6 +3,12 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <functional>
+#include <thread>
+#include <utility>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -192,6 +198,121 @@ class Scratch {
   Buffer buf_;
 };
 
+
+// Sequences n0..n1 of a batch, run by one thread: the equations above, the GEMMs single-threaded. Its
+// arrays are the batch's, offset to row n0 (they are batch-major, so a slab of sequences is contiguous);
+// its workspace and dgates are blocks of its own, (T, B_slab, ·) time-major.
+class Slab {
+ public:
+  explicit Slab(const Shape& s);  // s.B: the slab's sequences
+  size_t workspace_bytes() const;
+  void forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) const;
+  void backward(const Inputs& in, const float* y, const float* cT, const void* ws, const float* dy,
+                const float* dhT, const float* dcT, const Grads& g, float* dgates) const;
+
+ private:
+  size_t train_scratch_bytes() const;
+  size_t infer_scratch_bytes() const;
+  size_t backward_scratch_bytes() const;
+  size_t gate_floats() const;
+  size_t extra_floats() const;
+  Shape s_;
+  int G_;
+};
+
+// The kernel's own threads, kept between calls. Sequences are independent, so each thread runs its slab of
+// the batch through all T steps alone: threads meet once per call, not at every step (OpenMP barriers at
+// every step cost more than the step at tweet sizes, and stall when another library's OpenMP threads, in
+// the same runtime, outnumber the cores).
+class Team {
+ public:
+  static Team& get() {
+    static Team* team = new Team;  // never destroyed: its threads live as long as the process
+    return *team;
+  }
+  int size() const { return size_; }
+
+  // job(i) for i in 0..n-1 (n <= size()): job(0) on the caller, the others on the team; returns when all
+  // are done, rethrowing the first error.
+  void run(int n, const std::function<void(int)>& job) {
+    if (n <= 1) {
+      ThreadScope one(1);
+      job(0);
+      return;
+    }
+    std::lock_guard<std::mutex> one_call_at_a_time(call_);
+    job_ = &job;
+    n_ = n;
+    pending_.store(n - 1, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
+    generation_.notify_all();
+    {
+      ThreadScope one(1);
+      try {
+        job(0);
+      } catch (...) {
+        errors_[0] = std::current_exception();
+      }
+    }
+    while (pending_.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+    for (auto& e : errors_) {
+      if (e) {
+        std::exception_ptr first = e;
+        for (auto& f : errors_) f = nullptr;
+        std::rethrow_exception(first);
+      }
+    }
+  }
+
+ private:
+  Team() {
+    size_ = std::max(1, int(std::thread::hardware_concurrency()));
+    if (const char* env = std::getenv("RNNLAB_FAST_THREADS")) size_ = std::max(1, std::atoi(env));
+    errors_.resize(size_);
+    for (int w = 1; w < size_; ++w) std::thread([this, w] { work(w); }).detach();
+  }
+
+  void work(int w) {
+    ThreadScope one(1);  // the GEMMs called from here stay on this thread
+    uint32_t seen = generation_.load(std::memory_order_acquire);
+    for (;;) {
+      // spin for a while (the backward often follows the forward within microseconds), then sleep
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+      uint32_t now;
+      while ((now = generation_.load(std::memory_order_acquire)) == seen) {
+        if (std::chrono::steady_clock::now() > until) {
+          generation_.wait(seen, std::memory_order_acquire);
+        }
+      }
+      seen = now;
+      if (w < n_) {
+        try {
+          (*job_)(w);
+        } catch (...) {
+          errors_[w] = std::current_exception();
+        }
+        pending_.fetch_sub(1, std::memory_order_release);
+      }
+    }
+  }
+
+  int size_ = 1;
+  std::mutex call_;
+  const std::function<void(int)>* job_ = nullptr;
+  int n_ = 0;
+  std::atomic<int> pending_{0};
+  std::atomic<uint32_t> generation_{0};
+  std::vector<std::exception_ptr> errors_;
+};
+
+// The slabs a batch of B sequences is split into: one per thread of the team, at least 8 sequences each.
+std::vector<std::pair<int, int>> slabs(int B) {
+  const int n = std::max(1, std::min(Team::get().size(), B / 8));
+  std::vector<std::pair<int, int>> out;
+  for (int i = 0; i < n; ++i) out.emplace_back(int(int64_t(B) * i / n), int(int64_t(B) * (i + 1) / n));
+  return out;
+}
+
 }  // namespace
 
 bool kernel_applies(const Shape& s) {
@@ -199,26 +320,23 @@ bool kernel_applies(const Shape& s) {
   return cell_ok && s.B > 0 && s.T > 0 && s.k > 0 && s.p > 0;
 }
 
-Kernel::Kernel(const Shape& s) : s_(s), threads_(threads_for(s)) {
-  if (!kernel_applies(s)) throw std::invalid_argument("the hand-written kernel does not run this cell");
-  G_ = s.cell == kElman ? 1 : s.cell == kLstm ? 4 : 3;
-}
+Slab::Slab(const Shape& s) : s_(s), G_(s.cell == kElman ? 1 : s.cell == kLstm ? 4 : 3) {}
 
-size_t Kernel::gate_floats() const { return s_.cell == kElman ? 0 : size_t(s_.B) * s_.T * G_ * s_.p; }
-size_t Kernel::extra_floats() const { return s_.cell == kElman ? 0 : size_t(s_.B) * s_.T * s_.p; }
+size_t Slab::gate_floats() const { return s_.cell == kElman ? 0 : size_t(s_.B) * s_.T * G_ * s_.p; }
+size_t Slab::extra_floats() const { return s_.cell == kElman ? 0 : size_t(s_.B) * s_.T * s_.p; }
 
-size_t Kernel::workspace_bytes() const {
+size_t Slab::workspace_bytes() const {
   return (size_t(s_.B) * s_.T * s_.p + gate_floats() + extra_floats()) * sizeof(float);  // a_t, gates, extra
 }
 
-size_t Kernel::train_scratch_bytes() const {
+size_t Slab::train_scratch_bytes() const {
   const size_t step = s_.cell == kGruResetAfter ? size_t(s_.B) * G_ * s_.p : 0;  // U_a a_{t-1}
   return (size_t(s_.B) * s_.T * s_.k + step) * sizeof(float);                   // x time-major, step
 }
 
-size_t Kernel::infer_scratch_bytes() const { return workspace_bytes() + train_scratch_bytes(); }
+size_t Slab::infer_scratch_bytes() const { return workspace_bytes() + train_scratch_bytes(); }
 
-size_t Kernel::backward_scratch_bytes() const {
+size_t Slab::backward_scratch_bytes() const {
   const size_t TB = size_t(s_.B) * s_.T;
   size_t n = TB * s_.k + 2 * size_t(s_.B) * s_.p;                 // x time-major, da, dc
   if (s_.cell == kGruResetAfter) n += TB * G_ * s_.p;              // the gate gradients as U_a sees them
@@ -227,7 +345,7 @@ size_t Kernel::backward_scratch_bytes() const {
 
 // Inside, rows are time-major (step t of sequence n is row t·B + n), so that a step's B rows are one
 // contiguous matrix; x comes in and y, dx go out batch-major.
-void Kernel::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) const {
+void Slab::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) const {
   const int B = s_.B, T = s_.T, k = s_.k, p = s_.p, Gp = G_ * p;
   const int64_t TB = int64_t(T) * B;
   const bool elman = s_.cell == kElman;
@@ -238,11 +356,7 @@ void Kernel::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws)
   float* x_tm = scratch.data() + (ws ? 0 : workspace_bytes() / sizeof(float));
   float* step = x_tm + TB * k;  // (B, G·p): GRU U_a a_{t-1}
   swap_major(in.x, B, T, k, x_tm);
-  {
-    ThreadScope scope(threads_);
-    gemm('N', 'T', TB, Gp, k, x_tm, k, in.W, k, 0.0f, gates, Gp);  // W_a x_t for every t at once
-  }
-  ThreadScope scope(threads_);
+  gemm('N', 'T', TB, Gp, k, x_tm, k, in.W, k, 0.0f, gates, Gp);  // W_a x_t for every t at once
   for (int i = 0; i < T; ++i) {
     const int t = s_.reverse ? T - 1 - i : i;
     const int tp = s_.reverse ? t + 1 : t - 1;  // the previous step
@@ -253,8 +367,7 @@ void Kernel::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws)
     } else {
       gemm('N', 'T', B, Gp, p, a_prev, p, in.U, p, 1.0f, g_t, Gp);  // + U_a a_{t-1}
     }
-#pragma omp parallel for num_threads(threads_) if (threads_ > 1) schedule(static)
-    for (int n = 0; n < B; ++n) {  // the gates of the B sequences, split over the threads like the GEMM
+    for (int n = 0; n < B; ++n) {
       const int64_t row = int64_t(t) * B + n;
       float* a = hs + row * p;
       switch (s_.cell) {
@@ -280,7 +393,7 @@ void Kernel::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws)
   if (s_.cell == kLstm) std::memcpy(cT, extra + last, size_t(B) * p * sizeof(float));
 }
 
-void Kernel::backward(const Inputs& in, const float* y, const float* cT, const void* ws, const float* dy,
+void Slab::backward(const Inputs& in, const float* y, const float* cT, const void* ws, const float* dy,
                       const float* dhT, const float* dcT, const Grads& g, float* dgates) const {
   (void)y, (void)cT;
   const int B = s_.B, T = s_.T, k = s_.k, p = s_.p, Gp = G_ * p;
@@ -298,12 +411,10 @@ void Kernel::backward(const Inputs& in, const float* y, const float* cT, const v
   if (lstm) std::memcpy(dc, dcT, size_t(B) * p * sizeof(float));
   const int first = s_.reverse ? T - 1 : 0;  // the forward's first step
   {
-    ThreadScope scope(threads_);
     for (int i = 0; i < T; ++i) {
       const int t = s_.reverse ? i : T - 1 - i;  // the forward's steps, last first
       const int tp = s_.reverse ? t + 1 : t - 1;
       const float* a_prev = t == first ? in.h0 : hs + int64_t(tp) * B * p;
-#pragma omp parallel for num_threads(threads_) if (threads_ > 1) schedule(static)
       for (int n = 0; n < B; ++n) {
         const int64_t row = int64_t(t) * B + n;
         const float* dy_n = dy + (int64_t(n) * T + t) * p;
@@ -332,7 +443,6 @@ void Kernel::backward(const Inputs& in, const float* y, const float* cT, const v
   if (lstm) std::memcpy(g.dc0, dc, size_t(B) * p * sizeof(float));
 
   swap_major(in.x, B, T, k, x_tm);
-  ThreadScope scope(threads_);
   // dU_a = Σ_t dG_tᵀ a_{t-1}: a_0 at the first step, the kept states at the others
   gemm('T', 'N', Gp, p, B, dG + int64_t(first) * B * Gp, Gp, in.h0, p, 0.0f, g.dU, p);
   if (T > 1) {
@@ -345,11 +455,101 @@ void Kernel::backward(const Inputs& in, const float* y, const float* cT, const v
   if (gru) column_sums(dG + 2 * p, TB, p, Gp, g.dc_n);  // c_n sits inside r ⊙ (U_n a + c_n)
 }
 
+namespace {
+
+Shape slab_shape(const Shape& s, int n0, int n1) {
+  Shape t = s;
+  t.B = n1 - n0;
+  return t;
+}
+
+Inputs from_row(const Inputs& in, const Shape& s, int n0) {  // the inputs of sequences n0, n0 + 1, ...
+  Inputs o = in;
+  o.x = in.x + int64_t(n0) * s.T * s.k;
+  o.h0 = in.h0 + int64_t(n0) * s.p;
+  if (in.c0) o.c0 = in.c0 + int64_t(n0) * s.p;
+  if (in.lengths) o.lengths = in.lengths + n0;
+  return o;
+}
+
+}  // namespace
+
+Kernel::Kernel(const Shape& s) : s_(s), G_(s.cell == kElman ? 1 : s.cell == kLstm ? 4 : 3) {
+  if (!kernel_applies(s)) throw std::invalid_argument("the hand-written kernel does not run this cell");
+}
+
+size_t Kernel::workspace_bytes() const {
+  size_t n = 0;
+  for (auto [n0, n1] : slabs(s_.B)) n += Slab(slab_shape(s_, n0, n1)).workspace_bytes();
+  return n;
+}
+
+void Kernel::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) const {
+  const auto parts = slabs(s_.B);
+  const int64_t T = s_.T, p = s_.p;
+  std::vector<size_t> ws_at(parts.size(), 0);  // each slab's block of the workspace
+  for (size_t i = 1; i < parts.size(); ++i)
+    ws_at[i] = ws_at[i - 1] + Slab(slab_shape(s_, parts[i - 1].first, parts[i - 1].second)).workspace_bytes();
+  Team::get().run(int(parts.size()), [&](int i) {
+    const auto [n0, n1] = parts[i];
+    Slab(slab_shape(s_, n0, n1))
+        .forward(from_row(in, s_, n0), y + n0 * T * p, hT + n0 * p, cT ? cT + n0 * p : nullptr,
+                 ws ? static_cast<char*>(ws) + ws_at[i] : nullptr);
+  });
+}
+
+void Kernel::backward(const Inputs& in, const float* y, const float* cT, const void* ws, const float* dy,
+                      const float* dhT, const float* dcT, const Grads& g, float* dgates) const {
+  const auto parts = slabs(s_.B);
+  const int P = int(parts.size());
+  const int64_t T = s_.T, p = s_.p, Gp = int64_t(G_) * p;
+  std::vector<size_t> ws_at(P, 0);
+  for (int i = 1; i < P; ++i)
+    ws_at[i] = ws_at[i - 1] + Slab(slab_shape(s_, parts[i - 1].first, parts[i - 1].second)).workspace_bytes();
+  // The first slab writes the weight gradients, the others their own sums, added at the end.
+  const size_t sizes[4] = {size_t(Gp * s_.k), size_t(Gp * p), size_t(Gp), g.dc_n ? size_t(p) : 0};
+  const size_t each = sizes[0] + sizes[1] + sizes[2] + sizes[3];
+  Scratch partial(std::max<size_t>(1, (P - 1) * each));
+  auto grads_of = [&](int i) {
+    Grads gi{nullptr, g.dh0 + parts[i].first * p, g.dc0 ? g.dc0 + parts[i].first * p : nullptr,
+             g.dW, g.dU, g.db, g.dc_n};
+    if (i > 0) {
+      float* at = partial.data() + (i - 1) * each;
+      gi.dW = at, gi.dU = at + sizes[0], gi.db = at + sizes[0] + sizes[1];
+      gi.dc_n = g.dc_n ? at + sizes[0] + sizes[1] + sizes[2] : nullptr;
+    }
+    return gi;
+  };
+  Team::get().run(P, [&](int i) {
+    const auto [n0, n1] = parts[i];
+    Slab(slab_shape(s_, n0, n1))
+        .backward(from_row(in, s_, n0), y + n0 * T * p, cT ? cT + n0 * p : nullptr,
+                  static_cast<const char*>(ws) + ws_at[i], dy + n0 * T * p, dhT + n0 * p,
+                  dcT ? dcT + n0 * p : nullptr, grads_of(i), dgates + T * n0 * Gp);
+  });
+  if (P == 1) return;
+  Team::get().run(P, [&](int i) {  // each thread adds up its share of every array
+    const Grads first = grads_of(0);
+    float* outs[4] = {first.dW, first.dU, first.db, first.dc_n};
+    for (int a = 0; a < 4; ++a) {
+      const size_t lo = sizes[a] * i / P, hi = sizes[a] * (i + 1) / P;
+      size_t off = 0;
+      for (int b = 0; b < a; ++b) off += sizes[b];
+      for (int j = 1; j < P; ++j) add_row(partial.data() + (j - 1) * each + off + lo, outs[a] + lo, int(hi - lo));
+    }
+  });
+}
+
 void input_gradient(const float* dgates, const float* W, int B, int T, int k, int Gp, float* dx) {
-  const int64_t TB = int64_t(T) * B;
-  Scratch scratch(size_t(TB) * k);
-  gemm('N', 'N', TB, k, Gp, dgates, Gp, W, k, 0.0f, scratch.data(), k);  // dx_t = dgates_t W_a
-  swap_major(scratch.data(), T, B, k, dx);
+  const auto parts = slabs(B);
+  Team::get().run(int(parts.size()), [&](int i) {
+    const auto [n0, n1] = parts[i];
+    const int Bs = n1 - n0;
+    Scratch scratch(size_t(T) * Bs * k);
+    // dx_t = dgates_t W_a over the slab's (T, B_slab) rows, then back to batch-major
+    gemm('N', 'N', int64_t(T) * Bs, k, Gp, dgates + int64_t(T) * n0 * Gp, Gp, W, k, 0.0f, scratch.data(), k);
+    swap_major(scratch.data(), T, Bs, k, dx + int64_t(n0) * T * k);
+  });
 }
 
 }  // namespace rnnlab

@@ -3,10 +3,12 @@
 // over the gates. Runs Elman (tanh, ReLU, sigmoid), the GRU with reset_after and the LSTM, masked or not;
 // the GRU without reset_after stays on oneDNN (plan.h).
 //
-// Callers see batch-major arrays, x (B, T, k) and y (B, T, p). Inside, rows are time-major (step t of
-// sequence n is row t·B + n), so that a step's B rows are one contiguous matrix: x is copied in and dx out
-// once. A Kernel holds only its shape: inputs, outputs and the workspace are XLA's buffers, temporaries
-// come from a pool.
+// Threads: the batch is split into slabs of sequences, one per thread of the kernel's own team, and each
+// thread runs its slab through all T steps alone (sequences are independent); the slabs' weight gradients
+// are added at the end. Callers see batch-major arrays, x (B, T, k) and y (B, T, p); inside a slab, rows
+// are time-major (step t of sequence n is row t·B + n), so that a step's rows are one contiguous matrix.
+// A Kernel holds only its shape: inputs, outputs and the workspace are XLA's buffers, temporaries come
+// from a pool kept between calls.
 //
 // What the forward keeps for the backward (the workspace), as (T, B, ·) rows:
 //   every cell  a_t (p); f_a'(z) is read from it for Elman (tanh: 1 - a², sigmoid: a(1 - a), ReLU: a > 0)
@@ -32,25 +34,18 @@ class Kernel {
   // y, hT, cT from the inputs; `ws` non-null keeps what backward needs there.
   void forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) const;
   // Gradients from the cotangents dy (B, T, p), dhT, dcT (LSTM): every one in `g` but dx, and instead
-  // dgates (T, B, G·p), the gradients of the gates' pre-activations as W_a sees them, from which the caller
-  // gets dx = dgates W_a (a GEMM that it can leave out where x needs no gradient).
+  // dgates, the gradients of the gates' pre-activations as W_a sees them, from which `input_gradient`
+  // gives dx (a GEMM that XLA leaves out where x needs no gradient). dgates holds one (T, B_slab, G·p)
+  // block per slab of the batch.
   void backward(const Inputs& in, const float* y, const float* cT, const void* ws, const float* dy,
                 const float* dhT, const float* dcT, const Grads& g, float* dgates) const;
 
  private:
-  // Temporaries, from a pool kept between calls: a training forward's (x time-major, a step's U_a a_{t-1}),
-  // an inference forward's (those and the workspace), the backward's.
-  size_t train_scratch_bytes() const;
-  size_t infer_scratch_bytes() const;
-  size_t backward_scratch_bytes() const;
-  size_t gate_floats() const;  // the forward's per-row gate values, B·T·G·p (0 for Elman: they live in y)
-  size_t extra_floats() const;  // GRU: U_n a + c_n; LSTM: c_t; B·T·p each
-
   Shape s_;
-  int G_, threads_;
+  int G_;
 };
 
-// dx (B, T, k) = dgates (T, B, G·p) W_a (G·p, k): the input's gradient from the kernel's backward.
+// dx (B, T, k) = dgates W_a (G·p, k): the input's gradient from the kernel's backward (dgates as it gives).
 void input_gradient(const float* dgates, const float* W, int B, int T, int k, int Gp, float* dx);
 
 }  // namespace rnnlab
