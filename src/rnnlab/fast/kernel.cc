@@ -232,33 +232,28 @@ class Team {
   }
   int size() const { return size_; }
 
-  // job(i) for i in 0..n-1 (n <= size()): job(0) on the caller, the others on the team; returns when all
-  // are done, rethrowing the first error.
+  // job(i) for i in 0..n-1 (n <= size()), each taken by whichever thread asks first: the caller starts
+  // at once, the team's threads join as they wake, and a thread slow to get a core leaves its share to the
+  // others instead of holding them up. Returns when all are done, rethrowing the first error.
   void run(int n, const std::function<void(int)>& job) {
+    ThreadScope one(1);  // the GEMMs called from here stay on this thread
     if (n <= 1) {
-      ThreadScope one(1);
       job(0);
       return;
     }
     std::lock_guard<std::mutex> one_call_at_a_time(call_);
-    job_ = &job;
-    n_ = n;
-    pending_.store(n - 1, std::memory_order_relaxed);
+    job_.store(&job, std::memory_order_relaxed);
+    n_.store(n, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    next_.store(0, std::memory_order_release);
     generation_.fetch_add(1, std::memory_order_release);
     generation_.notify_all();
-    {
-      ThreadScope one(1);
-      try {
-        job(0);
-      } catch (...) {
-        errors_[0] = std::current_exception();
-      }
-    }
-    while (pending_.load(std::memory_order_acquire) > 0) std::this_thread::yield();
-    for (auto& e : errors_) {
-      if (e) {
-        std::exception_ptr first = e;
-        for (auto& f : errors_) f = nullptr;
+    take();
+    while (done_.load(std::memory_order_acquire) < n) std::this_thread::yield();
+    for (int i = 0; i < n; ++i) {
+      if (errors_[i]) {
+        std::exception_ptr first = errors_[i];
+        for (auto& e : errors_) e = nullptr;
         std::rethrow_exception(first);
       }
     }
@@ -269,38 +264,48 @@ class Team {
     size_ = std::max(1, int(std::thread::hardware_concurrency()));
     if (const char* env = std::getenv("RNNLAB_FAST_THREADS")) size_ = std::max(1, std::atoi(env));
     errors_.resize(size_);
-    for (int w = 1; w < size_; ++w) std::thread([this, w] { work(w); }).detach();
+    for (int w = 1; w < size_; ++w) std::thread([this] { work(); }).detach();
   }
 
-  void work(int w) {
-    ThreadScope one(1);  // the GEMMs called from here stay on this thread
-    uint32_t seen = generation_.load(std::memory_order_acquire);
+  void take() {  // runs jobs until none is left
     for (;;) {
-      // spin for a while (the backward often follows the forward within microseconds), then sleep
-      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
-      uint32_t now;
-      while ((now = generation_.load(std::memory_order_acquire)) == seen) {
-        if (std::chrono::steady_clock::now() > until) {
-          generation_.wait(seen, std::memory_order_acquire);
-        }
+      const int i = next_.fetch_add(1, std::memory_order_acq_rel);
+      if (i >= n_.load(std::memory_order_acquire)) return;
+      try {
+        (*job_.load(std::memory_order_acquire))(i);
+      } catch (...) {
+        errors_[i] = std::current_exception();
       }
-      seen = now;
-      if (w < n_) {
-        try {
-          (*job_)(w);
-        } catch (...) {
-          errors_[w] = std::current_exception();
-        }
-        pending_.fetch_sub(1, std::memory_order_release);
-      }
+      done_.fetch_add(1, std::memory_order_release);
     }
   }
 
+  void work() {
+    ThreadScope one(1);
+    uint32_t seen = generation_.load(std::memory_order_acquire);
+    for (;;) {
+      // Spin (a forward's backward often follows within microseconds), then poll giving the core to any
+      // other runnable thread (XLA's work between the calls), then sleep.
+      const auto start = std::chrono::steady_clock::now();
+      uint32_t now;
+      while ((now = generation_.load(std::memory_order_acquire)) == seen) {
+        const auto idle = std::chrono::steady_clock::now() - start;
+        if (idle > std::chrono::microseconds(kPollUs)) {
+          generation_.wait(seen, std::memory_order_acquire);
+        } else if (idle > std::chrono::microseconds(kSpinUs)) {
+          std::this_thread::yield();
+        }
+      }
+      seen = now;
+      take();
+    }
+  }
+
+  static constexpr int kSpinUs = 50, kPollUs = 500;
   int size_ = 1;
   std::mutex call_;
-  const std::function<void(int)>* job_ = nullptr;
-  int n_ = 0;
-  std::atomic<int> pending_{0};
+  std::atomic<const std::function<void(int)>*> job_{nullptr};
+  std::atomic<int> n_{0}, next_{0}, done_{0};
   std::atomic<uint32_t> generation_{0};
   std::vector<std::exception_ptr> errors_;
 };
