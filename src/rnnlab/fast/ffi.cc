@@ -125,87 +125,75 @@ ffi::Error InputGrad(F32 dgates, F32 W, Out dx) {
   return ffi::Error::Success();
 }
 
+// The layer's inputs, first in every whole-sequence call: x (B, T, k), h0 (B, p), c0 (B, p; LSTM only),
+// W_a (G·p, k), U_a (G·p, p), b_a (G·p,), c_n (p,; GRU reset_after only), lengths (B,; masked LSTM only).
+auto bind_layer_inputs() {
+  return ffi::Ffi::Bind()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<S32>();
+}
+
+// A backward's gradients after the input's: dh0, dc0, dW_a, dU_a, db_a, dc_n.
+template <class Binding>
+auto with_state_and_weight_grads(Binding b) {
+  return std::move(b).template Ret<F32>()
+      .template Ret<F32>()
+      .template Ret<F32>()
+      .template Ret<F32>()
+      .template Ret<F32>()
+      .template Ret<F32>();
+}
+
+// What the engine compiles for (engine.py's Config).
+template <class Binding>
+auto with_layer_attrs(Binding b) {
+  return std::move(b).template Attr<int32_t>("cell")
+      .template Attr<int32_t>("act")
+      .template Attr<int32_t>("reverse")
+      .template Attr<int32_t>("masked");
+}
+
 }  // namespace
 }  // namespace rnnlab
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabForward, rnnlab::Forward,
-                              ffi::Ffi::Bind()
-                                  .Arg<rnnlab::F32>()  // x (B, T, k)
-                                  .Arg<rnnlab::F32>()  // h0 (B, p)
-                                  .Arg<rnnlab::F32>()  // c0 (B, p), LSTM only
-                                  .Arg<rnnlab::F32>()  // W_a (G·p, k)
-                                  .Arg<rnnlab::F32>()  // U_a (G·p, p)
-                                  .Arg<rnnlab::F32>()  // b_a (G·p,)
-                                  .Arg<rnnlab::F32>()  // c_n (p,), GRU reset_after only
-                                  .Arg<rnnlab::S32>()  // lengths (B,), masked LSTM only
-                                  .Ret<rnnlab::F32>()  // y (B, T, p)
-                                  .Ret<rnnlab::F32>()  // hT (B, p)
-                                  .Ret<rnnlab::F32>()  // cT (B, p)
-                                  .Ret<ffi::Buffer<ffi::U8>>()  // workspace
-                                  .Ret<ffi::Buffer<ffi::U8>>()  // scratchpad
-                                  .Attr<int32_t>("cell")
-                                  .Attr<int32_t>("act")
-                                  .Attr<int32_t>("reverse")
-                                  .Attr<int32_t>("masked")
+                              rnnlab::with_layer_attrs(rnnlab::bind_layer_inputs()
+                                                           .Ret<rnnlab::F32>()  // y (B, T, p)
+                                                           .Ret<rnnlab::F32>()  // hT (B, p)
+                                                           .Ret<rnnlab::F32>()  // cT (B, p)
+                                                           .Ret<ffi::Buffer<ffi::U8>>()   // workspace
+                                                           .Ret<ffi::Buffer<ffi::U8>>())  // scratchpad
                                   .Attr<int32_t>("train"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabBackward, rnnlab::Backward,
-                              ffi::Ffi::Bind()
-                                  .Arg<rnnlab::F32>()  // x
-                                  .Arg<rnnlab::F32>()  // h0
-                                  .Arg<rnnlab::F32>()  // c0
-                                  .Arg<rnnlab::F32>()  // W_a
-                                  .Arg<rnnlab::F32>()  // U_a
-                                  .Arg<rnnlab::F32>()  // b_a
-                                  .Arg<rnnlab::F32>()  // c_n
-                                  .Arg<rnnlab::S32>()  // lengths
-                                  .Arg<rnnlab::F32>()  // y
-                                  .Arg<rnnlab::F32>()  // hT
-                                  .Arg<rnnlab::F32>()  // cT
-                                  .Arg<ffi::Buffer<ffi::U8>>()  // workspace
-                                  .Arg<rnnlab::F32>()  // dy
-                                  .Arg<rnnlab::F32>()  // dhT
-                                  .Arg<rnnlab::F32>()  // dcT
-                                  .Ret<rnnlab::F32>()  // dx
-                                  .Ret<rnnlab::F32>()  // dh0
-                                  .Ret<rnnlab::F32>()  // dc0
-                                  .Ret<rnnlab::F32>()  // dW_a
-                                  .Ret<rnnlab::F32>()  // dU_a
-                                  .Ret<rnnlab::F32>()  // db_a
-                                  .Ret<rnnlab::F32>()  // dc_n
-                                  .Ret<ffi::Buffer<ffi::U8>>()  // scratchpad
-                                  .Attr<int32_t>("cell")
-                                  .Attr<int32_t>("act")
-                                  .Attr<int32_t>("reverse")
-                                  .Attr<int32_t>("masked"));
+                              rnnlab::with_layer_attrs(
+                                  rnnlab::with_state_and_weight_grads(rnnlab::bind_layer_inputs()
+                                                                          .Arg<rnnlab::F32>()  // y
+                                                                          .Arg<rnnlab::F32>()  // hT
+                                                                          .Arg<rnnlab::F32>()  // cT
+                                                                          .Arg<ffi::Buffer<ffi::U8>>()  // workspace
+                                                                          .Arg<rnnlab::F32>()  // dy
+                                                                          .Arg<rnnlab::F32>()  // dhT
+                                                                          .Arg<rnnlab::F32>()  // dcT
+                                                                          .Ret<rnnlab::F32>())  // dx
+                                      .Ret<ffi::Buffer<ffi::U8>>()));  // scratchpad
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabKernelBackward, rnnlab::KernelBackward,
-                              ffi::Ffi::Bind()
-                                  .Arg<rnnlab::F32>()  // x
-                                  .Arg<rnnlab::F32>()  // h0
-                                  .Arg<rnnlab::F32>()  // c0
-                                  .Arg<rnnlab::F32>()  // W_a
-                                  .Arg<rnnlab::F32>()  // U_a
-                                  .Arg<rnnlab::F32>()  // b_a
-                                  .Arg<rnnlab::F32>()  // c_n
-                                  .Arg<rnnlab::S32>()  // lengths
-                                  .Arg<rnnlab::F32>()  // y
-                                  .Arg<rnnlab::F32>()  // cT
-                                  .Arg<ffi::Buffer<ffi::U8>>()  // workspace
-                                  .Arg<rnnlab::F32>()  // dy
-                                  .Arg<rnnlab::F32>()  // dhT
-                                  .Arg<rnnlab::F32>()  // dcT
-                                  .Ret<rnnlab::F32>()  // dgates (T, B, G·p)
-                                  .Ret<rnnlab::F32>()  // dh0
-                                  .Ret<rnnlab::F32>()  // dc0
-                                  .Ret<rnnlab::F32>()  // dW_a
-                                  .Ret<rnnlab::F32>()  // dU_a
-                                  .Ret<rnnlab::F32>()  // db_a
-                                  .Ret<rnnlab::F32>()  // dc_n
-                                  .Attr<int32_t>("cell")
-                                  .Attr<int32_t>("act")
-                                  .Attr<int32_t>("reverse")
-                                  .Attr<int32_t>("masked"));
+                              rnnlab::with_layer_attrs(
+                                  rnnlab::with_state_and_weight_grads(rnnlab::bind_layer_inputs()
+                                                                          .Arg<rnnlab::F32>()  // y
+                                                                          .Arg<rnnlab::F32>()  // cT
+                                                                          .Arg<ffi::Buffer<ffi::U8>>()  // workspace
+                                                                          .Arg<rnnlab::F32>()  // dy
+                                                                          .Arg<rnnlab::F32>()  // dhT
+                                                                          .Arg<rnnlab::F32>()  // dcT
+                                                                          .Ret<rnnlab::F32>())));  // dgates
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabInputGrad, rnnlab::InputGrad,
                               ffi::Ffi::Bind()
