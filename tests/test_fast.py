@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import equinox as eqx
 import jax
@@ -217,3 +219,28 @@ def test_stream_equals_the_scan_one_sequence_and_a_batch(kind):
         one.reset()
     with pytest.raises(ValueError, match=r"expected x_t of shape \(3,\) \(k=3 features\); got \(2, 3\)"):
         one(x[:, 0])
+
+
+def test_a_larger_team_than_cores_gives_the_same_results_for_batches_of_changing_size():
+    """RNNLAB_FAST_THREADS=4 (more threads than this machine may have): batches of 8, 40, 17 and 40 again
+    split into 1, 4, 2 and 4 slabs, one call after another; each equals the scan."""
+    script = """
+import jax, jax.numpy as jnp, numpy as np, rnnlab
+from rnnlab import fast
+from rnnlab.layers import Recurrent
+cell = rnnlab.LSTM(5, 6, key=jax.random.key(0))
+def loss(cell, x, use_fast):
+    s0 = Recurrent(cell).initial_state(batch=x.shape[0])
+    a, _ = fast.sequence(cell, x, None, s0) if use_fast else Recurrent(cell)(x)
+    return jnp.sum(a * jnp.cos(a))
+grad = jax.jit(jax.grad(loss), static_argnums=2)
+for _ in range(3):
+    for B in (8, 40, 17, 40):
+        x = jax.random.normal(jax.random.key(B), (B, 9, 5))
+        for g, w in zip(jax.tree.leaves(grad(cell, x, True)), jax.tree.leaves(grad(cell, x, False))):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-4)
+print("ok")
+"""
+    env = dict(os.environ, RNNLAB_FAST_THREADS="4", RNNLAB_FAST="0")  # the scan for Recurrent, the engine by hand
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]

@@ -39,7 +39,7 @@ bool on_kernel(const Shape& s) {
 // A forward without gradient (inference) of a large LSTM runs on oneDNN's inference primitive, which packs
 // U_a once for its brgemm kernels: at B=64, T=50, k=300, p=512 it takes 36 ms where the kernel takes 43.
 // Elsewhere the kernel is as fast or faster (measured with benchmarks/speed.py).
-bool infers_on_kernel(const Shape& s) { return on_kernel(s) && !(s.cell == kLstm && threads_for(s) > 1); }
+bool infers_on_kernel(const Shape& s) { return on_kernel(s) && !(s.cell == kLstm && large_steps(s)); }
 
 Inputs inputs_of(const Shape& s, const F32& x, const F32& h0, const F32& c0, const F32& W, const F32& U,
                  const F32& b, const F32& c_n, const S32& lengths) {

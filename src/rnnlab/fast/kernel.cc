@@ -168,7 +168,9 @@ class Scratch {
     {
       std::lock_guard<std::mutex> lock(mu());
       auto& free = pool();
-      auto fits = std::find_if(free.begin(), free.end(), [&](const Buffer& b) { return b.size >= floats; });
+      auto fits = free.end();  // the smallest free buffer that is large enough
+      for (auto it = free.begin(); it != free.end(); ++it)
+        if (it->size >= floats && (fits == free.end() || it->size < fits->size)) fits = it;
       if (fits != free.end()) {
         buf_ = std::move(*fits);
         free.erase(fits);
@@ -242,10 +244,12 @@ class Team {
       return;
     }
     std::lock_guard<std::mutex> one_call_at_a_time(call_);
+    const uint64_t run = ++runs_ & 0xffffff;
     job_.store(&job, std::memory_order_relaxed);
-    n_.store(n, std::memory_order_relaxed);
     done_.store(0, std::memory_order_relaxed);
-    next_.store(0, std::memory_order_release);
+    // the run's number, its n and the next job's index in one word: a thread still holding an index of an
+    // earlier run sees that run's n with it, never this one's
+    next_.store(run << 40 | uint64_t(n) << 32, std::memory_order_release);
     generation_.fetch_add(1, std::memory_order_release);
     generation_.notify_all();
     take();
@@ -263,16 +267,18 @@ class Team {
   Team() {
     size_ = std::max(1, int(std::thread::hardware_concurrency()));
     if (const char* env = std::getenv("RNNLAB_FAST_THREADS")) size_ = std::max(1, std::atoi(env));
+    size_ = std::min(size_, 255);  // n fits in 8 bits of next_
     errors_.resize(size_);
     for (int w = 1; w < size_; ++w) std::thread([this] { work(); }).detach();
   }
 
-  void take() {  // runs jobs until none is left
+  void take() {  // runs jobs of the current run until none is left
     for (;;) {
-      const int i = next_.fetch_add(1, std::memory_order_acq_rel);
-      if (i >= n_.load(std::memory_order_acquire)) return;
-      try {
-        (*job_.load(std::memory_order_acquire))(i);
+      const uint64_t word = next_.fetch_add(1, std::memory_order_acq_rel);
+      const uint32_t i = uint32_t(word), n = uint32_t(word >> 32) & 0xff;
+      if (i >= n) return;  // none left, or a run that has ended
+      try {  // an index below n holds its run open, so job_ is still that run's
+        (*job_.load(std::memory_order_acquire))(int(i));
       } catch (...) {
         errors_[i] = std::current_exception();
       }
@@ -304,8 +310,10 @@ class Team {
   static constexpr int kSpinUs = 50, kPollUs = 500;
   int size_ = 1;
   std::mutex call_;
+  uint64_t runs_ = 0;
   std::atomic<const std::function<void(int)>*> job_{nullptr};
-  std::atomic<int> n_{0}, next_{0}, done_{0};
+  std::atomic<uint64_t> next_{0};
+  std::atomic<int> done_{0};
   std::atomic<uint32_t> generation_{0};
   std::vector<std::exception_ptr> errors_;
 };

@@ -59,9 +59,12 @@ int threads_for(const Shape& s) {
     const int n = std::atoi(env);
     if (n > 0) return n;
   }
+  return large_steps(s) ? omp_get_max_threads() : 1;
+}
+
+bool large_steps(const Shape& s) {
   const int G = s.cell == kElman ? 1 : s.cell == kLstm ? 4 : 3;
-  const double macs_per_step = double(s.B) * G * s.p * (s.k + s.p);
-  return macs_per_step >= 8e6 ? omp_get_max_threads() : 1;
+  return double(s.B) * G * s.p * (s.k + s.p) >= 8e6;  // multiply-adds per step
 }
 
 void run_with_threads(int n, const std::function<void()>& job) {

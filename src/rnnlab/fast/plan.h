@@ -87,6 +87,9 @@ class Plan {
 // fork and join of every step, and loses much more when the cores are busy). RNNLAB_FAST_THREADS=n sets it.
 int threads_for(const Shape& s);
 
+// A step of B·G·p·(k+p) multiply-adds of 8 million or more (S3's, not S1's): the same answer on every thread.
+bool large_steps(const Shape& s);
+
 // Runs the enclosed code with n OpenMP threads in this thread, and puts the old number back.
 class ThreadScope {
  public:

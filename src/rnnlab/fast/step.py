@@ -58,6 +58,8 @@ class Stream:
         for x_t in xs:                     # x_t (k,)
             a_t = stream(x_t)              # (p,) NumPy
         stream.reset()                     # back to a_0; Stream(layer, batch=B) steps B sequences at once
+
+    One Stream belongs to one thread at a time (its buffers are its state); make one per thread.
     """
 
     def __init__(self, layer: eqx.Module, batch: int | None = None):
