@@ -12,7 +12,8 @@ not have (c0 for Elman and GRU, c_n without reset_after) are passed as (1,) plac
 Two engines sit behind the calls: the hand-written kernel (`kernel.cc`: Elman, the GRU with reset_after,
 the LSTM) and oneDNN's RNN primitives (`plan.cc`: the GRU without reset_after, or every cell with
 RNNLAB_FAST_ENGINE=onednn). The kernel's backward returns the gate gradients as W_a sees them, dgates
-(T, B, G·p), and dx = dgates W_a is a second call, which XLA drops where x needs no gradient.
+(T·B·G·p floats, laid out by the kernel's slabs of sequences), and dx = dgates W_a is a second call into
+the kernel, which XLA drops where x needs no gradient.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def _fused_bwd(cfg: Config, res, cotangents):
     *_, scratch, on_kernel = sizes(cfg, B, T, k, p)
     like = [jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in (x, h0, c0, W, U, b, c_n)]
     if on_kernel:
-        like[0] = jax.ShapeDtypeStruct((T, B, W.shape[0]), jnp.float32)  # dgates
+        like[0] = jax.ShapeDtypeStruct((T, B, W.shape[0]), jnp.float32)  # dgates: only the kernel reads it
         call = jax.ffi.ffi_call("rnnlab_kernel_backward", like, vmap_method="sequential")
         dgates, dh0, dc0, dW, dU, db, dc_n = call(*args, y, cT, workspace, dy, dhT, dcT, **_attrs(cfg))
         # dx_t = dgates_t W_a, a call of its own: XLA drops it where x needs no gradient

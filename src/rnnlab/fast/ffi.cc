@@ -95,7 +95,7 @@ ffi::Error Backward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 len
   return ffi::Error::Success();
 }
 
-// The kernel's backward: as Backward, but dgates (T, B, G·p) in place of dx (see kernel.h).
+// The kernel's backward: as Backward, but dgates (T·B·G·p floats, see kernel.h) in place of dx.
 ffi::Error KernelBackward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, F32 y, F32 cT,
                           ffi::Buffer<ffi::U8> ws, F32 dy, F32 dhT, F32 dcT, Out dgates, Out dh0, Out dc0, Out dW,
                           Out dU, Out db, Out dc_n, int32_t cell, int32_t act, int32_t reverse, int32_t masked) {
@@ -197,7 +197,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabKernelBackward, rnnlab::KernelBackward,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabInputGrad, rnnlab::InputGrad,
                               ffi::Ffi::Bind()
-                                  .Arg<rnnlab::F32>()   // dgates (T, B, G·p)
+                                  .Arg<rnnlab::F32>()   // dgates (by slab, see kernel.h)
                                   .Arg<rnnlab::F32>()   // W_a (G·p, k)
                                   .Ret<rnnlab::F32>());  // dx (B, T, k)
 
