@@ -134,6 +134,17 @@ def test_fused_equals_scan_when_the_batch_is_split_between_threads(kind):
         compare(layer, x, jax.random.randint(kl, (19,), 1, 8))
 
 
+@pytest.mark.parametrize(("kind", "p"), [("elman-tanh", 720), ("gru", 416), ("lstm", 360)])
+def test_fused_equals_scan_where_each_step_is_split_between_threads(kind, p):
+    """Steps of B·G·p·(k+p) >= 8e6 multiply-adds and G·p² >= 5e5: one slab, each step's GEMM split by
+    columns and its gate pass by sequences over the threads."""
+    k = 100
+    key, kx = jax.random.split(jax.random.key(5))
+    layer = Recurrent(make(kind, k, p, key), reverse=kind == "gru")
+    x = jax.random.normal(kx, (17, 3, k)) * 0.05
+    compare(layer, x, jnp.array([3, 1, 2] * 5 + [3, 3]))
+
+
 @pytest.mark.parametrize("kind", ["elman-tanh", "gru", "lstm"])
 def test_fused_equals_scan_in_a_bidirectional_stack_with_lengths_and_a_0(kind):
     rnn = rnnlab.RNN(kind.split("-")[0], features=5, units=4, layers=2, bidirectional=True,

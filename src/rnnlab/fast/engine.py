@@ -141,7 +141,7 @@ def _fused_bwd(cfg: Config, res, cotangents):
         dgates, dh0, dc0, dW, dU, db, dc_n = call(*args, y, cT, workspace, dy, dhT, dcT, **_attrs(cfg))
         # dx_t = dgates_t W_a, a call of its own: XLA drops it where x needs no gradient
         dx = jax.ffi.ffi_call("rnnlab_input_grad", jax.ShapeDtypeStruct(x.shape, jnp.float32),
-                              vmap_method="sequential")(dgates, W)
+                              vmap_method="sequential")(dgates, W, cell=np.int32(cfg.cell))
     else:
         call = jax.ffi.ffi_call("rnnlab_backward", [*like, jax.ShapeDtypeStruct((max(scratch, 1),), jnp.uint8)],
                                 vmap_method="sequential")

@@ -36,11 +36,6 @@ bool on_kernel(const Shape& s) {
   return !onednn_only && kernel_applies(s);
 }
 
-// A forward without gradient (inference) of a large LSTM runs on oneDNN's inference primitive, which packs
-// U_a once for its brgemm kernels: at B=64, T=50, k=300, p=512 it takes 36 ms where the kernel takes 43.
-// Elsewhere the kernel is as fast or faster (measured with benchmarks/speed.py).
-bool infers_on_kernel(const Shape& s) { return on_kernel(s) && !(s.cell == kLstm && large_steps(s)); }
-
 Inputs inputs_of(const Shape& s, const F32& x, const F32& h0, const F32& c0, const F32& W, const F32& U,
                  const F32& b, const F32& c_n, const S32& lengths) {
   return Inputs{x.typed_data(),
@@ -61,7 +56,7 @@ ffi::Error Forward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 leng
     const Inputs in = inputs_of(s, x, h0, c0, W, U, b, c_n, lengths);
     float* c_out = cell == kLstm ? cT->typed_data() : nullptr;
     void* keep = train ? ws->untyped_data() : nullptr;
-    if (train ? on_kernel(s) : infers_on_kernel(s)) {  // on the kernel's own threads
+    if (on_kernel(s)) {  // on the kernel's own threads
       Kernel(s).forward(in, y->typed_data(), hT->typed_data(), c_out, keep);
     } else {
       run_with_threads(threads_for(s), [&] {
@@ -114,10 +109,10 @@ ffi::Error KernelBackward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S
   return ffi::Error::Success();
 }
 
-ffi::Error InputGrad(F32 dgates, F32 W, Out dx) {
+ffi::Error InputGrad(F32 dgates, F32 W, Out dx, int32_t cell) {
   try {
     const auto gd = dgates.dimensions();
-    input_gradient(dgates.typed_data(), W.typed_data(), int(gd[1]), int(gd[0]), int(W.dimensions()[1]), int(gd[2]),
+    input_gradient(cell, dgates.typed_data(), W.typed_data(), int(gd[1]), int(gd[0]), int(W.dimensions()[1]), int(gd[2]),
                    dx->typed_data());
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("rnnlab input gradient: ") + e.what());
@@ -199,7 +194,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabInputGrad, rnnlab::InputGrad,
                               ffi::Ffi::Bind()
                                   .Arg<rnnlab::F32>()   // dgates (by slab, see kernel.h)
                                   .Arg<rnnlab::F32>()   // W_a (G·p, k)
-                                  .Ret<rnnlab::F32>());  // dx (B, T, k)
+                                  .Ret<rnnlab::F32>()   // dx (B, T, k)
+                                  .Attr<int32_t>("cell"));
 
 // sizes[0..3] = workspace, training scratchpad, inference scratchpad, backward scratchpad (bytes);
 // sizes[4] = 1 where the hand-written kernel runs the shape (its backward is RnnlabKernelBackward), else 0.
@@ -211,7 +207,6 @@ extern "C" int rnnlab_sizes(int cell, int act, int reverse, int masked, int B, i
     if (rnnlab::on_kernel(s)) {  // its temporaries come from its own pool
       sizes[0] = int64_t(rnnlab::Kernel(s).workspace_bytes());
       sizes[1] = sizes[2] = sizes[3] = 0;
-      if (!rnnlab::infers_on_kernel(s)) sizes[2] = int64_t(rnnlab::plan_for(s).infer_scratch_bytes());
       sizes[4] = 1;
     } else {
       const rnnlab::Plan& plan = rnnlab::plan_for(s);

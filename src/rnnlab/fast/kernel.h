@@ -5,7 +5,8 @@
 //
 // Threads: the batch is split into slabs of sequences, one per thread of the kernel's own team, and each
 // thread runs its slab through all T steps alone (sequences are independent); the slabs' weight gradients
-// are added at the end. Callers see batch-major arrays, x (B, T, k) and y (B, T, p); inside a slab, rows
+// are added at the end. Where a step is large, one slab holds the whole batch and each step's GEMM and
+// gate pass are split over the threads instead. Callers see batch-major arrays, x (B, T, k) and y (B, T, p); inside a slab, rows
 // are time-major (step t of sequence n is row t·B + n), so that a step's rows are one contiguous matrix.
 // A Kernel holds only its shape: inputs, outputs and the workspace are XLA's buffers, temporaries come
 // from a pool kept between calls.
@@ -46,6 +47,6 @@ class Kernel {
 };
 
 // dx (B, T, k) = dgates W_a (G·p, k): the input's gradient from the kernel's backward (dgates as it gives).
-void input_gradient(const float* dgates, const float* W, int B, int T, int k, int Gp, float* dx);
+void input_gradient(int cell, const float* dgates, const float* W, int B, int T, int k, int Gp, float* dx);
 
 }  // namespace rnnlab
