@@ -1,22 +1,20 @@
 #include "kernel.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <exception>
-#include <functional>
-#include <thread>
-#include <utility>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "oneapi/dnnl/dnnl.h"
@@ -522,23 +520,18 @@ Kernel::Kernel(const Shape& s) : s_(s), G_(s.cell == kElman ? 1 : s.cell == kLst
   if (!kernel_applies(s)) throw std::invalid_argument("the hand-written kernel does not run this cell");
 }
 
-size_t Kernel::workspace_bytes() const {
-  size_t n = 0;
-  for (auto [n0, n1] : slabs(s_)) n += Slab(slab_shape(s_, n0, n1)).workspace_bytes();
-  return n;
-}
+// The workspace is linear in B: the whole batch's is the slabs' one after another, and slab [n0, n1)'s
+// starts where the first n0 sequences' ends.
+size_t Kernel::workspace_bytes() const { return Slab(s_).workspace_bytes(); }
 
 void Kernel::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) const {
   const auto parts = slabs(s_);
   const int64_t T = s_.T, p = s_.p;
-  std::vector<size_t> ws_at(parts.size(), 0);  // each slab's block of the workspace
-  for (size_t i = 1; i < parts.size(); ++i)
-    ws_at[i] = ws_at[i - 1] + Slab(slab_shape(s_, parts[i - 1].first, parts[i - 1].second)).workspace_bytes();
   Team::get().run(int(parts.size()), [&](int i) {
     const auto [n0, n1] = parts[i];
     Slab(slab_shape(s_, n0, n1))
         .forward(from_row(in, s_, n0), y + n0 * T * p, hT + n0 * p, cT ? cT + n0 * p : nullptr,
-                 ws ? static_cast<char*>(ws) + ws_at[i] : nullptr);
+                 ws ? static_cast<char*>(ws) + Slab(slab_shape(s_, 0, n0)).workspace_bytes() : nullptr);
   });
 }
 
@@ -547,9 +540,6 @@ void Kernel::backward(const Inputs& in, const float* y, const float* cT, const v
   const auto parts = slabs(s_);
   const int P = int(parts.size());
   const int64_t T = s_.T, p = s_.p, Gp = int64_t(G_) * p;
-  std::vector<size_t> ws_at(P, 0);
-  for (int i = 1; i < P; ++i)
-    ws_at[i] = ws_at[i - 1] + Slab(slab_shape(s_, parts[i - 1].first, parts[i - 1].second)).workspace_bytes();
   // The first slab writes the weight gradients, the others their own sums, added at the end.
   const size_t sizes[4] = {size_t(Gp * s_.k), size_t(Gp * p), size_t(Gp), g.dc_n ? size_t(p) : 0};
   const size_t each = sizes[0] + sizes[1] + sizes[2] + sizes[3];
@@ -568,7 +558,8 @@ void Kernel::backward(const Inputs& in, const float* y, const float* cT, const v
     const auto [n0, n1] = parts[i];
     Slab(slab_shape(s_, n0, n1))
         .backward(from_row(in, s_, n0), y + n0 * T * p, cT ? cT + n0 * p : nullptr,
-                  static_cast<const char*>(ws) + ws_at[i], dy + n0 * T * p, dhT + n0 * p,
+                  static_cast<const char*>(ws) + Slab(slab_shape(s_, 0, n0)).workspace_bytes(), dy + n0 * T * p,
+                  dhT + n0 * p,
                   dcT ? dcT + n0 * p : nullptr, grads_of(i), dgates + T * n0 * Gp);
   });
   if (P == 1) return;
