@@ -60,6 +60,8 @@ def _load() -> ctypes.CDLL:
     lib.rnnlab_sizes.restype = ctypes.c_int
     handlers = (("rnnlab_forward", lib.RnnlabForward), ("rnnlab_backward", lib.RnnlabBackward),
                 ("rnnlab_kernel_backward", lib.RnnlabKernelBackward), ("rnnlab_input_grad", lib.RnnlabInputGrad),
+                ("rnnlab_pieces_forward", lib.RnnlabPiecesForward),
+                ("rnnlab_pieces_backward", lib.RnnlabPiecesBackward), ("rnnlab_forward_y", lib.RnnlabForwardY),
                 ("rnnlab_step", lib.RnnlabStep))
     for name, handler in handlers:
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(handler), platform="cpu")
@@ -121,10 +123,19 @@ def _fused(cfg: Config, x, h0, c0, W, U, b, c_n, lengths):
     return y, hT, cT
 
 
+def on_kernel(cfg: Config, B: int, T: int, k: int, p: int) -> bool:
+    """True where the hand-written kernel runs this shape (else oneDNN)."""
+    return bool(sizes(cfg, B, T, k, p)[4])
+
+
 def _fused_fwd(cfg: Config, x, h0, c0, W, U, b, c_n, lengths):
     args = (x, h0, c0, W, U, b, c_n, lengths)
     y, hT, cT, workspace = _forward(cfg, True, *args)
-    return (y, hT, cT), (args, y, hT, cT, workspace)
+    if on_kernel(cfg, *x.shape, h0.shape[-1]):  # the kernel's backward reads neither y nor cT, so y can be
+        y_res, cT_res = None, None              # freed (or overwritten by dy) once the loss has read it
+    else:
+        y_res, cT_res = y, cT
+    return (y, hT, cT), (args, y_res, hT, cT_res, workspace)
 
 
 def _fused_bwd(cfg: Config, res, cotangents):
@@ -133,12 +144,12 @@ def _fused_bwd(cfg: Config, res, cotangents):
     x, h0, c0, W, U, b, c_n, _ = args
     B, T, k = x.shape
     p = h0.shape[-1]
-    *_, scratch, on_kernel = sizes(cfg, B, T, k, p)
+    *_, scratch, kernel = sizes(cfg, B, T, k, p)
     like = [jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in (x, h0, c0, W, U, b, c_n)]
-    if on_kernel:
+    if kernel:
         like[0] = jax.ShapeDtypeStruct((T, B, W.shape[0]), jnp.float32)  # dgates: only the kernel reads it
         call = jax.ffi.ffi_call("rnnlab_kernel_backward", like, vmap_method="sequential")
-        dgates, dh0, dc0, dW, dU, db, dc_n = call(*args, y, cT, workspace, dy, dhT, dcT, **_attrs(cfg))
+        dgates, dh0, dc0, dW, dU, db, dc_n = call(*args, workspace, dy, dhT, dcT, **_attrs(cfg))
         # dx_t = dgates_t W_a, a call of its own: XLA drops it where x needs no gradient
         dx = jax.ffi.ffi_call("rnnlab_input_grad", jax.ShapeDtypeStruct(x.shape, jnp.float32),
                               vmap_method="sequential")(dgates, W, cell=np.int32(cfg.cell))
@@ -146,11 +157,7 @@ def _fused_bwd(cfg: Config, res, cotangents):
         call = jax.ffi.ffi_call("rnnlab_backward", [*like, jax.ShapeDtypeStruct((max(scratch, 1),), jnp.uint8)],
                                 vmap_method="sequential")
         dx, dh0, dc0, dW, dU, db, dc_n, _ = call(*args, y, hT, cT, workspace, dy, dhT, dcT, **_attrs(cfg))
-    if cfg.cell != LSTM:
-        dc0 = jnp.zeros_like(c0)
-    if cfg.cell != GRU_RESET_AFTER:
-        dc_n = jnp.zeros_like(c_n)
-    return dx, dh0, dc0, dW, dU, db, dc_n, None
+    return (*_zero_unused(cfg, (dx, dh0, dc0, dW, dU, db, dc_n)), None)
 
 
 _fused.defvjp(_fused_fwd, _fused_bwd)
@@ -169,6 +176,87 @@ def fused(
 ) -> tuple[Float[Array, "B T p"], Float[Array, "B p"], Float[Array, "..."]]:
     """One layer over a batch on the engine: (y (B, T, p), hT (B, p), cT), differentiable. See the module."""
     return _fused(cfg, x, h0, c0, W_a, U_a, b_a, c_n, lengths.astype(jnp.int32))
+
+
+def _zero_unused(cfg: Config, grads: tuple) -> tuple:
+    """The gradients of c0 (not an LSTM) and c_n (not a GRU with reset_after) as zeros: placeholders."""
+    dx, dh0, dc0, dW, dU, db, dc_n = grads
+    if cfg.cell != LSTM:
+        dc0 = jnp.zeros_like(dc0)
+    if cfg.cell != GRU_RESET_AFTER:
+        dc_n = jnp.zeros_like(dc_n)
+    return dx, dh0, dc0, dW, dU, db, dc_n
+
+
+def _pieces_forward(cfg: Config, chunk: int, x, h0, c0, W, U, b, c_n, lengths):
+    B, T, _ = x.shape
+    n = -(-T // chunk)
+    f32 = jnp.float32
+    out = (jax.ShapeDtypeStruct((B, T, h0.shape[-1]), f32), jax.ShapeDtypeStruct(h0.shape, f32),
+           jax.ShapeDtypeStruct(c0.shape, f32), jax.ShapeDtypeStruct((n, *h0.shape), f32),
+           jax.ShapeDtypeStruct((n, *h0.shape) if cfg.cell == LSTM else (1,), f32))
+    call = jax.ffi.ffi_call("rnnlab_pieces_forward", out, vmap_method="sequential")
+    return call(x, h0, c0, W, U, b, c_n, lengths, **_attrs(cfg), chunk=np.int32(chunk))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _fused_pieces(cfg: Config, chunk: int, x, h0, c0, W, U, b, c_n, lengths):
+    y, hT, cT, _ = _forward(cfg, False, x, h0, c0, W, U, b, c_n, lengths)  # no gradient: one whole call
+    return y, hT, cT
+
+
+def _starts_from_y(cfg: Config, chunk: int, y, h0):
+    """Elman and GRU: the state at the start of each piece, in the order the pieces run, read from y (their
+    state is their output): a_{t0-1} before the piece starting at t0, or where reversed, the a_t after it."""
+    T = y.shape[1]
+    n = -(-T // chunk)
+    at = [(n - i) * chunk for i in range(1, n)] if cfg.reverse else [i * chunk - 1 for i in range(1, n)]
+    return jnp.concatenate([h0[None], jnp.swapaxes(y[:, jnp.array(at, jnp.int32)], 0, 1)])
+
+
+def _fused_pieces_fwd(cfg: Config, chunk: int, x, h0, c0, W, U, b, c_n, lengths):
+    args = (x, h0, c0, W, U, b, c_n, lengths)
+    if cfg.cell == LSTM:  # c_t is not in y: the kernel keeps it at every piece's start
+        y, hT, cT, starts, cstarts = _pieces_forward(cfg, chunk, *args)
+        return (y, hT, cT), (args, starts, cstarts)
+    # y as a call's only result, so that XLA can put dy in its buffer; the rest is read from y
+    y = jax.ffi.ffi_call("rnnlab_forward_y", jax.ShapeDtypeStruct((*x.shape[:2], h0.shape[-1]), jnp.float32),
+                         vmap_method="sequential")(*args, **_attrs(cfg))
+    hT = y[:, 0] if cfg.reverse else y[:, -1]
+    return (y, hT, c0), (args, _starts_from_y(cfg, chunk, y, h0), jnp.zeros((1,), jnp.float32))
+
+
+def _fused_pieces_bwd(cfg: Config, chunk: int, res, cotangents):
+    args, starts, cstarts = res
+    like = [jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in args[:7]]
+    call = jax.ffi.ffi_call("rnnlab_pieces_backward", like, vmap_method="sequential")
+    grads = call(*args, starts, cstarts, *cotangents, **_attrs(cfg), chunk=np.int32(chunk))
+    return (*_zero_unused(cfg, tuple(grads)), None)
+
+
+_fused_pieces.defvjp(_fused_pieces_fwd, _fused_pieces_bwd)
+
+
+def fused_pieces(
+    cfg: Config,
+    chunk: int,
+    x: Float[Array, "B T k"],
+    h0: Float[Array, "B p"],
+    c0: Float[Array, "..."],
+    W_a: Float[Array, "Gp k"],
+    U_a: Float[Array, "Gp p"],
+    b_a: Float[Array, " Gp"],
+    c_n: Float[Array, " _"],
+    lengths: Int[Array, " B"],
+) -> tuple[Float[Array, "B T p"], Float[Array, "B p"], Float[Array, "..."]]:
+    """`fused` with rematerialisation in pieces of `chunk` steps, inside the kernel (where `on_kernel`).
+
+    The forward keeps the state at the start of every piece, (T/chunk, B, p), not the gates; the backward
+    runs the pieces last to first, each forward again from its start and then backward, so that it holds
+    one piece's workspace. It reads neither y nor anything of T·p floats but x and dy: y can be freed, or
+    its buffer reused for dy, as soon as the loss has read it. dx is always computed (B·T·k floats).
+    """
+    return _fused_pieces(cfg, chunk, x, h0, c0, W_a, U_a, b_a, c_n, lengths.astype(jnp.int32))
 
 
 @functools.cache

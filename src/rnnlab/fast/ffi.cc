@@ -5,6 +5,7 @@
 #include <cstring>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include "kernel.h"
 #include "plan.h"
@@ -91,7 +92,7 @@ ffi::Error Backward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 len
 }
 
 // The kernel's backward: as Backward, but dgates (T·B·G·p floats, see kernel.h) in place of dx.
-ffi::Error KernelBackward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, F32 y, F32 cT,
+ffi::Error KernelBackward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths,
                           ffi::Buffer<ffi::U8> ws, F32 dy, F32 dhT, F32 dcT, Out dgates, Out dh0, Out dc0, Out dW,
                           Out dU, Out db, Out dc_n, int32_t cell, int32_t act, int32_t reverse, int32_t masked) {
   try {
@@ -100,9 +101,8 @@ ffi::Error KernelBackward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S
     Grads g{nullptr, dh0->typed_data(), lstm ? dc0->typed_data() : nullptr,
             dW->typed_data(), dU->typed_data(), db->typed_data(),
             cell == kGruResetAfter ? dc_n->typed_data() : nullptr};
-    Kernel(s).backward(inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), y.typed_data(),
-                       lstm ? cT.typed_data() : nullptr, ws.untyped_data(), dy.typed_data(), dhT.typed_data(),
-                       lstm ? dcT.typed_data() : nullptr, g, dgates->typed_data());
+    Kernel(s).backward(inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), ws.untyped_data(), dy.typed_data(),
+                       dhT.typed_data(), lstm ? dcT.typed_data() : nullptr, g, dgates->typed_data());
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("rnnlab kernel backward: ") + e.what());
   }
@@ -111,11 +111,62 @@ ffi::Error KernelBackward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S
 
 ffi::Error InputGrad(F32 dgates, F32 W, Out dx, int32_t cell) {
   try {
-    const auto gd = dgates.dimensions();
-    input_gradient(cell, dgates.typed_data(), W.typed_data(), int(gd[1]), int(gd[0]), int(W.dimensions()[1]), int(gd[2]),
+    const auto gd = dgates.dimensions();  // (T, B, G·p)
+    const int k = int(W.dimensions()[1]), Gp = int(gd[2]);
+    const int p = Gp / (cell == kElman ? 1 : cell == kLstm ? 4 : 3);
+    input_gradient(Shape{cell, 0, 0, 0, int(gd[1]), int(gd[0]), k, p}, dgates.typed_data(), W.typed_data(),
                    dx->typed_data());
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("rnnlab input gradient: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+// A long sequence in pieces of `chunk` steps (kernel.h): the forward, which keeps the state at the start
+// of every piece, and the backward, which runs each piece forward again and back.
+ffi::Error PiecesForward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, Out y, Out hT, Out cT,
+                         Out starts, Out cstarts, int32_t cell, int32_t act, int32_t reverse, int32_t masked,
+                         int32_t chunk) {
+  try {
+    const Shape s = shape_of(x, U, cell, act, reverse, masked);
+    const bool lstm = cell == kLstm;
+    forward_pieces(s, chunk, inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), y->typed_data(), hT->typed_data(),
+                   lstm ? cT->typed_data() : nullptr, starts->typed_data(), lstm ? cstarts->typed_data() : nullptr);
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string("rnnlab forward in pieces: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error PiecesBackward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, F32 starts,
+                          F32 cstarts, F32 dy, F32 dhT, F32 dcT, Out dx, Out dh0, Out dc0, Out dW, Out dU, Out db,
+                          Out dc_n, int32_t cell, int32_t act, int32_t reverse, int32_t masked, int32_t chunk) {
+  try {
+    const Shape s = shape_of(x, U, cell, act, reverse, masked);
+    const bool lstm = cell == kLstm;
+    Grads g{dx->typed_data(), dh0->typed_data(), lstm ? dc0->typed_data() : nullptr,
+            dW->typed_data(), dU->typed_data(), db->typed_data(),
+            cell == kGruResetAfter ? dc_n->typed_data() : nullptr};
+    backward_pieces(s, chunk, inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), starts.typed_data(),
+                    lstm ? cstarts.typed_data() : nullptr, dy.typed_data(), dhT.typed_data(),
+                    lstm ? dcT.typed_data() : nullptr, g);
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string("rnnlab backward in pieces: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+// The kernel's forward without gradient with y as its only result: XLA can reuse the buffer of a call's
+// only result for an elementwise function of it (the loss's dy, in place), not that of one of several.
+ffi::Error ForwardY(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, Out y, int32_t cell,
+                    int32_t act, int32_t reverse, int32_t masked) {
+  try {
+    const Shape s = shape_of(x, U, cell, act, reverse, masked);
+    std::vector<float> hT(size_t(s.B) * s.p), cT(cell == kLstm ? hT.size() : 0);
+    Kernel(s).forward(inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), y->typed_data(), hT.data(),
+                      cell == kLstm ? cT.data() : nullptr, nullptr);
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string("rnnlab forward: ") + e.what());
   }
   return ffi::Error::Success();
 }
@@ -182,13 +233,34 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabBackward, rnnlab::Backward,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabKernelBackward, rnnlab::KernelBackward,
                               rnnlab::with_layer_attrs(
                                   rnnlab::with_state_and_weight_grads(rnnlab::bind_layer_inputs()
-                                                                          .Arg<rnnlab::F32>()  // y
-                                                                          .Arg<rnnlab::F32>()  // cT
                                                                           .Arg<ffi::Buffer<ffi::U8>>()  // workspace
                                                                           .Arg<rnnlab::F32>()  // dy
                                                                           .Arg<rnnlab::F32>()  // dhT
                                                                           .Arg<rnnlab::F32>()  // dcT
                                                                           .Ret<rnnlab::F32>())));  // dgates
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabPiecesForward, rnnlab::PiecesForward,
+                              rnnlab::with_layer_attrs(rnnlab::bind_layer_inputs()
+                                                           .Ret<rnnlab::F32>()   // y (B, T, p)
+                                                           .Ret<rnnlab::F32>()   // hT (B, p)
+                                                           .Ret<rnnlab::F32>()   // cT (B, p)
+                                                           .Ret<rnnlab::F32>()   // starts (n, B, p)
+                                                           .Ret<rnnlab::F32>())  // cstarts (n, B, p)
+                                  .Attr<int32_t>("chunk"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabPiecesBackward, rnnlab::PiecesBackward,
+                              rnnlab::with_layer_attrs(
+                                  rnnlab::with_state_and_weight_grads(rnnlab::bind_layer_inputs()
+                                                                          .Arg<rnnlab::F32>()  // starts
+                                                                          .Arg<rnnlab::F32>()  // cstarts
+                                                                          .Arg<rnnlab::F32>()  // dy
+                                                                          .Arg<rnnlab::F32>()  // dhT
+                                                                          .Arg<rnnlab::F32>()  // dcT
+                                                                          .Ret<rnnlab::F32>()))  // dx
+                                  .Attr<int32_t>("chunk"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabForwardY, rnnlab::ForwardY,
+                              rnnlab::with_layer_attrs(rnnlab::bind_layer_inputs().Ret<rnnlab::F32>()));  // y
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabInputGrad, rnnlab::InputGrad,
                               ffi::Ffi::Bind()

@@ -145,11 +145,17 @@ VECTOR void add_row(const float* __restrict row, float* __restrict acc, int n) {
   for (int j = 0; j < n; ++j) acc[j] += row[j];
 }
 
-// (B, T, w) batch-major rows to (T, B, w) time-major, or back (swap B and T).
-void swap_major(const float* from, int B, int T, int w, float* to) {
+// Steps 0..T of B sequences, batch-major (B, T_all, w) rows, to time-major (T, B, w), and back.
+void to_time_major(const float* from, int B, int T, int64_t T_all, int w, float* to) {
   for (int n = 0; n < B; ++n)
     for (int t = 0; t < T; ++t)
-      std::memcpy(to + (int64_t(t) * B + n) * w, from + (int64_t(n) * T + t) * w, size_t(w) * sizeof(float));
+      std::memcpy(to + (int64_t(t) * B + n) * w, from + (n * T_all + t) * w, size_t(w) * sizeof(float));
+}
+
+void to_batch_major(const float* from, int B, int T, int64_t T_all, int w, float* to) {
+  for (int n = 0; n < B; ++n)
+    for (int t = 0; t < T; ++t)
+      std::memcpy(to + (n * T_all + t) * w, from + (int64_t(t) * B + n) * w, size_t(w) * sizeof(float));
 }
 
 // out[0:n] = column sums of a (rows, n) with row stride ld.
@@ -207,8 +213,8 @@ class Slab {
   explicit Slab(const Shape& s);  // s.B: the slab's sequences
   size_t workspace_bytes() const;
   void forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) const;
-  void backward(const Inputs& in, const float* y, const float* cT, const void* ws, const float* dy,
-                const float* dhT, const float* dcT, const Grads& g, float* dgates) const;
+  void backward(const Inputs& in, const void* ws, const float* dy, const float* dhT, const float* dcT,
+                const Grads& g, float* dgates) const;
 
  private:
   size_t train_scratch_bytes() const;
@@ -397,7 +403,7 @@ void Slab::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) c
   float* extra = elman ? nullptr : gates + TB * Gp;     // (T, B, p): GRU hn, LSTM c_t
   float* x_tm = scratch.data() + (ws ? 0 : workspace_bytes() / sizeof(float));
   float* step = x_tm + TB * k;  // (B, G·p): GRU U_a a_{t-1}
-  swap_major(in.x, B, T, k, x_tm);
+  to_time_major(in.x, B, T, s_.seq_rows(), k, x_tm);
   gemm_split(P_, 'N', 'T', TB, Gp, k, x_tm, k, in.W, k, 0.0f, gates, Gp);  // W_a x_t for every t at once
   for (int i = 0; i < T; ++i) {
     const int t = s_.reverse ? T - 1 - i : i;
@@ -427,7 +433,7 @@ void Slab::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) c
           break;
         }
       }
-      std::memcpy(y + (int64_t(n) * T + t) * p, a, size_t(p) * sizeof(float));
+      if (y) std::memcpy(y + (n * s_.seq_rows() + t) * p, a, size_t(p) * sizeof(float));
     });
   }
   const int64_t last = int64_t(s_.reverse ? 0 : T - 1) * B * p;
@@ -435,9 +441,8 @@ void Slab::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) c
   if (s_.cell == kLstm) std::memcpy(cT, extra + last, size_t(B) * p * sizeof(float));
 }
 
-void Slab::backward(const Inputs& in, const float* y, const float* cT, const void* ws, const float* dy,
-                      const float* dhT, const float* dcT, const Grads& g, float* dgates) const {
-  (void)y, (void)cT;
+void Slab::backward(const Inputs& in, const void* ws, const float* dy, const float* dhT, const float* dcT,
+                    const Grads& g, float* dgates) const {
   const int B = s_.B, T = s_.T, k = s_.k, p = s_.p, Gp = G_ * p;
   const int64_t TB = int64_t(T) * B;
   const bool gru = s_.cell == kGruResetAfter, lstm = s_.cell == kLstm;
@@ -459,7 +464,7 @@ void Slab::backward(const Inputs& in, const float* y, const float* cT, const voi
       const float* a_prev = t == first ? in.h0 : hs + int64_t(tp) * B * p;
       each_split(P_, B, [&](int n) {
         const int64_t row = int64_t(t) * B + n;
-        const float* dy_n = dy + (int64_t(n) * T + t) * p;
+        const float* dy_n = dy + (n * s_.seq_rows() + t) * p;
         float* da_n = da + int64_t(n) * p;
         switch (s_.cell) {
           case kElman:
@@ -484,7 +489,7 @@ void Slab::backward(const Inputs& in, const float* y, const float* cT, const voi
   std::memcpy(g.dh0, da, size_t(B) * p * sizeof(float));
   if (lstm) std::memcpy(g.dc0, dc, size_t(B) * p * sizeof(float));
 
-  swap_major(in.x, B, T, k, x_tm);
+  to_time_major(in.x, B, T, s_.seq_rows(), k, x_tm);
   // dU_a = Σ_t dG_tᵀ a_{t-1}: a_0 at the first step, the kept states at the others
   gemm_split(P_, 'T', 'N', Gp, p, B, dG + int64_t(first) * B * Gp, Gp, in.h0, p, 0.0f, g.dU, p);
   if (T > 1) {
@@ -507,7 +512,7 @@ Shape slab_shape(const Shape& s, int n0, int n1) {
 
 Inputs from_row(const Inputs& in, const Shape& s, int n0) {  // the inputs of sequences n0, n0 + 1, ...
   Inputs o = in;
-  o.x = in.x + int64_t(n0) * s.T * s.k;
+  o.x = in.x + n0 * s.seq_rows() * s.k;
   o.h0 = in.h0 + int64_t(n0) * s.p;
   if (in.c0) o.c0 = in.c0 + int64_t(n0) * s.p;
   if (in.lengths) o.lengths = in.lengths + n0;
@@ -526,20 +531,20 @@ size_t Kernel::workspace_bytes() const { return Slab(s_).workspace_bytes(); }
 
 void Kernel::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) const {
   const auto parts = slabs(s_);
-  const int64_t T = s_.T, p = s_.p;
+  const int64_t T = s_.seq_rows(), p = s_.p;
   Team::get().run(int(parts.size()), [&](int i) {
     const auto [n0, n1] = parts[i];
     Slab(slab_shape(s_, n0, n1))
-        .forward(from_row(in, s_, n0), y + n0 * T * p, hT + n0 * p, cT ? cT + n0 * p : nullptr,
+        .forward(from_row(in, s_, n0), y ? y + n0 * T * p : nullptr, hT + n0 * p, cT ? cT + n0 * p : nullptr,
                  ws ? static_cast<char*>(ws) + Slab(slab_shape(s_, 0, n0)).workspace_bytes() : nullptr);
   });
 }
 
-void Kernel::backward(const Inputs& in, const float* y, const float* cT, const void* ws, const float* dy,
-                      const float* dhT, const float* dcT, const Grads& g, float* dgates) const {
+void Kernel::backward(const Inputs& in, const void* ws, const float* dy, const float* dhT, const float* dcT,
+                      const Grads& g, float* dgates) const {
   const auto parts = slabs(s_);
   const int P = int(parts.size());
-  const int64_t T = s_.T, p = s_.p, Gp = int64_t(G_) * p;
+  const int64_t T = s_.T, p = s_.p, Gp = int64_t(G_) * p;  // (dgates: T rows per sequence)
   // The first slab writes the weight gradients, the others their own sums, added at the end.
   const size_t sizes[4] = {size_t(Gp * s_.k), size_t(Gp * p), size_t(Gp), g.dc_n ? size_t(p) : 0};
   const size_t each = sizes[0] + sizes[1] + sizes[2] + sizes[3];
@@ -557,10 +562,9 @@ void Kernel::backward(const Inputs& in, const float* y, const float* cT, const v
   Team::get().run(P, [&](int i) {
     const auto [n0, n1] = parts[i];
     Slab(slab_shape(s_, n0, n1))
-        .backward(from_row(in, s_, n0), y + n0 * T * p, cT ? cT + n0 * p : nullptr,
-                  static_cast<const char*>(ws) + Slab(slab_shape(s_, 0, n0)).workspace_bytes(), dy + n0 * T * p,
-                  dhT + n0 * p,
-                  dcT ? dcT + n0 * p : nullptr, grads_of(i), dgates + T * n0 * Gp);
+        .backward(from_row(in, s_, n0), static_cast<const char*>(ws) + Slab(slab_shape(s_, 0, n0)).workspace_bytes(),
+                  dy + n0 * s_.seq_rows() * p, dhT + n0 * p, dcT ? dcT + n0 * p : nullptr, grads_of(i),
+                  dgates + T * n0 * Gp);
   });
   if (P == 1) return;
   Team::get().run(P, [&](int i) {  // each thread adds up its share of every array
@@ -575,9 +579,8 @@ void Kernel::backward(const Inputs& in, const float* y, const float* cT, const v
   });
 }
 
-void input_gradient(int cell, const float* dgates, const float* W, int B, int T, int k, int Gp, float* dx) {
-  const int G = cell == kElman ? 1 : cell == kLstm ? 4 : 3;
-  const Shape s{cell, 0, 0, 0, B, T, k, Gp / G};
+void input_gradient(const Shape& s, const float* dgates, const float* W, float* dx) {
+  const int T = s.T, k = s.k, Gp = (s.cell == kElman ? 1 : s.cell == kLstm ? 4 : 3) * s.p;
   const auto parts = slabs(s);
   const int P = split_steps(s) ? Team::get().size() : 1;
   Team::get().run(int(parts.size()), [&](int i) {
@@ -587,8 +590,97 @@ void input_gradient(int cell, const float* dgates, const float* W, int B, int T,
     // dx_t = dgates_t W_a over the slab's (T, B_slab) rows, then back to batch-major
     gemm_split(P, 'N', 'N', int64_t(T) * Bs, k, Gp, dgates + int64_t(T) * n0 * Gp, Gp, W, k, 0.0f, scratch.data(),
                k);
-    swap_major(scratch.data(), T, Bs, k, dx + int64_t(n0) * T * k);
+    to_batch_major(scratch.data(), Bs, T, s.seq_rows(), k, dx + n0 * s.seq_rows() * k);
   });
+}
+
+// ---- long sequences in pieces (rematerialisation) ----
+
+namespace {
+
+// Piece i, in the order the steps run (from the end where reversed), of `chunk` steps (the last in time
+// may be shorter): its first step t0 and its shape, a view into the whole sequences' arrays.
+std::pair<int, Shape> piece(const Shape& s, int chunk, int i) {
+  const int n = (s.T + chunk - 1) / chunk;
+  const int j = s.reverse ? n - 1 - i : i;  // its place in time
+  Shape ps = s;
+  ps.T = std::min(s.T, (j + 1) * chunk) - j * chunk;
+  ps.T_all = int(s.seq_rows());
+  return {j * chunk, ps};
+}
+
+// The inputs of the piece that starts at step t0 from state (h, c); its lengths (masked) are the
+// sequences' lengths counted from t0, clipped to 0..T, written to `lengths`.
+Inputs piece_inputs(const Inputs& in, const Shape& ps, int t0, const float* h, const float* c, int32_t* lengths) {
+  Inputs o = in;
+  o.x = in.x + int64_t(t0) * ps.k;
+  o.h0 = h;
+  o.c0 = c;
+  if (in.lengths) {
+    for (int n = 0; n < ps.B; ++n) lengths[n] = std::clamp(in.lengths[n] - t0, 0, ps.T);
+    o.lengths = lengths;
+  }
+  return o;
+}
+
+}  // namespace
+
+int piece_count(const Shape& s, int chunk) { return (s.T + chunk - 1) / chunk; }
+
+void forward_pieces(const Shape& s, int chunk, const Inputs& in, float* y, float* hT, float* cT, float* starts,
+                    float* cstarts) {
+  const int n = piece_count(s, chunk);
+  const int64_t Bp = int64_t(s.B) * s.p;
+  const bool lstm = s.cell == kLstm;
+  std::vector<int32_t> lengths(s.B);
+  std::memcpy(starts, in.h0, size_t(Bp) * sizeof(float));
+  if (lstm) std::memcpy(cstarts, in.c0, size_t(Bp) * sizeof(float));
+  for (int i = 0; i < n; ++i) {  // piece i starts from starts[i] and ends in starts[i + 1] (hT after the last)
+    const auto [t0, ps] = piece(s, chunk, i);
+    const bool last = i == n - 1;
+    Kernel(ps).forward(piece_inputs(in, ps, t0, starts + i * Bp, lstm ? cstarts + i * Bp : nullptr, lengths.data()),
+                       y + int64_t(t0) * s.p, last ? hT : starts + (i + 1) * Bp,
+                       lstm ? (last ? cT : cstarts + (i + 1) * Bp) : nullptr, nullptr);
+  }
+}
+
+void backward_pieces(const Shape& s, int chunk, const Inputs& in, const float* starts, const float* cstarts,
+                     const float* dy, const float* dhT, const float* dcT, const Grads& g) {
+  const int n = piece_count(s, chunk);
+  const int64_t Bp = int64_t(s.B) * s.p;
+  const bool lstm = s.cell == kLstm, gru = s.cell == kGruResetAfter;
+  const int G = s.cell == kElman ? 1 : lstm ? 4 : 3;
+  const size_t Gp = size_t(G) * s.p, sizes[4] = {Gp * s.k, Gp * s.p, Gp, gru ? size_t(s.p) : 0};
+  const Shape longest = piece(s, chunk, s.reverse ? n - 1 : 0).second;  // the first in time is never short
+  Scratch ws(Kernel(longest).workspace_bytes() / sizeof(float) + 1);
+  Scratch dgates(size_t(longest.T) * s.B * Gp);
+  Scratch state(6 * size_t(Bp));  // hT, cT of the forward again (unused); dh, dc in and out
+  Scratch partial(sizes[0] + sizes[1] + sizes[2] + sizes[3]);
+  float *dh = state.data() + 2 * Bp, *dc = dh + Bp, *dh_prev = dc + Bp, *dc_prev = dh_prev + Bp;
+  float* sums[4] = {g.dW, g.dU, g.db, g.dc_n};
+  float* parts[4] = {partial.data(), partial.data() + sizes[0], partial.data() + sizes[0] + sizes[1],
+                     partial.data() + sizes[0] + sizes[1] + sizes[2]};
+  for (int a = 0; a < 4; ++a)
+    if (sizes[a]) std::fill(sums[a], sums[a] + sizes[a], 0.0f);
+  std::vector<int32_t> lengths(s.B);
+  std::memcpy(dh, dhT, size_t(Bp) * sizeof(float));
+  if (lstm) std::memcpy(dc, dcT, size_t(Bp) * sizeof(float));
+  for (int i = n - 1; i >= 0; --i) {  // last piece first: its forward again, keeping the workspace, then back
+    const auto [t0, ps] = piece(s, chunk, i);
+    const Inputs pin =
+        piece_inputs(in, ps, t0, starts + i * Bp, lstm ? cstarts + i * Bp : nullptr, lengths.data());
+    const Kernel kernel(ps);
+    kernel.forward(pin, nullptr, state.data(), lstm ? state.data() + Bp : nullptr, ws.data());
+    const Grads gi{nullptr, dh_prev, lstm ? dc_prev : nullptr, parts[0], parts[1], parts[2], gru ? parts[3] : nullptr};
+    kernel.backward(pin, ws.data(), dy + int64_t(t0) * s.p, dh, lstm ? dc : nullptr, gi, dgates.data());
+    input_gradient(ps, dgates.data(), in.W, g.dx + int64_t(t0) * s.k);
+    for (int a = 0; a < 4; ++a)
+      if (sizes[a]) add_row(parts[a], sums[a], int(sizes[a]));
+    std::swap(dh, dh_prev);
+    std::swap(dc, dc_prev);
+  }
+  std::memcpy(g.dh0, dh, size_t(Bp) * sizeof(float));
+  if (lstm) std::memcpy(g.dc0, dc, size_t(Bp) * sizeof(float));
 }
 
 }  // namespace rnnlab

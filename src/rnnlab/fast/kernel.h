@@ -38,8 +38,8 @@ class Kernel {
   // dgates, the gradients of the gates' pre-activations as W_a sees them, from which `input_gradient`
   // gives dx (a GEMM that XLA leaves out where x needs no gradient). dgates holds one (T, B_slab, G·p)
   // block per slab of the batch.
-  void backward(const Inputs& in, const float* y, const float* cT, const void* ws, const float* dy,
-                const float* dhT, const float* dcT, const Grads& g, float* dgates) const;
+  void backward(const Inputs& in, const void* ws, const float* dy, const float* dhT, const float* dcT,
+                const Grads& g, float* dgates) const;
 
  private:
   Shape s_;
@@ -47,6 +47,19 @@ class Kernel {
 };
 
 // dx (B, T, k) = dgates W_a (G·p, k): the input's gradient from the kernel's backward (dgates as it gives).
-void input_gradient(int cell, const float* dgates, const float* W, int B, int T, int k, int Gp, float* dx);
+void input_gradient(const Shape& s, const float* dgates, const float* W, float* dx);
+
+// Long sequences in pieces of `chunk` steps (rematerialisation), each a Kernel call on a view of the
+// sequences' arrays:
+// forward_pieces   y, hT, cT, and the state at the start of every piece in the order they run (from the
+//                  end where reversed): starts (n, B, p), and for the LSTM cstarts (n, B, p);
+// backward_pieces  every gradient in `g` (dx included), running the pieces last to first, each forward
+//                  again from its start keeping its workspace, then backward: memory holds one piece's
+//                  workspace, not T steps'.
+int piece_count(const Shape& s, int chunk);
+void forward_pieces(const Shape& s, int chunk, const Inputs& in, float* y, float* hT, float* cT, float* starts,
+                    float* cstarts);
+void backward_pieces(const Shape& s, int chunk, const Inputs& in, const float* starts, const float* cstarts,
+                     const float* dy, const float* dhT, const float* dcT, const Grads& g);
 
 }  // namespace rnnlab

@@ -54,9 +54,11 @@ def _unpack(cell: Cell, state: PyTree) -> tuple[Array, Array]:
 
 
 def _chunks(cfg: Config, cell: Cell, x, h0, c0, lengths, chunk: int):
-    """The engine over T/chunk pieces, rematerialised: see `_pieces`."""
+    """The engine over T/chunk pieces, rematerialised: inside the kernel (`engine.fused_pieces`), or on
+    oneDNN piece by piece from here (`_pieces`)."""
     c_n = cell.c_n if getattr(cell, "c_n", None) is not None else jnp.zeros((1,), jnp.float32)
-    return _pieces(cfg, chunk, x, h0, c0, cell.W_a, cell.U_a, cell.b_a, c_n, lengths)
+    run = engine.fused_pieces if engine.on_kernel(cfg, *x.shape, h0.shape[-1]) else _pieces
+    return run(cfg, chunk, x, h0, c0, cell.W_a, cell.U_a, cell.b_a, c_n, lengths)
 
 
 def _piece(cfg: Config, chunk: int, i, x, lengths):
@@ -82,7 +84,7 @@ def _pieces_forward(cfg: Config, chunk: int, x, h0, c0, W, U, b, c_n, lengths):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _pieces(cfg: Config, chunk: int, x, h0, c0, W, U, b, c_n, lengths):
-    """The engine over T/chunk pieces with rematerialisation: the forward keeps only the state at the start
+    """oneDNN over T/chunk pieces with rematerialisation: the forward keeps only the state at the start
     of each piece (not y, not the gates), and the backward runs the pieces last to first, each forward
     again from its start and then backward. Memory grows with T/chunk + chunk instead of T, and y can be
     freed as soon as the loss has read it."""

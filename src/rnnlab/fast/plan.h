@@ -21,6 +21,10 @@ enum Act : int { kTanh = 0, kRelu = 1, kSigmoid = 2 };
 
 struct Shape {
   int cell, act, reverse, masked, B, T, k, p;
+  // Where a call runs steps t0..t0+T of longer sequences (a piece, kernel.h): their full length, the
+  // distance between two sequences' rows in x, y, dy and dx (0: T). Only the kernel runs pieces.
+  int T_all = 0;
+  int64_t seq_rows() const { return T_all > 0 ? T_all : T; }
   bool operator==(const Shape&) const = default;
 };
 
