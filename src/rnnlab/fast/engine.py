@@ -61,8 +61,8 @@ def _load() -> ctypes.CDLL:
     handlers = (("rnnlab_forward", lib.RnnlabForward), ("rnnlab_backward", lib.RnnlabBackward),
                 ("rnnlab_kernel_backward", lib.RnnlabKernelBackward), ("rnnlab_input_grad", lib.RnnlabInputGrad),
                 ("rnnlab_pieces_forward", lib.RnnlabPiecesForward),
-                ("rnnlab_pieces_backward", lib.RnnlabPiecesBackward), ("rnnlab_forward_y", lib.RnnlabForwardY),
-                ("rnnlab_step", lib.RnnlabStep))
+                ("rnnlab_pieces_forward_y", lib.RnnlabPiecesForwardY),
+                ("rnnlab_pieces_backward", lib.RnnlabPiecesBackward), ("rnnlab_step", lib.RnnlabStep))
     for name, handler in handlers:
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(handler), platform="cpu")
     return lib
@@ -78,6 +78,14 @@ except (ImportError, OSError, AttributeError) as e:
 def available() -> bool:
     """True when the compiled engine loaded."""
     return _LIB is not None
+
+
+def scratch_bytes() -> int:
+    """Bytes held by the kernel's pool of temporaries: kept between calls, outside XLA's buffers."""
+    if _LIB is None:
+        return 0
+    _LIB.rnnlab_scratch_bytes.restype = ctypes.c_int64
+    return int(_LIB.rnnlab_scratch_bytes())
 
 
 @functools.cache
@@ -220,8 +228,8 @@ def _fused_pieces_fwd(cfg: Config, chunk: int, x, h0, c0, W, U, b, c_n, lengths)
         y, hT, cT, starts, cstarts = _pieces_forward(cfg, chunk, *args)
         return (y, hT, cT), (args, starts, cstarts)
     # y as a call's only result, so that XLA can put dy in its buffer; the rest is read from y
-    y = jax.ffi.ffi_call("rnnlab_forward_y", jax.ShapeDtypeStruct((*x.shape[:2], h0.shape[-1]), jnp.float32),
-                         vmap_method="sequential")(*args, **_attrs(cfg))
+    y = jax.ffi.ffi_call("rnnlab_pieces_forward_y", jax.ShapeDtypeStruct((*x.shape[:2], h0.shape[-1]), jnp.float32),
+                         vmap_method="sequential")(*args, **_attrs(cfg), chunk=np.int32(chunk))
     hT = y[:, 0] if cfg.reverse else y[:, -1]
     return (y, hT, c0), (args, _starts_from_y(cfg, chunk, y, h0), jnp.zeros((1,), jnp.float32))
 

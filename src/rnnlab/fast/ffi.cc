@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -156,17 +157,19 @@ ffi::Error PiecesBackward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S
   return ffi::Error::Success();
 }
 
-// The kernel's forward without gradient with y as its only result: XLA can reuse the buffer of a call's
+// The forward in pieces (as PiecesForward) with y as its only result: XLA can reuse the buffer of a call's
 // only result for an elementwise function of it (the loss's dy, in place), not that of one of several.
-ffi::Error ForwardY(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, Out y, int32_t cell,
-                    int32_t act, int32_t reverse, int32_t masked) {
+// For Elman and the GRU, whose states the caller reads from y.
+ffi::Error PiecesForwardY(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, Out y, int32_t cell,
+                          int32_t act, int32_t reverse, int32_t masked, int32_t chunk) {
   try {
     const Shape s = shape_of(x, U, cell, act, reverse, masked);
-    std::vector<float> hT(size_t(s.B) * s.p), cT(cell == kLstm ? hT.size() : 0);
-    Kernel(s).forward(inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), y->typed_data(), hT.data(),
-                      cell == kLstm ? cT.data() : nullptr, nullptr);
+    if (cell == kLstm) throw std::invalid_argument("the LSTM's state is not in y: use PiecesForward");
+    std::vector<float> starts(size_t(piece_count(s, chunk)) * s.B * s.p), hT(size_t(s.B) * s.p);
+    forward_pieces(s, chunk, inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), y->typed_data(), hT.data(), nullptr,
+                   starts.data(), nullptr);
   } catch (const std::exception& e) {
-    return ffi::Error::Internal(std::string("rnnlab forward: ") + e.what());
+    return ffi::Error::Internal(std::string("rnnlab forward in pieces: ") + e.what());
   }
   return ffi::Error::Success();
 }
@@ -259,8 +262,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabPiecesBackward, rnnlab::PiecesBackward,
                                                                           .Ret<rnnlab::F32>()))  // dx
                                   .Attr<int32_t>("chunk"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabForwardY, rnnlab::ForwardY,
-                              rnnlab::with_layer_attrs(rnnlab::bind_layer_inputs().Ret<rnnlab::F32>()));  // y
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabPiecesForwardY, rnnlab::PiecesForwardY,
+                              rnnlab::with_layer_attrs(rnnlab::bind_layer_inputs().Ret<rnnlab::F32>())  // y
+                                  .Attr<int32_t>("chunk"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabInputGrad, rnnlab::InputGrad,
                               ffi::Ffi::Bind()
@@ -295,3 +299,6 @@ extern "C" int rnnlab_sizes(int cell, int act, int reverse, int masked, int B, i
     return -1;
   }
 }
+
+// Bytes held by the kernel's pool of temporaries, which XLA does not see (for memory figures).
+extern "C" int64_t rnnlab_scratch_bytes() { return int64_t(rnnlab::scratch_bytes()); }

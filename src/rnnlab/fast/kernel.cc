@@ -180,8 +180,12 @@ class Scratch {
         free.erase(fits);
       }
     }
-    if (buf_.size < floats) buf_ = Buffer{std::make_unique<float[]>(floats), floats};
+    if (buf_.size < floats) {  // (a smaller buffer taken from the pool is freed)
+      held().fetch_add(floats - buf_.size);
+      buf_ = Buffer{std::make_unique<float[]>(floats), floats};
+    }
   }
+  static size_t bytes_held() { return held().load() * sizeof(float); }
   ~Scratch() {
     std::lock_guard<std::mutex> lock(mu());
     pool().push_back(std::move(buf_));
@@ -193,6 +197,10 @@ class Scratch {
     std::unique_ptr<float[]> data;
     size_t size = 0;
   };
+  static std::atomic<size_t>& held() {  // floats in all the pool's buffers, free or in use
+    static std::atomic<size_t> n{0};
+    return n;
+  }
   static std::mutex& mu() {
     static std::mutex m;
     return m;
@@ -593,6 +601,8 @@ void input_gradient(const Shape& s, const float* dgates, const float* W, float* 
     to_batch_major(scratch.data(), Bs, T, s.seq_rows(), k, dx + n0 * s.seq_rows() * k);
   });
 }
+
+size_t scratch_bytes() { return Scratch::bytes_held(); }
 
 // ---- long sequences in pieces (rematerialisation) ----
 

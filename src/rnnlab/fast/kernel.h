@@ -62,4 +62,7 @@ void forward_pieces(const Shape& s, int chunk, const Inputs& in, float* y, float
 void backward_pieces(const Shape& s, int chunk, const Inputs& in, const float* starts, const float* cstarts,
                      const float* dy, const float* dhT, const float* dcT, const Grads& g);
 
+// Bytes held by the kernel's pool of temporaries (kept between calls, never returned).
+size_t scratch_bytes();
+
 }  // namespace rnnlab
