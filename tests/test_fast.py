@@ -177,6 +177,15 @@ def test_rematerialised_pieces_equal_the_scan(kind, reverse, with_lengths):
     compare(layer, x, jnp.array([12, 7, 2]) if with_lengths else None, a_0)
 
 
+@pytest.mark.parametrize("kind", ["elman-tanh", "gru", "lstm"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_rematerialised_pieces_without_gradient_equal_the_scan(kind, reverse):
+    layer = Recurrent(make(kind, 3, 5, jax.random.key(0)), reverse=reverse, chunk=3)
+    x = jax.random.normal(jax.random.key(1), (2, 12, 3))
+    run = jax.jit(lambda layer, x: layer(x))
+    assert_trees_close(fused_of(run, layer, x), scan_of(run, layer, x), "forward in pieces")
+
+
 @pytest.mark.parametrize("kind", ["elman-tanh", "lstm"])
 def test_rematerialised_pieces_equal_the_scan_when_the_batch_is_split_between_threads(kind):
     layer = Recurrent(make(kind, 6, 37, jax.random.key(0)), chunk=5)

@@ -207,10 +207,6 @@ def _pieces_forward(cfg: Config, chunk: int, x, h0, c0, W, U, b, c_n, lengths):
     return call(x, h0, c0, W, U, b, c_n, lengths, **_attrs(cfg), chunk=np.int32(chunk))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _fused_pieces(cfg: Config, chunk: int, x, h0, c0, W, U, b, c_n, lengths):
-    y, hT, cT, _ = _forward(cfg, False, x, h0, c0, W, U, b, c_n, lengths)  # no gradient: one whole call
-    return y, hT, cT
 
 
 def _starts_from_y(cfg: Config, chunk: int, y, h0):
@@ -222,16 +218,28 @@ def _starts_from_y(cfg: Config, chunk: int, y, h0):
     return jnp.concatenate([h0[None], jnp.swapaxes(y[:, jnp.array(at, jnp.int32)], 0, 1)])
 
 
-def _fused_pieces_fwd(cfg: Config, chunk: int, x, h0, c0, W, U, b, c_n, lengths):
+def _pieces_and_starts(cfg: Config, chunk: int, x, h0, c0, W, U, b, c_n, lengths):
+    """((y, hT, cT), (starts, cstarts)): the forward in pieces, which holds one piece's temporaries."""
     args = (x, h0, c0, W, U, b, c_n, lengths)
     if cfg.cell == LSTM:  # c_t is not in y: the kernel keeps it at every piece's start
         y, hT, cT, starts, cstarts = _pieces_forward(cfg, chunk, *args)
-        return (y, hT, cT), (args, starts, cstarts)
+        return (y, hT, cT), (starts, cstarts)
     # y as a call's only result, so that XLA can put dy in its buffer; the rest is read from y
     y = jax.ffi.ffi_call("rnnlab_pieces_forward_y", jax.ShapeDtypeStruct((*x.shape[:2], h0.shape[-1]), jnp.float32),
                          vmap_method="sequential")(*args, **_attrs(cfg), chunk=np.int32(chunk))
     hT = y[:, 0] if cfg.reverse else y[:, -1]
-    return (y, hT, c0), (args, _starts_from_y(cfg, chunk, y, h0), jnp.zeros((1,), jnp.float32))
+    return (y, hT, c0), (_starts_from_y(cfg, chunk, y, h0), jnp.zeros((1,), jnp.float32))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _fused_pieces(cfg: Config, chunk: int, x, h0, c0, W, U, b, c_n, lengths):
+    return _pieces_and_starts(cfg, chunk, x, h0, c0, W, U, b, c_n, lengths)[0]
+
+
+def _fused_pieces_fwd(cfg: Config, chunk: int, x, h0, c0, W, U, b, c_n, lengths):
+    args = (x, h0, c0, W, U, b, c_n, lengths)
+    out, (starts, cstarts) = _pieces_and_starts(cfg, chunk, *args)
+    return out, (args, starts, cstarts)
 
 
 def _fused_pieces_bwd(cfg: Config, chunk: int, res, cotangents):

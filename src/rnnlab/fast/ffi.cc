@@ -1,9 +1,11 @@
 // XLA FFI handlers for one recurrent layer (forward, forward training, backward), and a C function that
 // reports a shape's buffer sizes so that the Python side can ask XLA for them.
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -125,12 +127,34 @@ ffi::Error InputGrad(F32 dgates, F32 W, Out dx, int32_t cell) {
 
 // A long sequence in pieces of `chunk` steps (kernel.h): the forward, which keeps the state at the start
 // of every piece, and the backward, which runs each piece forward again and back.
+
+void check_chunk(int32_t chunk) {
+  if (chunk < 1) throw std::invalid_argument("chunk must be >= 1 steps; got " + std::to_string(chunk));
+}
+
+// Throws unless chunk >= 1 and `starts` (what is named `what`) holds one (B, p) state per piece.
+void check_pieces(const Shape& s, int32_t chunk, size_t starts, const char* what) {
+  check_chunk(chunk);
+  const size_t n = size_t(piece_count(s, chunk));
+  if (starts != n * s.B * s.p)
+    throw std::invalid_argument(std::string(what) + " holds " + std::to_string(starts) + " floats; expected (" +
+                                std::to_string(n) + ", " + std::to_string(s.B) + ", " + std::to_string(s.p) +
+                                "): one state per piece of " + std::to_string(chunk) + " steps");
+}
+
 ffi::Error PiecesForward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, Out y, Out hT, Out cT,
                          Out starts, Out cstarts, int32_t cell, int32_t act, int32_t reverse, int32_t masked,
                          int32_t chunk) {
   try {
     const Shape s = shape_of(x, U, cell, act, reverse, masked);
     const bool lstm = cell == kLstm;
+    check_pieces(s, chunk, starts->element_count(), "starts");
+    if (lstm) {
+      check_pieces(s, chunk, cstarts->element_count(), "cstarts");
+    } else {  // placeholders
+      std::fill_n(cT->typed_data(), cT->element_count(), 0.0f);
+      std::fill_n(cstarts->typed_data(), cstarts->element_count(), 0.0f);
+    }
     forward_pieces(s, chunk, inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), y->typed_data(), hT->typed_data(),
                    lstm ? cT->typed_data() : nullptr, starts->typed_data(), lstm ? cstarts->typed_data() : nullptr);
   } catch (const std::exception& e) {
@@ -145,6 +169,8 @@ ffi::Error PiecesBackward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S
   try {
     const Shape s = shape_of(x, U, cell, act, reverse, masked);
     const bool lstm = cell == kLstm;
+    check_pieces(s, chunk, starts.element_count(), "starts");
+    if (lstm) check_pieces(s, chunk, cstarts.element_count(), "cstarts");
     Grads g{dx->typed_data(), dh0->typed_data(), lstm ? dc0->typed_data() : nullptr,
             dW->typed_data(), dU->typed_data(), db->typed_data(),
             cell == kGruResetAfter ? dc_n->typed_data() : nullptr};
@@ -165,9 +191,11 @@ ffi::Error PiecesForwardY(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S
   try {
     const Shape s = shape_of(x, U, cell, act, reverse, masked);
     if (cell == kLstm) throw std::invalid_argument("the LSTM's state is not in y: use PiecesForward");
-    std::vector<float> starts(size_t(piece_count(s, chunk)) * s.B * s.p), hT(size_t(s.B) * s.p);
-    forward_pieces(s, chunk, inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), y->typed_data(), hT.data(), nullptr,
-                   starts.data(), nullptr);
+    check_chunk(chunk);
+    const size_t Bp = size_t(s.B) * s.p;
+    std::unique_ptr<float[]> states(new float[(size_t(piece_count(s, chunk)) + 1) * Bp]);  // starts, then hT
+    forward_pieces(s, chunk, inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), y->typed_data(),
+                   states.get() + piece_count(s, chunk) * Bp, nullptr, states.get(), nullptr);
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("rnnlab forward in pieces: ") + e.what());
   }

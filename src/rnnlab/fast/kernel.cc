@@ -180,9 +180,9 @@ class Scratch {
         free.erase(fits);
       }
     }
-    if (buf_.size < floats) {  // (a smaller buffer taken from the pool is freed)
-      held().fetch_add(floats - buf_.size);
+    if (buf_.size < floats) {  // none in the pool is large enough
       buf_ = Buffer{std::make_unique<float[]>(floats), floats};
+      held().fetch_add(floats);
     }
   }
   static size_t bytes_held() { return held().load() * sizeof(float); }
@@ -649,7 +649,7 @@ void forward_pieces(const Shape& s, int chunk, const Inputs& in, float* y, float
     const auto [t0, ps] = piece(s, chunk, i);
     const bool last = i == n - 1;
     Kernel(ps).forward(piece_inputs(in, ps, t0, starts + i * Bp, lstm ? cstarts + i * Bp : nullptr, lengths.data()),
-                       y + int64_t(t0) * s.p, last ? hT : starts + (i + 1) * Bp,
+                       y ? y + int64_t(t0) * s.p : nullptr, last ? hT : starts + (i + 1) * Bp,
                        lstm ? (last ? cT : cstarts + (i + 1) * Bp) : nullptr, nullptr);
   }
 }

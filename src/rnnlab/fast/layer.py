@@ -57,7 +57,8 @@ def _chunks(cfg: Config, cell: Cell, x, h0, c0, lengths, chunk: int):
     """The engine over T/chunk pieces, rematerialised: inside the kernel (`engine.fused_pieces`), or on
     oneDNN piece by piece from here (`_pieces`)."""
     c_n = cell.c_n if getattr(cell, "c_n", None) is not None else jnp.zeros((1,), jnp.float32)
-    run = engine.fused_pieces if engine.on_kernel(cfg, *x.shape, h0.shape[-1]) else _pieces
+    B, _, k = x.shape  # (the kernel runs a cell whatever T: ask at T = chunk, the shape oneDNN would plan)
+    run = engine.fused_pieces if engine.on_kernel(cfg, B, chunk, k, h0.shape[-1]) else _pieces
     return run(cfg, chunk, x, h0, c0, cell.W_a, cell.U_a, cell.b_a, c_n, lengths)
 
 
