@@ -284,3 +284,20 @@ print("ok")
     env = dict(os.environ, RNNLAB_FAST_THREADS="4", RNNLAB_FAST="0")  # the scan for Recurrent, the engine by hand
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def test_the_kernels_pool_of_temporaries_is_kept_up_to_its_cap():
+    # RNNLAB_SCRATCH_MB caps what the kernel keeps between calls: 0 keeps nothing
+    code = (
+        "import jax, jax.numpy as jnp, rnnlab; from rnnlab import fast; from rnnlab.layers import Recurrent;"
+        "layer = Recurrent(rnnlab.LSTM(8, 32, key=jax.random.key(0)));"
+        "jax.block_until_ready(jax.jit(lambda l, x: l(x))(layer, jnp.ones((4, 50, 8))));"
+        "print(fast.engine.scratch_bytes())"
+    )
+    held = {}
+    for cap in ("0", "1024"):
+        env = dict(os.environ, RNNLAB_SCRATCH_MB=cap)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+        held[cap] = int(out.stdout.split()[-1])
+    assert held["0"] == 0
+    assert held["1024"] >= 4 * 50 * (4 + 1 + 1) * 32 * 4  # at least the gates, c_t and a_t of the batch

@@ -91,7 +91,9 @@ class Recurrent(eqx.Module):
     With `lengths` (B,) the padded batch gives, for every sequence, exactly what it gives alone unpadded.
 
     a_0 is zeros, or `a_0` given at call time ((p,) or (B, p)), or learned (`learn_a_0=True`).
-    `chunk=C` rematerialises for long sequences: T/C pieces under `jax.checkpoint` (`scan_in_pieces`).
+    `chunk=C` rematerialises for long sequences: T/C pieces of C steps (C dividing T; about √T holds the
+    least), of which the backward keeps only each one's starting state and recomputes the rest: under
+    `jax.checkpoint` on the scan (`scan_in_pieces`), inside the kernel on the fused path.
 
     ```python
     layer = Recurrent(Elman(features=100, units=10, key=key))

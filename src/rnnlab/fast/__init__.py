@@ -5,7 +5,8 @@ primitives for the GRU without reset_after), behind XLA FFI custom calls.
 tanh, relu or sigmoid; GRU; LSTM; float32), and the scan otherwise. RNNLAB_FAST=0 turns it off.
 
     fast.available()                        # the compiled engine loaded
-    fast.sequence(cell, x, lengths, state_0, reverse=False, chunk=None)   # what Recurrent calls
+    fast.sequence(cell, x, lengths, state_0, reverse=False, chunk=None)   # what Recurrent calls; chunk=C
+                                            # rematerialises in pieces of C steps (C about √T for least memory)
     fast.stepper(layer)                     # a jitted streaming step, state buffers donated
     fast.Stream(layer)                      # the same step from Python on NumPy, without JAX's dispatch
 """

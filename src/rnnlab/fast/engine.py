@@ -14,6 +14,9 @@ the LSTM) and oneDNN's RNN primitives (`plan.cc`: the GRU without reset_after, o
 RNNLAB_FAST_ENGINE=onednn). The kernel's backward returns the gate gradients as W_a sees them, dgates
 (T·B·G·p floats, laid out by the kernel's slabs of sequences), and dx = dgates W_a is a second call into
 the kernel, which XLA drops where x needs no gradient.
+
+`fused_pieces(cfg, chunk, ...)` is the same layer rematerialised inside the kernel, for long sequences: a
+forward that keeps only the state at each piece's start and a backward that runs each piece again.
 """
 
 from __future__ import annotations

@@ -165,7 +165,8 @@ void column_sums(const float* a, int64_t rows, int n, int64_t ld, float* out) {
 }
 
 // Scratch memory kept between calls: a fresh (page-faulted) buffer of tens of MB per call costs
-// milliseconds, so a call takes a free buffer from the pool and gives it back when done.
+// milliseconds, so a call takes a free buffer from the pool and gives it back when done. The pool keeps
+// at most RNNLAB_SCRATCH_MB megabytes (default 1024); past that, a buffer is freed when its call ends.
 class Scratch {
  public:
   explicit Scratch(size_t floats) {
@@ -188,6 +189,10 @@ class Scratch {
   static size_t bytes_held() { return held().load() * sizeof(float); }
   ~Scratch() {
     std::lock_guard<std::mutex> lock(mu());
+    if (bytes_held() > cap_bytes()) {
+      held().fetch_sub(buf_.size);  // buf_ is freed with this
+      return;
+    }
     pool().push_back(std::move(buf_));
   }
   float* data() { return buf_.data.get(); }
@@ -197,6 +202,13 @@ class Scratch {
     std::unique_ptr<float[]> data;
     size_t size = 0;
   };
+  static size_t cap_bytes() {
+    static const size_t cap = [] {
+      const char* env = std::getenv("RNNLAB_SCRATCH_MB");
+      return size_t(env ? std::max(0L, std::atol(env)) : 1024L) << 20;
+    }();
+    return cap;
+  }
   static std::atomic<size_t>& held() {  // floats in all the pool's buffers, free or in use
     static std::atomic<size_t> n{0};
     return n;

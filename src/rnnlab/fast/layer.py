@@ -1,5 +1,5 @@
 """A `Recurrent` layer over a batch on the fused engine, with what the engine leaves out: lengths, and
-rematerialisation for long sequences.
+rematerialisation for long sequences on oneDNN (the kernel does its own: `engine.fused_pieces`).
 
 With lengths L (B,), every sequence runs all T steps inside the engine; around it, a_t is zeroed for t >= L,
 a_T is gathered at t = L (a_0 where L = 0), and an LSTM's c_T comes from the engine's masked mode. The
