@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "lstm_avx512.h"
 #include "oneapi/dnnl/dnnl.h"
 
 namespace rnnlab {
@@ -145,9 +146,9 @@ VECTOR void add_row(const float* __restrict row, float* __restrict acc, int n) {
   for (int j = 0; j < n; ++j) acc[j] += row[j];
 }
 
-// Steps 0..T of B sequences, batch-major (B, T_all, w) rows, to time-major (T, B, w), and back.
-void to_time_major(const float* from, int B, int T, int64_t T_all, int w, float* to) {
-  for (int n = 0; n < B; ++n)
+// Steps 0..T of sequences n0..n1 of B, batch-major (B, T_all, w) rows, to time-major (T, B, w), and back.
+void to_time_major(const float* from, int n0, int n1, int B, int T, int64_t T_all, int w, float* to) {
+  for (int n = n0; n < n1; ++n)
     for (int t = 0; t < T; ++t)
       std::memcpy(to + (int64_t(t) * B + n) * w, from + (n * T_all + t) * w, size_t(w) * sizeof(float));
 }
@@ -237,6 +238,9 @@ class Slab {
                 const Grads& g, float* dgates) const;
 
  private:
+  bool lstm_in_registers(const void* ws) const;
+  void lstm_steps_in_registers(const Inputs& in, float* y, float* hT, float* cT, float* hs, const float* gates,
+                               float* extra) const;
   size_t train_scratch_bytes() const;
   size_t infer_scratch_bytes() const;
   size_t backward_scratch_bytes() const;
@@ -423,8 +427,14 @@ void Slab::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) c
   float* extra = elman ? nullptr : gates + TB * Gp;     // (T, B, p): GRU hn, LSTM c_t
   float* x_tm = scratch.data() + (ws ? 0 : workspace_bytes() / sizeof(float));
   float* step = x_tm + TB * k;  // (B, G·p): GRU U_a a_{t-1}
-  to_time_major(in.x, B, T, s_.seq_rows(), k, x_tm);
+  Team::get().run(P_, [&](int part) {
+    to_time_major(in.x, B * part / P_, B * (part + 1) / P_, B, T, s_.seq_rows(), k, x_tm);
+  });
   gemm_split(P_, 'N', 'T', TB, Gp, k, x_tm, k, in.W, k, 0.0f, gates, Gp);  // W_a x_t for every t at once
+  if (lstm_in_registers(ws)) {
+    lstm_steps_in_registers(in, y, hT, cT, hs, gates, extra);
+    return;
+  }
   for (int i = 0; i < T; ++i) {
     const int t = s_.reverse ? T - 1 - i : i;
     const int tp = s_.reverse ? t + 1 : t - 1;  // the previous step
@@ -459,6 +469,43 @@ void Slab::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) c
   const int64_t last = int64_t(s_.reverse ? 0 : T - 1) * B * p;
   std::memcpy(hT, hs + last, size_t(B) * p * sizeof(float));
   if (s_.cell == kLstm) std::memcpy(cT, extra + last, size_t(B) * p * sizeof(float));
+}
+
+// The LSTM without gradient where its steps are split over threads: by units, each step's gates in the
+// GEMM's registers (lstm_avx512.h) on U_a packed once per call.
+bool Slab::lstm_in_registers(const void* ws) const {
+  static const bool cpu = lstm_avx512_available();
+  return s_.cell == kLstm && ws == nullptr && P_ > 1 && s_.p % 16 == 0 && cpu;
+}
+
+void Slab::lstm_steps_in_registers(const Inputs& in, float* y, float* hT, float* cT, float* hs, const float* gates,
+                                   float* extra) const {
+  const int B = s_.B, T = s_.T, p = s_.p;
+  Scratch packed(size_t(4) * p * p + 16);
+  float* panels = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(packed.data()) + 63) & ~uintptr_t(63));
+  Team::get().run(P_, [&](int part) {
+    const auto [u0, u1] = share(p, part, P_);
+    pack_lstm_panels(in.U, p, int(u0 / 16), int(u1 / 16), panels);
+  });
+  std::vector<float> keep(B, 1.0f);
+  for (int i = 0; i < T; ++i) {
+    const int t = s_.reverse ? T - 1 - i : i;
+    const int tp = s_.reverse ? t + 1 : t - 1;  // the previous step
+    const float* a_prev = i == 0 ? in.h0 : hs + int64_t(tp) * B * p;
+    const float* c_prev = i == 0 ? in.c0 : extra + int64_t(tp) * B * p;
+    if (in.lengths)
+      for (int n = 0; n < B; ++n) keep[n] = t >= in.lengths[n] ? 0.0f : 1.0f;
+    Team::get().run(P_, [&](int part) {
+      const auto [u0, u1] = share(p, part, P_);
+      if (u1 > u0)
+        lstm_step_units(B, p, int(u0), int(u1), a_prev, panels, gates + int64_t(t) * B * 4 * p, in.b, c_prev,
+                        extra + int64_t(t) * B * p, hs + int64_t(t) * B * p, y ? y + int64_t(t) * p : nullptr,
+                        s_.seq_rows() * p, keep.data());
+    });
+  }
+  const int64_t last = int64_t(s_.reverse ? 0 : T - 1) * B * p;
+  std::memcpy(hT, hs + last, size_t(B) * p * sizeof(float));
+  std::memcpy(cT, extra + last, size_t(B) * p * sizeof(float));
 }
 
 void Slab::backward(const Inputs& in, const void* ws, const float* dy, const float* dhT, const float* dcT,
@@ -509,7 +556,7 @@ void Slab::backward(const Inputs& in, const void* ws, const float* dy, const flo
   std::memcpy(g.dh0, da, size_t(B) * p * sizeof(float));
   if (lstm) std::memcpy(g.dc0, dc, size_t(B) * p * sizeof(float));
 
-  to_time_major(in.x, B, T, s_.seq_rows(), k, x_tm);
+  to_time_major(in.x, 0, B, B, T, s_.seq_rows(), k, x_tm);
   // dU_a = Σ_t dG_tᵀ a_{t-1}: a_0 at the first step, the kept states at the others
   gemm_split(P_, 'T', 'N', Gp, p, B, dG + int64_t(first) * B * Gp, Gp, in.h0, p, 0.0f, g.dU, p);
   if (T > 1) {
