@@ -15,8 +15,8 @@ RNNLAB_FAST_ENGINE=onednn). The kernel's backward returns the gate gradients as 
 (T·B·G·p floats, laid out by the kernel's slabs of sequences), and dx = dgates W_a is a second call into
 the kernel, which XLA drops where x needs no gradient.
 
-`fused_pieces(cfg, chunk, ...)` is the same layer rematerialised inside the kernel, for long sequences: a
-forward that keeps only the state at each piece's start and a backward that runs each piece again.
+`fused(..., chunk=C)` is the same layer rematerialised inside the kernel, for long sequences: a forward
+that keeps only the state at each piece's start and a backward that runs each piece again.
 """
 
 from __future__ import annotations
@@ -184,9 +184,21 @@ def fused(
     b_a: Float[Array, " Gp"],
     c_n: Float[Array, " _"],
     lengths: Int[Array, " B"],
+    *,
+    chunk: int | None = None,
 ) -> tuple[Float[Array, "B T p"], Float[Array, "B p"], Float[Array, "..."]]:
-    """One layer over a batch on the engine: (y (B, T, p), hT (B, p), cT), differentiable. See the module."""
-    return _fused(cfg, x, h0, c0, W_a, U_a, b_a, c_n, lengths.astype(jnp.int32))
+    """One layer over a batch on the engine: (y (B, T, p), hT (B, p), cT), differentiable. See the module.
+
+    `chunk` (where `on_kernel`) rematerialises in pieces of that many steps inside the kernel: the forward
+    keeps the state at the start of every piece, (T/chunk, B, p), not the gates; the backward runs the
+    pieces last to first, each forward again from its start and then backward, so that it holds one
+    piece's workspace. It reads neither y nor anything of T·p floats but x and dy: y can be freed, or its
+    buffer reused for dy, as soon as the loss has read it. dx is always computed (B·T·k floats).
+    """
+    lengths = lengths.astype(jnp.int32)
+    if chunk is None:
+        return _fused(cfg, x, h0, c0, W_a, U_a, b_a, c_n, lengths)
+    return _fused_pieces(cfg, chunk, x, h0, c0, W_a, U_a, b_a, c_n, lengths)
 
 
 def _zero_unused(cfg: Config, grads: tuple) -> tuple:
@@ -254,28 +266,6 @@ def _fused_pieces_bwd(cfg: Config, chunk: int, res, cotangents):
 
 
 _fused_pieces.defvjp(_fused_pieces_fwd, _fused_pieces_bwd)
-
-
-def fused_pieces(
-    cfg: Config,
-    chunk: int,
-    x: Float[Array, "B T k"],
-    h0: Float[Array, "B p"],
-    c0: Float[Array, "..."],
-    W_a: Float[Array, "Gp k"],
-    U_a: Float[Array, "Gp p"],
-    b_a: Float[Array, " Gp"],
-    c_n: Float[Array, " _"],
-    lengths: Int[Array, " B"],
-) -> tuple[Float[Array, "B T p"], Float[Array, "B p"], Float[Array, "..."]]:
-    """`fused` with rematerialisation in pieces of `chunk` steps, inside the kernel (where `on_kernel`).
-
-    The forward keeps the state at the start of every piece, (T/chunk, B, p), not the gates; the backward
-    runs the pieces last to first, each forward again from its start and then backward, so that it holds
-    one piece's workspace. It reads neither y nor anything of T·p floats but x and dy: y can be freed, or
-    its buffer reused for dy, as soon as the loss has read it. dx is always computed (B·T·k floats).
-    """
-    return _fused_pieces(cfg, chunk, x, h0, c0, W_a, U_a, b_a, c_n, lengths.astype(jnp.int32))
 
 
 @functools.cache

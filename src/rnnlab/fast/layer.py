@@ -1,5 +1,5 @@
 """A `Recurrent` layer over a batch on the fused engine, with what the engine leaves out: lengths, and
-rematerialisation for long sequences on oneDNN (the kernel does its own: `engine.fused_pieces`).
+rematerialisation for long sequences on oneDNN (the kernel does its own: `engine.fused(..., chunk=C)`).
 
 With lengths L (B,), every sequence runs all T steps inside the engine; around it, a_t is zeroed for t >= L,
 a_T is gathered at t = L (a_0 where L = 0), and an LSTM's c_T comes from the engine's masked mode. The
@@ -54,12 +54,13 @@ def _unpack(cell: Cell, state: PyTree) -> tuple[Array, Array]:
 
 
 def _chunks(cfg: Config, cell: Cell, x, h0, c0, lengths, chunk: int):
-    """The engine over T/chunk pieces, rematerialised: inside the kernel (`engine.fused_pieces`), or on
+    """The engine over T/chunk pieces, rematerialised: inside the kernel (`engine.fused(chunk=...)`), or on
     oneDNN piece by piece from here (`_pieces`)."""
     c_n = cell.c_n if getattr(cell, "c_n", None) is not None else jnp.zeros((1,), jnp.float32)
     B, _, k = x.shape  # (the kernel runs a cell whatever T: ask at T = chunk, the shape oneDNN would plan)
-    run = engine.fused_pieces if engine.on_kernel(cfg, B, chunk, k, h0.shape[-1]) else _pieces
-    return run(cfg, chunk, x, h0, c0, cell.W_a, cell.U_a, cell.b_a, c_n, lengths)
+    if engine.on_kernel(cfg, B, chunk, k, h0.shape[-1]):
+        return engine.fused(cfg, x, h0, c0, cell.W_a, cell.U_a, cell.b_a, c_n, lengths, chunk=chunk)
+    return _pieces(cfg, chunk, x, h0, c0, cell.W_a, cell.U_a, cell.b_a, c_n, lengths)
 
 
 def _piece(cfg: Config, chunk: int, i, x, lengths):
