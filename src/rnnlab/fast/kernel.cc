@@ -238,9 +238,9 @@ class Slab {
                 const Grads& g, float* dgates) const;
 
  private:
-  bool lstm_in_registers(const void* ws) const;
-  void lstm_steps_in_registers(const Inputs& in, float* y, float* hT, float* cT, float* hs, const float* gates,
-                               float* extra) const;
+  bool lstm_in_registers() const;
+  void lstm_steps_in_registers(const Inputs& in, float* y, float* hT, float* cT, float* hs, float* gates,
+                               float* extra, bool keep_gates) const;
   size_t train_scratch_bytes() const;
   size_t infer_scratch_bytes() const;
   size_t backward_scratch_bytes() const;
@@ -431,8 +431,8 @@ void Slab::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) c
     to_time_major(in.x, B * part / P_, B * (part + 1) / P_, B, T, s_.seq_rows(), k, x_tm);
   });
   gemm_split(P_, 'N', 'T', TB, Gp, k, x_tm, k, in.W, k, 0.0f, gates, Gp);  // W_a x_t for every t at once
-  if (lstm_in_registers(ws)) {
-    lstm_steps_in_registers(in, y, hT, cT, hs, gates, extra);
+  if (lstm_in_registers()) {
+    lstm_steps_in_registers(in, y, hT, cT, hs, gates, extra, ws != nullptr);
     return;
   }
   for (int i = 0; i < T; ++i) {
@@ -471,15 +471,15 @@ void Slab::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) c
   if (s_.cell == kLstm) std::memcpy(cT, extra + last, size_t(B) * p * sizeof(float));
 }
 
-// The LSTM without gradient where its steps are split over threads: by units, each step's gates in the
-// GEMM's registers (lstm_avx512.h) on U_a packed once per call.
-bool Slab::lstm_in_registers(const void* ws) const {
+// The LSTM where its steps are split over threads: by units, each step's gates in the GEMM's registers
+// (lstm_avx512.h) on U_a packed once per call; kept for the backward (keep_gates) where it trains.
+bool Slab::lstm_in_registers() const {
   static const bool cpu = lstm_avx512_available();
-  return s_.cell == kLstm && ws == nullptr && P_ > 1 && s_.p % 16 == 0 && cpu;
+  return s_.cell == kLstm && P_ > 1 && s_.p % 16 == 0 && cpu;
 }
 
-void Slab::lstm_steps_in_registers(const Inputs& in, float* y, float* hT, float* cT, float* hs, const float* gates,
-                                   float* extra) const {
+void Slab::lstm_steps_in_registers(const Inputs& in, float* y, float* hT, float* cT, float* hs, float* gates,
+                                   float* extra, bool keep_gates) const {
   const int B = s_.B, T = s_.T, p = s_.p;
   Scratch packed(size_t(4) * p * p + 16);
   float* panels = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(packed.data()) + 63) & ~uintptr_t(63));
@@ -498,9 +498,9 @@ void Slab::lstm_steps_in_registers(const Inputs& in, float* y, float* hT, float*
     Team::get().run(P_, [&](int part) {
       const auto [u0, u1] = share(p, part, P_);
       if (u1 > u0)
-        lstm_step_units(B, p, int(u0), int(u1), a_prev, panels, gates + int64_t(t) * B * 4 * p, in.b, c_prev,
-                        extra + int64_t(t) * B * p, hs + int64_t(t) * B * p, y ? y + int64_t(t) * p : nullptr,
-                        s_.seq_rows() * p, keep.data());
+        lstm_step_units(B, p, int(u0), int(u1), a_prev, panels, gates + int64_t(t) * B * 4 * p, keep_gates,
+                        in.b, c_prev, extra + int64_t(t) * B * p, hs + int64_t(t) * B * p,
+                        y ? y + int64_t(t) * p : nullptr, s_.seq_rows() * p, keep.data());
     });
   }
   const int64_t last = int64_t(s_.reverse ? 0 : T - 1) * B * p;

@@ -40,8 +40,8 @@ AVX512 inline __m512 vtanh(__m512 x) {  // 2σ(2x) - 1
 // Sequences n0..n0+MR × 16 units from u: the four gates' U_a a_prev accumulated in registers (4·MR of the
 // 32 vector registers), then the equations.
 template <int MR>
-AVX512 void tile(int n0, int p, int u, const float* a_prev, const float* panel, const float* gx, const float* b,
-                 const float* c_prev, float* c, float* a, float* y, int64_t y_ld,
+AVX512 void tile(int n0, int p, int u, const float* a_prev, const float* panel, float* gx, bool keep_gates,
+                 const float* b, const float* c_prev, float* c, float* a, float* y, int64_t y_ld,
                  const float* keep) {
   const int Gp = 4 * p;
   __m512 acc[MR][4];
@@ -64,7 +64,7 @@ AVX512 void tile(int n0, int p, int u, const float* a_prev, const float* panel, 
   const __m512 one = _mm512_set1_ps(1.0f);
   for (int r = 0; r < MR; ++r) {
     const int64_t n = n0 + r;
-    const float* g = gx + n * Gp + u;
+    float* g = gx + n * Gp + u;
     __m512 z[4];  // W_a x + U_a a + b_a, gates i, f, g, o
     for (int q = 0; q < 4; ++q)
       z[q] = _mm512_add_ps(acc[r][q], _mm512_add_ps(_mm512_loadu_ps(g + q * p), _mm512_loadu_ps(b + q * p + u)));
@@ -73,6 +73,12 @@ AVX512 void tile(int n0, int p, int u, const float* a_prev, const float* panel, 
     const __m512 f = _mm512_add_ps(_mm512_mul_ps(kp, vsigmoid(z[1])), _mm512_sub_ps(one, kp));
     const __m512 gg = vtanh(z[2]);
     const __m512 o = vsigmoid(z[3]);
+    if (keep_gates) {  // for the backward, in place of W_a x
+      _mm512_storeu_ps(g, i);
+      _mm512_storeu_ps(g + p, f);
+      _mm512_storeu_ps(g + 2 * p, gg);
+      _mm512_storeu_ps(g + 3 * p, o);
+    }
     const __m512 cn = _mm512_fmadd_ps(f, _mm512_loadu_ps(c_prev + n * p + u), _mm512_mul_ps(i, gg));
     const __m512 an = _mm512_mul_ps(o, vtanh(cn));
     _mm512_storeu_ps(c + n * p + u, cn);
@@ -98,19 +104,19 @@ void pack_lstm_panels(const float* U, int p, int g0, int g1, float* panels) {
   }
 }
 
-void lstm_step_units(int B, int p, int u0, int u1, const float* a_prev, const float* panels, const float* gx,
-                     const float* b, const float* c_prev, float* c, float* a, float* y,
+void lstm_step_units(int B, int p, int u0, int u1, const float* a_prev, const float* panels, float* gx,
+                     bool keep_gates, const float* b, const float* c_prev, float* c, float* a, float* y,
                      int64_t y_ld, const float* keep) {
   for (int u = u0; u < u1; u += 16) {
     const float* panel = panels + int64_t(u / 16) * p * 64;
     int n = 0;
-    for (; n + 6 <= B; n += 6) tile<6>(n, p, u, a_prev, panel, gx, b, c_prev, c, a, y, y_ld, keep);
+    for (; n + 6 <= B; n += 6) tile<6>(n, p, u, a_prev, panel, gx, keep_gates, b, c_prev, c, a, y, y_ld, keep);
     switch (B - n) {
-      case 5: tile<5>(n, p, u, a_prev, panel, gx, b, c_prev, c, a, y, y_ld, keep); break;
-      case 4: tile<4>(n, p, u, a_prev, panel, gx, b, c_prev, c, a, y, y_ld, keep); break;
-      case 3: tile<3>(n, p, u, a_prev, panel, gx, b, c_prev, c, a, y, y_ld, keep); break;
-      case 2: tile<2>(n, p, u, a_prev, panel, gx, b, c_prev, c, a, y, y_ld, keep); break;
-      case 1: tile<1>(n, p, u, a_prev, panel, gx, b, c_prev, c, a, y, y_ld, keep); break;
+      case 5: tile<5>(n, p, u, a_prev, panel, gx, keep_gates, b, c_prev, c, a, y, y_ld, keep); break;
+      case 4: tile<4>(n, p, u, a_prev, panel, gx, keep_gates, b, c_prev, c, a, y, y_ld, keep); break;
+      case 3: tile<3>(n, p, u, a_prev, panel, gx, keep_gates, b, c_prev, c, a, y, y_ld, keep); break;
+      case 2: tile<2>(n, p, u, a_prev, panel, gx, keep_gates, b, c_prev, c, a, y, y_ld, keep); break;
+      case 1: tile<1>(n, p, u, a_prev, panel, gx, keep_gates, b, c_prev, c, a, y, y_ld, keep); break;
       default: break;
     }
   }
