@@ -164,6 +164,17 @@ def test_lstm_with_its_gates_in_registers_equals_the_scan(reverse, with_lengths)
     compare(layer, x, lengths)
 
 
+@pytest.mark.parametrize(("kind", "p"), [("elman-tanh", 9), ("gru", 9), ("lstm", 9), ("lstm", 368)])
+def test_a_nan_in_x_gives_nans_where_the_scan_gives_them(kind, p):
+    # (p = 368: the LSTM's AVX-512 step, whose exp clamps its input; a NaN must not be clamped away)
+    layer = Recurrent(make(kind, 100, p, jax.random.key(0)))
+    x = jax.random.normal(jax.random.key(1), (17, 6, 100)).at[3, 2, 7].set(jnp.nan)
+    fused, scan = fused_of(jitted_forward, layer, x), scan_of(jitted_forward, layer, x)
+    for f, s in zip(jax.tree.leaves(fused), jax.tree.leaves(scan), strict=True):
+        assert np.isnan(np.asarray(s)).any()
+        np.testing.assert_array_equal(np.isnan(np.asarray(f)), np.isnan(np.asarray(s)))
+
+
 @pytest.mark.parametrize("kind", ["elman-tanh", "gru", "lstm"])
 def test_fused_equals_scan_in_a_bidirectional_stack_with_lengths_and_a_0(kind):
     rnn = rnnlab.RNN(kind.split("-")[0], features=5, units=4, layers=2, bidirectional=True,

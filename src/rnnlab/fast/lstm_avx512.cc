@@ -8,8 +8,9 @@ namespace rnnlab {
 namespace {
 
 // exp(x) with x clamped to [-87, 88]: 2^n · e^r, |r| <= ln2 / 2, a degree-7 polynomial (error ~1e-7).
+// (min and max return their second operand where one is NaN: x second, so that a NaN stays one.)
 AVX512 inline __m512 vexp(__m512 x) {
-  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
+  x = _mm512_max_ps(_mm512_set1_ps(-87.0f), _mm512_min_ps(_mm512_set1_ps(88.0f), x));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
