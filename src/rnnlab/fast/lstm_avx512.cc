@@ -49,6 +49,11 @@ AVX512 void tile(int n0, int p, int u, const float* a_prev, const float* panel, 
   for (int r = 0; r < MR; ++r)
     for (int q = 0; q < 4; ++q) acc[r][q] = _mm512_setzero_ps();
   const float* A = a_prev + int64_t(n0) * p;
+  for (int r = 0; r < MR; ++r) {  // what the equations below read, fetched while the products run
+    const float* g = gx + (n0 + r) * int64_t(Gp) + u;
+    for (int q = 0; q < 4; ++q) _mm_prefetch(reinterpret_cast<const char*>(g + q * p), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c_prev + (n0 + r) * int64_t(p) + u), _MM_HINT_T0);
+  }
   for (int k = 0; k < p; ++k) {
     const float* bk = panel + int64_t(k) * 64;
     const __m512 b0 = _mm512_load_ps(bk), b1 = _mm512_load_ps(bk + 16), b2 = _mm512_load_ps(bk + 32),
