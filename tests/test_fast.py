@@ -150,6 +150,11 @@ def test_fused_equals_scan_where_each_step_is_split_between_threads(kind, p):
     compare(layer, x, jnp.array([3, 1, 2] * 5 + [3, 3]))
 
 
+def test_the_lstm_microkernel_runs_where_the_cpu_has_avx512():
+    flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "").split()
+    assert fast.engine.lstm_avx512() == ("avx512f" in flags)
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("with_lengths", [False, True])
 def test_lstm_with_its_gates_in_registers_equals_the_scan(reverse, with_lengths):

@@ -83,6 +83,11 @@ def available() -> bool:
     return _LIB is not None
 
 
+def lstm_avx512() -> bool:
+    """True where the LSTM's steps, when split over threads, run on the AVX-512 microkernel (this CPU has it)."""
+    return _LIB is not None and bool(_LIB.rnnlab_lstm_avx512())
+
+
 def scratch_bytes() -> int:
     """Bytes held by the kernel's pool of temporaries: kept between calls, outside XLA's buffers."""
     if _LIB is None:

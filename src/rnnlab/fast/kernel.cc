@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -183,7 +184,7 @@ class Scratch {
       }
     }
     if (buf_.size < floats) {  // none in the pool is large enough
-      buf_ = Buffer{std::make_unique<float[]>(floats), floats};
+      buf_ = Buffer{std::unique_ptr<float[], Free>(aligned_floats(floats)), floats};
       held().fetch_add(floats);
     }
   }
@@ -199,10 +200,18 @@ class Scratch {
   float* data() { return buf_.data.get(); }
 
  private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
   struct Buffer {
-    std::unique_ptr<float[]> data;
+    std::unique_ptr<float[], Free> data;  // 64-byte aligned: rows of 16·m floats start on cache lines
     size_t size = 0;
   };
+  static float* aligned_floats(size_t n) {
+    void* p = std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<float*>(p);
+  }
   static size_t cap_bytes() {
     static const size_t cap = [] {
       const char* env = std::getenv("RNNLAB_SCRATCH_MB");
@@ -481,8 +490,8 @@ bool Slab::lstm_in_registers() const {
 void Slab::lstm_steps_in_registers(const Inputs& in, float* y, float* hT, float* cT, float* hs, float* gates,
                                    float* extra, bool keep_gates) const {
   const int B = s_.B, T = s_.T, p = s_.p;
-  Scratch packed(size_t(4) * p * p + 16);
-  float* panels = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(packed.data()) + 63) & ~uintptr_t(63));
+  Scratch packed(size_t(4) * p * p);
+  float* panels = packed.data();  // (64-byte aligned, as the panels' loads need)
   Team::get().run(P_, [&](int part) {
     const auto [u0, u1] = share(p, part, P_);
     pack_lstm_panels(in.U, p, int(u0 / 16), int(u1 / 16), panels);
