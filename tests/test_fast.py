@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -151,7 +152,8 @@ def test_fused_equals_scan_where_each_step_is_split_between_threads(kind, p):
 
 
 def test_the_lstm_microkernel_runs_where_the_cpu_has_avx512():
-    flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "").split()
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    flags = next((line for line in lines if line.startswith("flags")), "").split()
     assert fast.engine.lstm_avx512() == ("avx512f" in flags)
 
 
