@@ -61,6 +61,7 @@ def _load() -> ctypes.CDLL:
         path = spec.origin
     lib = ctypes.CDLL(path)
     lib.rnnlab_sizes.restype = ctypes.c_int
+    lib.rnnlab_scratch_bytes.restype = ctypes.c_int64
     handlers = (("rnnlab_forward", lib.RnnlabForward), ("rnnlab_backward", lib.RnnlabBackward),
                 ("rnnlab_kernel_backward", lib.RnnlabKernelBackward), ("rnnlab_input_grad", lib.RnnlabInputGrad),
                 ("rnnlab_pieces_forward", lib.RnnlabPiecesForward),
@@ -92,7 +93,6 @@ def scratch_bytes() -> int:
     """Bytes held by the kernel's pool of temporaries: kept between calls, outside XLA's buffers."""
     if _LIB is None:
         return 0
-    _LIB.rnnlab_scratch_bytes.restype = ctypes.c_int64
     return int(_LIB.rnnlab_scratch_bytes())
 
 
@@ -225,8 +225,6 @@ def _pieces_forward(cfg: Config, chunk: int, x, h0, c0, W, U, b, c_n, lengths):
            jax.ShapeDtypeStruct((n, *h0.shape) if cfg.cell == LSTM else (1,), f32))
     call = jax.ffi.ffi_call("rnnlab_pieces_forward", out, vmap_method="sequential")
     return call(x, h0, c0, W, U, b, c_n, lengths, **_attrs(cfg), chunk=np.int32(chunk))
-
-
 
 
 def _starts_from_y(cfg: Config, chunk: int, y, h0):
