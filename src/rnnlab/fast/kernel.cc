@@ -249,6 +249,7 @@ class Slab {
  private:
   bool lstm_in_registers() const;
   void lstm_steps_in_registers(const Inputs& in, float* y, float* hT, float* cT, float* hs, float* gates,
+                               bool batch_major,
                                float* extra, bool keep_gates) const;
   size_t train_scratch_bytes() const;
   size_t infer_scratch_bytes() const;
@@ -436,14 +437,23 @@ void Slab::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) c
   float* extra = elman ? nullptr : gates + TB * Gp;     // (T, B, p): GRU hn, LSTM c_t
   float* x_tm = scratch.data() + (ws ? 0 : workspace_bytes() / sizeof(float));
   float* step = x_tm + TB * k;  // (B, G·p): GRU U_a a_{t-1}
+  if (lstm_in_registers()) {
+    // without gradient, and x one (B·T, k) matrix, W_a x_t stays batch-major (step t of sequence n at row
+    // n·T + t) and x is read where it is; the backward reads the gates time-major
+    const bool batch_major = ws == nullptr && s_.seq_rows() == T;
+    if (!batch_major) {
+      Team::get().run(P_, [&](int part) {
+        to_time_major(in.x, B * part / P_, B * (part + 1) / P_, B, T, s_.seq_rows(), k, x_tm);
+      });
+    }
+    gemm_split(P_, 'N', 'T', TB, Gp, k, batch_major ? in.x : x_tm, k, in.W, k, 0.0f, gates, Gp);
+    lstm_steps_in_registers(in, y, hT, cT, hs, gates, batch_major, extra, ws != nullptr);
+    return;
+  }
   Team::get().run(P_, [&](int part) {
     to_time_major(in.x, B * part / P_, B * (part + 1) / P_, B, T, s_.seq_rows(), k, x_tm);
   });
   gemm_split(P_, 'N', 'T', TB, Gp, k, x_tm, k, in.W, k, 0.0f, gates, Gp);  // W_a x_t for every t at once
-  if (lstm_in_registers()) {
-    lstm_steps_in_registers(in, y, hT, cT, hs, gates, extra, ws != nullptr);
-    return;
-  }
   for (int i = 0; i < T; ++i) {
     const int t = s_.reverse ? T - 1 - i : i;
     const int tp = s_.reverse ? t + 1 : t - 1;  // the previous step
@@ -488,7 +498,7 @@ bool Slab::lstm_in_registers() const {
 }
 
 void Slab::lstm_steps_in_registers(const Inputs& in, float* y, float* hT, float* cT, float* hs, float* gates,
-                                   float* extra, bool keep_gates) const {
+                                   bool batch_major, float* extra, bool keep_gates) const {
   const int B = s_.B, T = s_.T, p = s_.p;
   Scratch packed(size_t(4) * p * p);
   float* panels = packed.data();  // (64-byte aligned, as the panels' loads need)
@@ -496,23 +506,27 @@ void Slab::lstm_steps_in_registers(const Inputs& in, float* y, float* hT, float*
     const auto [u0, u1] = share(p, part, P_);
     pack_lstm_panels(in.U, p, int(u0 / 16), int(u1 / 16), panels);
   });
+  // a_t and c_t of step t at row block at(t): every step's where it trains, else two blocks taken in turn
+  // (each written where the step before read, still in cache)
+  auto at = [&](int t) { return int64_t(keep_gates ? t : t % 2) * B * p; };
   std::vector<float> keep(B, 1.0f);
   for (int i = 0; i < T; ++i) {
     const int t = s_.reverse ? T - 1 - i : i;
     const int tp = s_.reverse ? t + 1 : t - 1;  // the previous step
-    const float* a_prev = i == 0 ? in.h0 : hs + int64_t(tp) * B * p;
-    const float* c_prev = i == 0 ? in.c0 : extra + int64_t(tp) * B * p;
+    const float* a_prev = i == 0 ? in.h0 : hs + at(tp);
+    const float* c_prev = i == 0 ? in.c0 : extra + at(tp);
     if (in.lengths)
       for (int n = 0; n < B; ++n) keep[n] = t >= in.lengths[n] ? 0.0f : 1.0f;
     Team::get().run(P_, [&](int part) {
       const auto [u0, u1] = share(p, part, P_);
-      if (u1 > u0)
-        lstm_step_units(B, p, int(u0), int(u1), a_prev, panels, gates + int64_t(t) * B * 4 * p, keep_gates,
-                        in.b, c_prev, extra + int64_t(t) * B * p, hs + int64_t(t) * B * p,
-                        y ? y + int64_t(t) * p : nullptr, s_.seq_rows() * p, keep.data());
+      float* gx = gates + int64_t(t) * (batch_major ? 1 : B) * 4 * p;
+      const LstmStep step{B,       p,    a_prev, panels, gx, (batch_major ? T : 1) * int64_t(4) * p, keep_gates, in.b, c_prev,
+                          extra + at(t), hs + at(t), y ? y + int64_t(t) * p : nullptr,
+                          s_.seq_rows() * p, keep.data()};
+      if (u1 > u0) lstm_step_units(step, int(u0), int(u1));
     });
   }
-  const int64_t last = int64_t(s_.reverse ? 0 : T - 1) * B * p;
+  const int64_t last = at(s_.reverse ? 0 : T - 1);
   std::memcpy(hT, hs + last, size_t(B) * p * sizeof(float));
   std::memcpy(cT, extra + last, size_t(B) * p * sizeof(float));
 }

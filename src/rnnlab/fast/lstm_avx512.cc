@@ -43,16 +43,17 @@ AVX512 inline __m512 vtanh(__m512 x) {  // 2σ(2x) - 1: absolute error ~1e-7 (re
 // Sequences n0..n0+MR × 16 units from u: the four gates' U_a a_prev accumulated in registers (4·MR of the
 // 32 vector registers), then the equations.
 template <int MR>
-AVX512 void tile(int n0, int p, int u, const float* a_prev, const float* panel, float* gx, bool keep_gates,
-                 const float* b, const float* c_prev, float* c, float* a, float* y, int64_t y_ld,
-                 const float* keep) {
-  const int Gp = 4 * p;
+AVX512 void tile(const LstmStep& s, int n0, int u, const float* panel, bool stream_y) {
+  const int p = s.p;
+  const int64_t gx_ld = s.gx_ld;
+  const float *a_prev = s.a_prev, *b = s.b, *c_prev = s.c_prev, *keep = s.keep;
+  float *gx = s.gx, *c = s.c, *a = s.a, *y = s.y;
   __m512 acc[MR][4];
   for (int r = 0; r < MR; ++r)
     for (int q = 0; q < 4; ++q) acc[r][q] = _mm512_setzero_ps();
   const float* A = a_prev + int64_t(n0) * p;
   for (int r = 0; r < MR; ++r) {  // what the equations below read, fetched while the products run
-    const float* g = gx + (n0 + r) * int64_t(Gp) + u;
+    const float* g = gx + (n0 + r) * gx_ld + u;
     for (int q = 0; q < 4; ++q) _mm_prefetch(reinterpret_cast<const char*>(g + q * p), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(c_prev + (n0 + r) * int64_t(p) + u), _MM_HINT_T0);
   }
@@ -72,7 +73,7 @@ AVX512 void tile(int n0, int p, int u, const float* a_prev, const float* panel, 
   const __m512 one = _mm512_set1_ps(1.0f);
   for (int r = 0; r < MR; ++r) {
     const int64_t n = n0 + r;
-    float* g = gx + n * Gp + u;
+    float* g = gx + n * gx_ld + u;
     __m512 z[4];  // W_a x + U_a a + b_a, gates i, f, g, o
     for (int q = 0; q < 4; ++q)
       z[q] = _mm512_add_ps(acc[r][q], _mm512_add_ps(_mm512_loadu_ps(g + q * p), _mm512_loadu_ps(b + q * p + u)));
@@ -81,7 +82,7 @@ AVX512 void tile(int n0, int p, int u, const float* a_prev, const float* panel, 
     const __m512 f = _mm512_add_ps(_mm512_mul_ps(kp, vsigmoid(z[1])), _mm512_sub_ps(one, kp));
     const __m512 gg = vtanh(z[2]);
     const __m512 o = vsigmoid(z[3]);
-    if (keep_gates) {  // for the backward, in place of W_a x
+    if (s.keep_gates) {  // for the backward, in place of W_a x
       _mm512_storeu_ps(g, i);
       _mm512_storeu_ps(g + p, f);
       _mm512_storeu_ps(g + 2 * p, gg);
@@ -91,7 +92,11 @@ AVX512 void tile(int n0, int p, int u, const float* a_prev, const float* panel, 
     const __m512 an = _mm512_mul_ps(o, vtanh(cn));
     _mm512_storeu_ps(c + n * p + u, cn);
     _mm512_storeu_ps(a + n * p + u, an);
-    if (y) _mm512_storeu_ps(y + n * y_ld + u, an);
+    if (stream_y) {
+      _mm512_stream_ps(y + n * s.y_ld + u, an);
+    } else if (y) {
+      _mm512_storeu_ps(y + n * s.y_ld + u, an);
+    }
   }
 }
 
@@ -112,22 +117,22 @@ void pack_lstm_panels(const float* U, int p, int g0, int g1, float* panels) {
   }
 }
 
-void lstm_step_units(int B, int p, int u0, int u1, const float* a_prev, const float* panels, float* gx,
-                     bool keep_gates, const float* b, const float* c_prev, float* c, float* a, float* y,
-                     int64_t y_ld, const float* keep) {
+void lstm_step_units(const LstmStep& s, int u0, int u1) {
+  const bool stream_y = s.y && reinterpret_cast<uintptr_t>(s.y) % 64 == 0 && s.y_ld % 16 == 0;
   for (int u = u0; u < u1; u += 16) {
-    const float* panel = panels + int64_t(u / 16) * p * 64;
+    const float* panel = s.panels + int64_t(u / 16) * s.p * 64;
     int n = 0;
-    for (; n + 6 <= B; n += 6) tile<6>(n, p, u, a_prev, panel, gx, keep_gates, b, c_prev, c, a, y, y_ld, keep);
-    switch (B - n) {
-      case 5: tile<5>(n, p, u, a_prev, panel, gx, keep_gates, b, c_prev, c, a, y, y_ld, keep); break;
-      case 4: tile<4>(n, p, u, a_prev, panel, gx, keep_gates, b, c_prev, c, a, y, y_ld, keep); break;
-      case 3: tile<3>(n, p, u, a_prev, panel, gx, keep_gates, b, c_prev, c, a, y, y_ld, keep); break;
-      case 2: tile<2>(n, p, u, a_prev, panel, gx, keep_gates, b, c_prev, c, a, y, y_ld, keep); break;
-      case 1: tile<1>(n, p, u, a_prev, panel, gx, keep_gates, b, c_prev, c, a, y, y_ld, keep); break;
+    for (; n + 6 <= s.B; n += 6) tile<6>(s, n, u, panel, stream_y);
+    switch (s.B - n) {
+      case 5: tile<5>(s, n, u, panel, stream_y); break;
+      case 4: tile<4>(s, n, u, panel, stream_y); break;
+      case 3: tile<3>(s, n, u, panel, stream_y); break;
+      case 2: tile<2>(s, n, u, panel, stream_y); break;
+      case 1: tile<1>(s, n, u, panel, stream_y); break;
       default: break;
     }
   }
+  if (stream_y) _mm_sfence();  // the streamed stores seen by whoever reads y after this step
 }
 
 }  // namespace rnnlab

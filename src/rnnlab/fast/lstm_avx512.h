@@ -15,13 +15,29 @@ bool lstm_avx512_available();
 // 16g + j, so that one row of a panel is a step's four gates for 16 units.
 void pack_lstm_panels(const float* U, int p, int g0, int g1, float* panels);
 
-// Units u0..u1 (multiples of 16) of one step for B sequences (rows of p floats):
-//   z = W_a x (gx, (B, 4p) rows) + U_a a_prev + b_a;  i, f, o = σ(z_i, z_f, z_o), g = tanh(z_g)
-//   c = f ⊙ c_prev + i ⊙ g,  a = o ⊙ tanh(c), written to a and to y (rows y_ld apart)
+// One step of B sequences (rows of p floats):
+//   z = W_a x (gx, B rows of 4p floats, gx_ld apart) + U_a a_prev + b_a;  i, f, o = σ(z_i, z_f, z_o), g = tanh(z_g)
+//   c = f ⊙ c_prev + i ⊙ g,  a = o ⊙ tanh(c), written to a and, where y is not null, to y (rows y_ld apart)
 // keep[n] = 0 on a padding step of sequence n (i = 0, f = 1: c stays), else 1.
 // With keep_gates, i, f, g, o are written over gx (the workspace the backward reads).
-void lstm_step_units(int B, int p, int u0, int u1, const float* a_prev, const float* panels, float* gx,
-                     bool keep_gates, const float* b, const float* c_prev, float* c, float* a, float* y,
-                     int64_t y_ld, const float* keep);
+struct LstmStep {
+  int B, p;
+  const float* a_prev;
+  const float* panels;  // U_a as pack_lstm_panels gives it
+  float* gx;
+  int64_t gx_ld;
+  bool keep_gates;
+  const float* b;
+  const float* c_prev;
+  float* c;
+  float* a;
+  float* y;
+  int64_t y_ld;
+  const float* keep;
+};
+
+// Units u0..u1 (multiples of 16) of the step. y is written around the caches where it is 64-byte aligned
+// (it is not read again here, and would push U_a's panels out of this core's cache).
+void lstm_step_units(const LstmStep& s, int u0, int u1);
 
 }  // namespace rnnlab
