@@ -249,8 +249,7 @@ class Slab {
  private:
   bool lstm_in_registers() const;
   void lstm_steps_in_registers(const Inputs& in, float* y, float* hT, float* cT, float* hs, float* gates,
-                               bool batch_major,
-                               float* extra, bool keep_gates) const;
+                               bool batch_major, float* extra, bool keep_gates) const;
   size_t train_scratch_bytes() const;
   size_t infer_scratch_bytes() const;
   size_t backward_scratch_bytes() const;
@@ -492,6 +491,7 @@ void Slab::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) c
 
 // The LSTM where its steps are split over threads: by units, each step's gates in the GEMM's registers
 // (lstm_avx512.h) on U_a packed once per call; kept for the backward (keep_gates) where it trains.
+// gates holds W_a x_t time-major, or batch-major (row n·T + t) where batch_major.
 bool Slab::lstm_in_registers() const {
   static const bool cpu = lstm_avx512_available();
   return s_.cell == kLstm && P_ > 1 && s_.p % 16 == 0 && cpu;
@@ -519,10 +519,21 @@ void Slab::lstm_steps_in_registers(const Inputs& in, float* y, float* hT, float*
       for (int n = 0; n < B; ++n) keep[n] = t >= in.lengths[n] ? 0.0f : 1.0f;
     Team::get().run(P_, [&](int part) {
       const auto [u0, u1] = share(p, part, P_);
-      float* gx = gates + int64_t(t) * (batch_major ? 1 : B) * 4 * p;
-      const LstmStep step{B,       p,    a_prev, panels, gx, (batch_major ? T : 1) * int64_t(4) * p, keep_gates, in.b, c_prev,
-                          extra + at(t), hs + at(t), y ? y + int64_t(t) * p : nullptr,
-                          s_.seq_rows() * p, keep.data()};
+      const LstmStep step{.B = B,
+                          .p = p,
+                          .a_prev = a_prev,
+                          .panels = panels,
+                          .gx = gates + int64_t(t) * (batch_major ? 1 : B) * 4 * p,
+                          .gx_ld = int64_t(batch_major ? T : 1) * 4 * p,
+                          .keep_gates = keep_gates,
+                          .b = in.b,
+                          .c_prev = c_prev,
+                          .c = extra + at(t),
+                          .a = hs + at(t),
+                          .y = y ? y + int64_t(t) * p : nullptr,
+                          .y_ld = s_.seq_rows() * p,
+                          .keep = keep.data(),
+                          .units_last_first = i % 2 == 1};
       if (u1 > u0) lstm_step_units(step, int(u0), int(u1));
     });
   }

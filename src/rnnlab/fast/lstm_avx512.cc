@@ -119,7 +119,8 @@ void pack_lstm_panels(const float* U, int p, int g0, int g1, float* panels) {
 
 void lstm_step_units(const LstmStep& s, int u0, int u1) {
   const bool stream_y = s.y && reinterpret_cast<uintptr_t>(s.y) % 64 == 0 && s.y_ld % 16 == 0;
-  for (int u = u0; u < u1; u += 16) {
+  for (int j = 0; j < (u1 - u0) / 16; ++j) {
+    const int u = s.units_last_first ? u1 - 16 * (j + 1) : u0 + 16 * j;
     const float* panel = s.panels + int64_t(u / 16) * s.p * 64;
     int n = 0;
     for (; n + 6 <= s.B; n += 6) tile<6>(s, n, u, panel, stream_y);

@@ -34,6 +34,9 @@ struct LstmStep {
   float* y;
   int64_t y_ld;
   const float* keep;
+  // Units walked last to first: taken on every other step, the panels a core used last, still in its cache
+  // (U_a's share of a core about fills it), are the first it needs.
+  bool units_last_first;
 };
 
 // Units u0..u1 (multiples of 16) of the step. y is written around the caches where it is 64-byte aligned
