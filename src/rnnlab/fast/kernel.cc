@@ -355,6 +355,30 @@ class Team {
   std::vector<std::exception_ptr> errors_;
 };
 
+// Where the n jobs of one Team::run wait for each other, between the steps of a loop each runs over its
+// share of the units: cheaper than a Team::run per step. n <= the team's size, so all n run at once; and
+// the jobs must not throw between meetings (the others would wait for ever). Spins, yielding after a
+// while (the core may be wanted by the thread being waited for).
+class Meeting {
+ public:
+  explicit Meeting(int n) : n_(n) {}
+  void arrive_and_wait() {
+    const uint32_t round = round_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {  // the last to arrive opens the next
+      arrived_.store(0, std::memory_order_relaxed);
+      round_.store(round + 1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; round_.load(std::memory_order_acquire) == round; ++spins)
+      if (spins > 1000) std::this_thread::yield();
+  }
+
+ private:
+  const int n_;
+  std::atomic<int> arrived_{0};
+  std::atomic<uint32_t> round_{0};
+};
+
 // The slabs a batch is split into: one per thread, at least 8 sequences each; or, where a step is large
 // (split_steps), one slab of the whole batch whose every step is split over the threads: there one
 // (64, 512) × (512, 2048) product split by columns runs about 25 % faster than two products of half the
@@ -502,41 +526,39 @@ void Slab::lstm_steps_in_registers(const Inputs& in, float* y, float* hT, float*
   const int B = s_.B, T = s_.T, p = s_.p;
   Scratch packed(size_t(4) * p * p);
   float* panels = packed.data();  // (64-byte aligned, as the panels' loads need)
-  Team::get().run(P_, [&](int part) {
-    const auto [u0, u1] = share(p, part, P_);
-    pack_lstm_panels(in.U, p, int(u0 / 16), int(u1 / 16), panels);
-  });
   // a_t and c_t of step t at row block at(t): every step's where it trains, else two blocks taken in turn
   // (each written where the step before read, still in cache)
   auto at = [&](int t) { return int64_t(keep_gates ? t : t % 2) * B * p; };
-  std::vector<float> keep(B, 1.0f);
-  for (int i = 0; i < T; ++i) {
-    const int t = s_.reverse ? T - 1 - i : i;
-    const int tp = s_.reverse ? t + 1 : t - 1;  // the previous step
-    const float* a_prev = i == 0 ? in.h0 : hs + at(tp);
-    const float* c_prev = i == 0 ? in.c0 : extra + at(tp);
-    if (in.lengths)
-      for (int n = 0; n < B; ++n) keep[n] = t >= in.lengths[n] ? 0.0f : 1.0f;
-    Team::get().run(P_, [&](int part) {
-      const auto [u0, u1] = share(p, part, P_);
+  std::vector<float> keeps(size_t(P_) * B, 1.0f);
+  Meeting step_done(P_);
+  Team::get().run(P_, [&](int part) {  // each thread packs its units' panels and runs them step after step
+    const auto [u0, u1] = share(p, part, P_);
+    pack_lstm_panels(in.U, p, int(u0 / 16), int(u1 / 16), panels);
+    float* keep = keeps.data() + int64_t(part) * B;
+    for (int i = 0; i < T; ++i) {
+      const int t = s_.reverse ? T - 1 - i : i;
+      const int tp = s_.reverse ? t + 1 : t - 1;  // the previous step
+      if (in.lengths)
+        for (int n = 0; n < B; ++n) keep[n] = t >= in.lengths[n] ? 0.0f : 1.0f;
       const LstmStep step{.B = B,
                           .p = p,
-                          .a_prev = a_prev,
+                          .a_prev = i == 0 ? in.h0 : hs + at(tp),
                           .panels = panels,
                           .gx = gates + int64_t(t) * (batch_major ? 1 : B) * 4 * p,
                           .gx_ld = int64_t(batch_major ? T : 1) * 4 * p,
                           .keep_gates = keep_gates,
                           .b = in.b,
-                          .c_prev = c_prev,
+                          .c_prev = i == 0 ? in.c0 : extra + at(tp),
                           .c = extra + at(t),
                           .a = hs + at(t),
                           .y = y ? y + int64_t(t) * p : nullptr,
                           .y_ld = s_.seq_rows() * p,
-                          .keep = keep.data(),
+                          .keep = keep,
                           .units_last_first = i % 2 == 1};
       if (u1 > u0) lstm_step_units(step, int(u0), int(u1));
-    });
-  }
+      if (i + 1 < T) step_done.arrive_and_wait();  // step t+1 reads every unit of a_t
+    }
+  });
   const int64_t last = at(s_.reverse ? 0 : T - 1);
   std::memcpy(hT, hs + last, size_t(B) * p * sizeof(float));
   std::memcpy(cT, extra + last, size_t(B) * p * sizeof(float));
