@@ -51,21 +51,24 @@ def scan(
 def scan_in_pieces(
     cell: Cell, x: Float[Array, "T k"], state_0: PyTree, length: Int[Array, ""] | None, chunk: int
 ) -> tuple[Float[Array, "T p"], PyTree]:
-    """`scan` for long sequences: T/C pieces of C = `chunk` steps, each (its projection W_a x + b_a too)
+    """`scan` for long sequences: ⌈T/C⌉ pieces of C = `chunk` steps, each (its projection W_a x + b_a too)
     under `jax.checkpoint`. The backward pass keeps x and one state per piece and recomputes the rest, so
     what it keeps grows with T·k + (T/C)·p instead of T·G·p and more (C near sqrt(T) keeps the least).
+    Where C does not divide T, x is padded to whole pieces with steps past the end (as after `length`).
     """
     T = x.shape[0]
-    if T % chunk:
-        raise ValueError(f"chunk={chunk} must divide T={T}")
+    n = -(-T // chunk)
+    if n * chunk > T:
+        x = jnp.pad(x, ((0, n * chunk - T), (0, 0)))
+        length = jnp.asarray(T) if length is None else length
 
     @jax.checkpoint
     def piece(state, inputs):
         x_c, t_c = inputs
         return _steps(cell, cell.project(x_c), t_c, state, length)
 
-    final, a = jax.lax.scan(piece, state_0, (x.reshape(T // chunk, chunk, -1), jnp.arange(T).reshape(-1, chunk)))
-    return a.reshape(T, -1), final
+    final, a = jax.lax.scan(piece, state_0, (x.reshape(n, chunk, -1), jnp.arange(n * chunk).reshape(n, chunk)))
+    return a.reshape(n * chunk, -1)[:T], final
 
 
 def _steps(cell: Cell, z, t, state_0, length):
@@ -91,9 +94,9 @@ class Recurrent(eqx.Module):
     With `lengths` (B,) the padded batch gives, for every sequence, exactly what it gives alone unpadded.
 
     a_0 is zeros, or `a_0` given at call time ((p,) or (B, p)), or learned (`learn_a_0=True`).
-    `chunk=C` rematerialises for long sequences: T/C pieces of C steps (C dividing T; about √T holds the
-    least), of which the backward keeps only each one's starting state and recomputes the rest: under
-    `jax.checkpoint` on the scan (`scan_in_pieces`), inside the kernel on the fused path.
+    `chunk=C` rematerialises for long sequences: ⌈T/C⌉ pieces of C steps (about √T holds the least), of
+    which the backward keeps only each one's starting state and recomputes the rest: under `jax.checkpoint`
+    on the scan (`scan_in_pieces`), inside the kernel on the fused path.
 
     ```python
     layer = Recurrent(Elman(features=100, units=10, key=key))

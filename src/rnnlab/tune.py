@@ -391,10 +391,15 @@ def run_worker(
     return ran
 
 
+def _storage_of(study: optuna.Study) -> Any:
+    """The storage behind a study (Optuna has no public accessor for it)."""
+    return study._storage
+
+
 def _take(study: optuna.Study) -> tuple[optuna.Trial | None, int]:
     """Atomically move one queued trial to RUNNING; the test trial only once nothing else is queued or
     running. Returns (trial or None, the number of trials running elsewhere)."""
-    db = study._storage
+    db = _storage_of(study)
     study_id = db.get_study_id_from_name(study.study_name)
     trials = db.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
     running = sum(t.state == TrialState.RUNNING for t in trials)
@@ -464,16 +469,18 @@ def _best_config(study: optuna.Study) -> dict[str, Any]:
 @contextlib.contextmanager
 def _heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """Record the trial's heartbeat every interval while it runs, from a thread."""
-    db = study._storage
+    db = _storage_of(study)
     interval = db.get_heartbeat_interval() if hasattr(db, "get_heartbeat_interval") else None
     if not interval:
         yield
         return
+    trial_id = db.get_trial_id_from_study_id_trial_number(db.get_study_id_from_name(study.study_name),
+                                                          trial.number)
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.wait(interval):
-            _beat(db, trial._trial_id)
+            _beat(db, trial_id)
 
     thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
     thread.start()

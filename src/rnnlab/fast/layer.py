@@ -133,12 +133,14 @@ def sequence(
     reverse: bool = False,
     chunk: int | None = None,
 ) -> tuple[Float[Array, "B T p"], PyTree]:
-    """(a (B, T, p), state_T) as `Recurrent` gives them, on the engine. `chunk` (dividing T) rematerialises."""
+    """(a (B, T, p), state_T) as `Recurrent` gives them, on the engine. `chunk` rematerialises: where it does
+    not divide T, x is padded to whole pieces, the steps past T run as past a shorter sequence's end."""
     from rnnlab.layers import reverse_within
 
     B, T, _ = x.shape
     h0, c0 = _unpack(cell, state_0)
-    masked = lengths is not None
+    pad = 0 if chunk is None or chunk >= T else -(-T // chunk) * chunk - T
+    masked = lengths is not None or pad > 0
     cfg = config(cell, reverse=reverse and not masked, masked=masked and isinstance(cell, LSTM))
     if cfg is None:
         raise ValueError(f"the fused engine does not run {type(cell).__name__} with these settings")
@@ -146,9 +148,9 @@ def sequence(
     if masked and reverse:
         x = jax.vmap(reverse_within)(x, L)
     if chunk is not None and chunk < T:
-        if T % chunk:
-            raise ValueError(f"chunk={chunk} must divide T={T}")
+        x = jnp.pad(x, ((0, 0), (0, pad), (0, 0)))
         y, hT, cT = _chunks(cfg, cell, x, h0, c0, L, chunk)
+        y = y[:, :T]
     else:
         c_n = cell.c_n if getattr(cell, "c_n", None) is not None else jnp.zeros((1,), jnp.float32)
         y, hT, cT = engine.fused(cfg, x, h0, c0, cell.W_a, cell.U_a, cell.b_a, c_n, L)
