@@ -171,6 +171,15 @@ def test_lstm_with_its_gates_in_registers_equals_the_scan(reverse, with_lengths)
     compare(layer, x, lengths)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lstm_with_its_gates_in_registers_in_pieces_equals_the_scan(reverse):
+    # the AVX-512 step (p = 368) in pieces of 5 steps of T = 12: views of the sequences, a last piece of 2
+    layer = Recurrent(rnnlab.LSTM(100, 368, key=jax.random.key(0)), reverse=reverse, chunk=5)
+    x = jax.random.normal(jax.random.key(1), (17, 12, 100))
+    assert_trees_close(fused_of(jitted_forward, layer, x), scan_of(jitted_forward, layer, x), "forward")
+    compare(layer, x, jnp.arange(17) % 13)
+
+
 @pytest.mark.parametrize(("kind", "p"), [("elman-tanh", 9), ("gru", 9), ("lstm", 9), ("lstm", 368)])
 def test_a_nan_in_x_gives_nans_where_the_scan_gives_them(kind, p):
     # (p = 368: the LSTM's AVX-512 step, whose exp clamps its input; a NaN must not be clamped away)

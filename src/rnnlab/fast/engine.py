@@ -195,7 +195,7 @@ def fused(
     """One layer over a batch on the engine: (y (B, T, p), hT (B, p), cT), differentiable. See the module.
 
     `chunk` (where `on_kernel`) rematerialises in pieces of that many steps inside the kernel: the forward
-    keeps the state at the start of every piece, (T/chunk, B, p), not the gates; the backward runs the
+    keeps the state at the start of every piece, (⌈T/chunk⌉, B, p), not the gates; the backward runs the
     pieces last to first, each forward again from its start and then backward, so that it holds one
     piece's workspace. It reads neither y nor anything of T·p floats but x and dy: y can be freed, or its
     buffer reused for dy, as soon as the loss has read it. dx is always computed (B·T·k floats).

@@ -248,8 +248,7 @@ class Slab {
 
  private:
   bool lstm_in_registers() const;
-  void lstm_steps_in_registers(const Inputs& in, float* y, float* hT, float* cT, float* hs, float* gates,
-                               bool batch_major, float* extra, bool keep_gates) const;
+  void lstm_forward_in_registers(const Inputs& in, float* y, float* hT, float* cT, void* ws) const;
   size_t train_scratch_bytes() const;
   size_t infer_scratch_bytes() const;
   size_t backward_scratch_bytes() const;
@@ -355,28 +354,39 @@ class Team {
   std::vector<std::exception_ptr> errors_;
 };
 
-// Where the n jobs of one Team::run wait for each other, between the steps of a loop each runs over its
-// share of the units: cheaper than a Team::run per step. n <= the team's size, so all n run at once; and
-// the jobs must not throw between meetings (the others would wait for ever). Spins, yielding after a
-// while (the core may be wanted by the thread being waited for).
-class Meeting {
+// The parts of every step of a loop (ranges of units, part j of step i after all of step i-1), shared by
+// the jobs of one Team::run: each job runs its own part of every step, so that a core keeps its share of
+// U_a in its cache, then takes any part of the step that no job has taken yet, and waits for the step to
+// be done before the next. A job that starts late, or never (a thread slow to get a core, a forked child
+// without the team's threads), leaves its parts to the others: the loop ends with whatever threads come.
+class StepParts {
  public:
-  explicit Meeting(int n) : n_(n) {}
-  void arrive_and_wait() {
-    const uint32_t round = round_.load(std::memory_order_acquire);
-    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {  // the last to arrive opens the next
-      arrived_.store(0, std::memory_order_relaxed);
-      round_.store(round + 1, std::memory_order_release);
-      return;
+  StepParts(int steps, int parts) : steps_(steps), parts_(parts), next_(parts) {}
+
+  // f(i, j) once for every step i and part j; `home`: this job's own part
+  template <class F>
+  void run(int home, const F& f) {
+    for (int i = 0; i < steps_; ++i) {
+      for (int spins = 0; done_.load(std::memory_order_acquire) < int64_t(i) * parts_;)
+        if (++spins > 1000) {  // (the core may be wanted by the thread being waited for)
+          spins = 1000;
+          std::this_thread::yield();
+        }
+      for (int d = 0; d < parts_; ++d) {
+        const int j = (home + d) % parts_;
+        int step = i;  // part j is taken at step i by whoever moves its next step from i to i + 1
+        if (next_[j].compare_exchange_strong(step, i + 1, std::memory_order_acq_rel)) {
+          f(i, j);
+          done_.fetch_add(1, std::memory_order_release);
+        }
+      }
     }
-    for (int spins = 0; round_.load(std::memory_order_acquire) == round; ++spins)
-      if (spins > 1000) std::this_thread::yield();
   }
 
  private:
-  const int n_;
-  std::atomic<int> arrived_{0};
-  std::atomic<uint32_t> round_{0};
+  const int steps_, parts_;
+  std::vector<std::atomic<int>> next_;  // per part: the step at which it is next to be taken
+  std::atomic<int64_t> done_{0};        // parts done, all steps together
 };
 
 // The slabs a batch is split into: one per thread, at least 8 sequences each; or, where a step is large
@@ -454,25 +464,16 @@ void Slab::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) c
   const int B = s_.B, T = s_.T, k = s_.k, p = s_.p, Gp = G_ * p;
   const int64_t TB = int64_t(T) * B;
   const bool elman = s_.cell == kElman;
+  if (lstm_in_registers()) {
+    lstm_forward_in_registers(in, y, hT, cT, ws);
+    return;
+  }
   Scratch scratch((ws ? train_scratch_bytes() : infer_scratch_bytes()) / sizeof(float));
   float* hs = ws ? static_cast<float*>(ws) : scratch.data();  // (T, B, p): every a_t
   float* gates = elman ? hs : hs + TB * p;              // (T, B, G·p): W_a x_t, then the gate values
   float* extra = elman ? nullptr : gates + TB * Gp;     // (T, B, p): GRU hn, LSTM c_t
   float* x_tm = scratch.data() + (ws ? 0 : workspace_bytes() / sizeof(float));
   float* step = x_tm + TB * k;  // (B, G·p): GRU U_a a_{t-1}
-  if (lstm_in_registers()) {
-    // without gradient, and x one (B·T, k) matrix, W_a x_t stays batch-major (step t of sequence n at row
-    // n·T + t) and x is read where it is; the backward reads the gates time-major
-    const bool batch_major = ws == nullptr && s_.seq_rows() == T;
-    if (!batch_major) {
-      Team::get().run(P_, [&](int part) {
-        to_time_major(in.x, B * part / P_, B * (part + 1) / P_, B, T, s_.seq_rows(), k, x_tm);
-      });
-    }
-    gemm_split(P_, 'N', 'T', TB, Gp, k, batch_major ? in.x : x_tm, k, in.W, k, 0.0f, gates, Gp);
-    lstm_steps_in_registers(in, y, hT, cT, hs, gates, batch_major, extra, ws != nullptr);
-    return;
-  }
   Team::get().run(P_, [&](int part) {
     to_time_major(in.x, B * part / P_, B * (part + 1) / P_, B, T, s_.seq_rows(), k, x_tm);
   });
@@ -514,30 +515,45 @@ void Slab::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) c
 }
 
 // The LSTM where its steps are split over threads: by units, each step's gates in the GEMM's registers
-// (lstm_avx512.h) on U_a packed once per call; kept for the backward (keep_gates) where it trains.
-// gates holds W_a x_t time-major, or batch-major (row n·T + t) where batch_major.
+// (lstm_avx512.h) on U_a packed once per call.
 bool Slab::lstm_in_registers() const {
   static const bool cpu = lstm_avx512_available();
   return s_.cell == kLstm && P_ > 1 && s_.p % 16 == 0 && cpu;
 }
 
-void Slab::lstm_steps_in_registers(const Inputs& in, float* y, float* hT, float* cT, float* hs, float* gates,
-                                   bool batch_major, float* extra, bool keep_gates) const {
-  const int B = s_.B, T = s_.T, p = s_.p;
+// Where it trains (ws), every a_t, c_t and the gate values go to the workspace, time-major, as the backward
+// reads them. Without gradient, a_t and c_t go to two blocks taken in turn (each written where the step
+// before read, still in cache), and where x is one (B·T, k) matrix, W_a x_t stays batch-major (step t of
+// sequence n at row n·T + t) with x read where it is.
+void Slab::lstm_forward_in_registers(const Inputs& in, float* y, float* hT, float* cT, void* ws) const {
+  const int B = s_.B, T = s_.T, k = s_.k, p = s_.p;
+  const int64_t TB = int64_t(T) * B, Bp = int64_t(B) * p;
+  const bool keep_gates = ws != nullptr, batch_major = !keep_gates && s_.seq_rows() == T;
+  const int64_t blocks = keep_gates ? T : 2;  // of a_t and of c_t
+  Scratch scratch((keep_gates ? 0 : 2 * blocks * Bp + TB * 4 * p) + (batch_major ? 0 : TB * k));
+  float* hs = keep_gates ? static_cast<float*>(ws) : scratch.data();  // (blocks, B, p): a_t
+  float* gates = hs + blocks * Bp;                                     // (T·B, 4p): W_a x_t, then i, f, g, o
+  float* extra = gates + TB * 4 * p;                                   // (blocks, B, p): c_t
+  float* x_tm = keep_gates ? scratch.data() : extra + blocks * Bp;     // (T, B, k)
+  if (!batch_major) {
+    Team::get().run(P_, [&](int part) {
+      to_time_major(in.x, B * part / P_, B * (part + 1) / P_, B, T, s_.seq_rows(), k, x_tm);
+    });
+  }
+  gemm_split(P_, 'N', 'T', TB, 4 * p, k, batch_major ? in.x : x_tm, k, in.W, k, 0.0f, gates, 4 * p);
   Scratch packed(size_t(4) * p * p);
   float* panels = packed.data();  // (64-byte aligned, as the panels' loads need)
-  // a_t and c_t of step t at row block at(t): every step's where it trains, else two blocks taken in turn
-  // (each written where the step before read, still in cache)
-  auto at = [&](int t) { return int64_t(keep_gates ? t : t % 2) * B * p; };
+  auto at = [&](int t) { return int64_t(keep_gates ? t : t % 2) * Bp; };  // a_t's and c_t's block
   std::vector<float> keeps(size_t(P_) * B, 1.0f);
-  Meeting step_done(P_);
-  Team::get().run(P_, [&](int part) {  // each thread packs its units' panels and runs them step after step
-    const auto [u0, u1] = share(p, part, P_);
-    pack_lstm_panels(in.U, p, int(u0 / 16), int(u1 / 16), panels);
-    float* keep = keeps.data() + int64_t(part) * B;
-    for (int i = 0; i < T; ++i) {
+  StepParts steps(T, P_);
+  Team::get().run(P_, [&](int home) {
+    steps.run(home, [&](int i, int part) {
+      const auto [u0, u1] = share(p, part, P_);
+      if (u1 <= u0) return;
+      if (i == 0) pack_lstm_panels(in.U, p, int(u0 / 16), int(u1 / 16), panels);  // in this core's cache
       const int t = s_.reverse ? T - 1 - i : i;
       const int tp = s_.reverse ? t + 1 : t - 1;  // the previous step
+      float* keep = keeps.data() + int64_t(part) * B;
       if (in.lengths)
         for (int n = 0; n < B; ++n) keep[n] = t >= in.lengths[n] ? 0.0f : 1.0f;
       const LstmStep step{.B = B,
@@ -555,9 +571,8 @@ void Slab::lstm_steps_in_registers(const Inputs& in, float* y, float* hT, float*
                           .y_ld = s_.seq_rows() * p,
                           .keep = keep,
                           .units_last_first = i % 2 == 1};
-      if (u1 > u0) lstm_step_units(step, int(u0), int(u1));
-      if (i + 1 < T) step_done.arrive_and_wait();  // step t+1 reads every unit of a_t
-    }
+      lstm_step_units(step, int(u0), int(u1));
+    });
   });
   const int64_t last = at(s_.reverse ? 0 : T - 1);
   std::memcpy(hT, hs + last, size_t(B) * p * sizeof(float));

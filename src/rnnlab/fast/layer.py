@@ -54,8 +54,8 @@ def _unpack(cell: Cell, state: PyTree) -> tuple[Array, Array]:
 
 
 def _chunks(cfg: Config, cell: Cell, x, h0, c0, lengths, chunk: int):
-    """The engine over T/chunk pieces, rematerialised: inside the kernel (`engine.fused(chunk=...)`), or on
-    oneDNN piece by piece from here (`_pieces`)."""
+    """The engine over T/chunk pieces (x padded to whole pieces by `sequence`), rematerialised: inside the
+    kernel (`engine.fused(chunk=...)`), or on oneDNN piece by piece from here (`_pieces`)."""
     c_n = cell.c_n if getattr(cell, "c_n", None) is not None else jnp.zeros((1,), jnp.float32)
     B, _, k = x.shape  # (the kernel runs a cell whatever T: ask at T = chunk, the shape oneDNN would plan)
     if engine.on_kernel(cfg, B, chunk, k, h0.shape[-1]):
