@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -287,7 +288,8 @@ class Team {
     // earlier run sees that run's n with it, never this one's
     next_.store(run << 40 | uint64_t(n) << 32, std::memory_order_release);
     generation_.fetch_add(1, std::memory_order_release);
-    generation_.notify_all();
+    { std::lock_guard<std::mutex> sleepers_see_it(sleep_); }  // between a sleeper's check and its wait
+    wake_.notify_all();
     take();
     while (done_.load(std::memory_order_acquire) < n) std::this_thread::yield();
     for (int i = 0; i < n; ++i) {
@@ -333,7 +335,9 @@ class Team {
       while ((now = generation_.load(std::memory_order_acquire)) == seen) {
         const auto idle = std::chrono::steady_clock::now() - start;
         if (idle > std::chrono::microseconds(kPollUs)) {
-          generation_.wait(seen, std::memory_order_acquire);
+          std::unique_lock<std::mutex> lock(sleep_);  // (not std::atomic::wait: a worker was seen asleep in it
+          // after the notify, with GCC 12)
+          wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
         } else if (idle > std::chrono::microseconds(kSpinUs)) {
           std::this_thread::yield();
         }
@@ -351,6 +355,8 @@ class Team {
   std::atomic<uint64_t> next_{0};
   std::atomic<int> done_{0};
   std::atomic<uint32_t> generation_{0};
+  std::mutex sleep_;
+  std::condition_variable wake_;
   std::vector<std::exception_ptr> errors_;
 };
 
