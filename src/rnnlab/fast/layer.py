@@ -148,9 +148,11 @@ def sequence(
     if masked and reverse:
         x = jax.vmap(reverse_within)(x, L)
     if chunk is not None and chunk < T:
-        x = jnp.pad(x, ((0, 0), (0, pad), (0, 0)))
+        if pad:
+            x = jnp.pad(x, ((0, 0), (0, pad), (0, 0)))
         y, hT, cT = _chunks(cfg, cell, x, h0, c0, L, chunk)
-        y = y[:, :T]
+        if pad:
+            y = y[:, :T]
     else:
         c_n = cell.c_n if getattr(cell, "c_n", None) is not None else jnp.zeros((1,), jnp.float32)
         y, hT, cT = engine.fused(cfg, x, h0, c0, cell.W_a, cell.U_a, cell.b_a, c_n, L)
