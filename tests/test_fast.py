@@ -151,21 +151,23 @@ def test_fused_equals_scan_where_each_step_is_split_between_threads(kind, p):
     compare(layer, x, jnp.array([3, 1, 2] * 5 + [3, 3]))
 
 
-def test_the_lstm_microkernel_runs_where_the_cpu_has_avx512():
+def test_the_lstm_microkernel_runs_where_the_cpu_has_avx512_or_avx2():
     lines = Path("/proc/cpuinfo").read_text().splitlines()
-    flags = next((line for line in lines if line.startswith("flags")), "").split()
-    assert fast.engine.lstm_avx512() == ("avx512f" in flags)
+    flags = set(next((line for line in lines if line.startswith("flags")), "").split())
+    want = 16 if "avx512f" in flags else 8 if {"avx2", "fma"} <= flags else 0
+    assert fast.engine.lstm_registers_width() == want
 
 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("with_lengths", [False, True])
 def test_lstm_with_its_gates_in_registers_equals_the_scan(reverse, with_lengths):
-    # Steps split between threads and p a multiple of 16 (368: 23 vectors): where AVX-512 is there, the
-    # LSTM's gates stay in the GEMM's registers, forward with and without gradient; B = 17 leaves a last
-    # tile of 5 sequences.
+    # Steps split between threads and p a multiple of 16 (368: 23 vectors of 16, 46 of 8): where AVX-512 or
+    # AVX2 is there, the LSTM's gates stay in the GEMM's registers, forward with and without gradient;
+    # B = 71 leaves a last tile of 5 sequences (AVX-512), or a second row block of 5 (AVX2's blocks of 66
+    # in tiles of 3), and p = 368 a last block of k of 112 (AVX2's blocks of 128).
     layer = Recurrent(rnnlab.LSTM(100, 368, key=jax.random.key(0)), reverse=reverse)
-    x = jax.random.normal(jax.random.key(1), (17, 6, 100))
-    lengths = jnp.arange(17) % 7 if with_lengths else None
+    x = jax.random.normal(jax.random.key(1), (71, 6, 100))
+    lengths = jnp.arange(71) % 7 if with_lengths else None
     assert_trees_close(fused_of(jitted_forward, layer, x, lengths), scan_of(jitted_forward, layer, x, lengths),
                        "forward")
     compare(layer, x, lengths)
@@ -173,7 +175,7 @@ def test_lstm_with_its_gates_in_registers_equals_the_scan(reverse, with_lengths)
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_lstm_with_its_gates_in_registers_in_pieces_equals_the_scan(reverse):
-    # the AVX-512 step (p = 368) in pieces of 5 steps of T = 12: views of the sequences, a last piece of 2
+    # the in-register step (p = 368) in pieces of 5 steps of T = 12: views of the sequences, a last piece of 2
     layer = Recurrent(rnnlab.LSTM(100, 368, key=jax.random.key(0)), reverse=reverse, chunk=5)
     x = jax.random.normal(jax.random.key(1), (17, 12, 100))
     assert_trees_close(fused_of(jitted_forward, layer, x), scan_of(jitted_forward, layer, x), "forward")
@@ -182,7 +184,7 @@ def test_lstm_with_its_gates_in_registers_in_pieces_equals_the_scan(reverse):
 
 @pytest.mark.parametrize(("kind", "p"), [("elman-tanh", 9), ("gru", 9), ("lstm", 9), ("lstm", 368)])
 def test_a_nan_in_x_gives_nans_where_the_scan_gives_them(kind, p):
-    # (p = 368: the LSTM's AVX-512 step, whose exp clamps its input; a NaN must not be clamped away)
+    # (p = 368: the LSTM's in-register step, whose exp clamps its input; a NaN must not be clamped away)
     layer = Recurrent(make(kind, 100, p, jax.random.key(0)))
     x = jax.random.normal(jax.random.key(1), (17, 6, 100)).at[3, 2, 7].set(jnp.nan)
     fused, scan = fused_of(jitted_forward, layer, x), scan_of(jitted_forward, layer, x)

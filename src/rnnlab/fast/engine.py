@@ -84,9 +84,11 @@ def available() -> bool:
     return _LIB is not None
 
 
-def lstm_avx512() -> bool:
-    """True where the LSTM's steps, when split over threads, run on the AVX-512 microkernel (this CPU has it)."""
-    return _LIB is not None and bool(_LIB.rnnlab_lstm_avx512())
+def lstm_registers_width() -> int:
+    """The vector width in floats of the LSTM's in-register step, which runs the LSTM's forward where its
+    steps are split over threads: 16 where this CPU has AVX-512, 8 with AVX2 and FMA, 0 where neither (or
+    the engine is not built)."""
+    return 0 if _LIB is None else int(_LIB.rnnlab_lstm_registers_width())
 
 
 def scratch_bytes() -> int:

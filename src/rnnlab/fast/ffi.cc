@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "kernel.h"
-#include "lstm_avx512.h"
+#include "lstm_registers.h"
 #include "plan.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -332,5 +332,6 @@ extern "C" int rnnlab_sizes(int cell, int act, int reverse, int masked, int B, i
 // Bytes held by the kernel's pool of temporaries, which XLA does not see (for memory figures).
 extern "C" int64_t rnnlab_scratch_bytes() { return int64_t(rnnlab::scratch_bytes()); }
 
-// 1 where the LSTM's AVX-512 step (lstm_avx512.h) runs on this CPU.
-extern "C" int rnnlab_lstm_avx512() { return rnnlab::lstm_avx512_available() ? 1 : 0; }
+// The vector width (floats) of the LSTM's in-register step (lstm_registers.h) on this CPU; 0 where it
+// does not run.
+extern "C" int rnnlab_lstm_registers_width() { return rnnlab::lstm_registers_width(); }

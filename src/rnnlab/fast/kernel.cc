@@ -19,7 +19,7 @@
 #include <utility>
 #include <vector>
 
-#include "lstm_avx512.h"
+#include "lstm_registers.h"
 #include "oneapi/dnnl/dnnl.h"
 
 namespace rnnlab {
@@ -417,12 +417,36 @@ std::pair<int64_t, int64_t> share(int64_t n, int j, int P) {
   return {at(j), at(j + 1)};
 }
 
-// gemm with the columns of C split over P threads of the team (B's rows where tb is 'T', else its columns).
+// gemm with C split over P threads of the team: by columns (B's rows where tb is 'T', else its columns), or,
+// where A is much the larger operand (M >= 2N), by rows (A's columns where ta is 'T', else its rows). Each
+// thread reads all of the operand that is not split: at dU_a = dGᵀ a over S3's 3200 rows (M 2048, N 512),
+// two threads each reading all of dG (26 MB) ran at 64 GFLOP/s, and splitting dG at 150.
 void gemm_split(int P, char ta, char tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const bool by_rows = M >= 2 * N;
   Team::get().run(P, [&](int j) {
-    const auto [n0, n1] = share(N, j, P);
-    if (n1 > n0) gemm(ta, tb, M, n1 - n0, K, A, lda, tb == 'T' ? B + n0 * ldb : B + n0, ldb, beta, C + n0, ldc);
+    if (by_rows) {
+      const auto [m0, m1] = share(M, j, P);
+      if (m1 > m0) gemm(ta, tb, m1 - m0, N, K, ta == 'T' ? A + m0 : A + m0 * lda, lda, B, ldb, beta, C + m0 * ldc, ldc);
+    } else {
+      const auto [n0, n1] = share(N, j, P);
+      if (n1 > n0) gemm(ta, tb, M, n1 - n0, K, A, lda, tb == 'T' ? B + n0 * ldb : B + n0, ldb, beta, C + n0, ldc);
+    }
+  });
+}
+
+// to (cols, rows) = from (rows, cols)ᵀ, the rows of `to` split over P threads of the team. The weight
+// gradients are computed as their transposes and turned here: a weight gradient dG (K, G·p)ᵀ v (K, n) as
+// vᵀ dG (n, G·p) ran 2.2× faster on oneDNN 3.2's AVX2 sgemm at S3's dW_a (G·p 2048, n 300, K 3200), and no
+// slower at S1's or S3's others.
+void transpose_split(int P, const float* from, int64_t rows, int64_t cols, float* to) {
+  constexpr int64_t kTile = 16;
+  Team::get().run(P, [&](int j) {
+    const auto [c0, c1] = share(cols, j, P);
+    for (int64_t cb = c0; cb < c1; cb += kTile)
+      for (int64_t rb = 0; rb < rows; rb += kTile)
+        for (int64_t c = cb; c < std::min(cb + kTile, c1); ++c)
+          for (int64_t r = rb; r < std::min(rb + kTile, rows); ++r) to[c * rows + r] = from[r * cols + c];
   });
 }
 
@@ -521,10 +545,9 @@ void Slab::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) c
 }
 
 // The LSTM where its steps are split over threads: by units, each step's gates in the GEMM's registers
-// (lstm_avx512.h) on U_a packed once per call.
+// (lstm_registers.h) on U_a packed once per call, where the CPU runs AVX-512 or AVX2.
 bool Slab::lstm_in_registers() const {
-  static const bool cpu = lstm_avx512_available();
-  return s_.cell == kLstm && P_ > 1 && s_.p % 16 == 0 && cpu;
+  return s_.cell == kLstm && P_ > 1 && s_.p % 16 == 0 && lstm_registers_width() > 0;
 }
 
 // Where it trains (ws), every a_t, c_t and the gate values go to the workspace, time-major, as the backward
@@ -549,6 +572,7 @@ void Slab::lstm_forward_in_registers(const Inputs& in, float* y, float* hT, floa
   gemm_split(P_, 'N', 'T', TB, 4 * p, k, batch_major ? in.x : x_tm, k, in.W, k, 0.0f, gates, 4 * p);
   Scratch packed(size_t(4) * p * p);
   float* panels = packed.data();  // (64-byte aligned, as the panels' loads need)
+  const int W = lstm_registers_width();
   auto at = [&](int t) { return int64_t(keep_gates ? t : t % 2) * Bp; };  // a_t's and c_t's block
   std::vector<float> keeps(size_t(P_) * B, 1.0f);
   StepParts steps(T, P_);
@@ -556,7 +580,7 @@ void Slab::lstm_forward_in_registers(const Inputs& in, float* y, float* hT, floa
     steps.run(home, [&](int i, int part) {
       const auto [u0, u1] = share(p, part, P_);
       if (u1 <= u0) return;
-      if (i == 0) pack_lstm_panels(in.U, p, int(u0 / 16), int(u1 / 16), panels);  // in this core's cache
+      if (i == 0) pack_lstm_panels(in.U, p, W, int(u0 / W), int(u1 / W), panels);  // in this core's cache
       const int t = s_.reverse ? T - 1 - i : i;
       const int tp = s_.reverse ? t + 1 : t - 1;  // the previous step
       float* keep = keeps.data() + int64_t(part) * B;
@@ -634,14 +658,18 @@ void Slab::backward(const Inputs& in, const void* ws, const float* dy, const flo
   if (lstm) std::memcpy(g.dc0, dc, size_t(B) * p * sizeof(float));
 
   to_time_major(in.x, 0, B, B, T, s_.seq_rows(), k, x_tm);
-  // dU_a = Σ_t dG_tᵀ a_{t-1}: a_0 at the first step, the kept states at the others
-  gemm_split(P_, 'T', 'N', Gp, p, B, dG + int64_t(first) * B * Gp, Gp, in.h0, p, 0.0f, g.dU, p);
+  // The weight gradients as their transposes (weight_gradient): dU_aᵀ = Σ_t a_{t-1}ᵀ dG_t, a_0 at the first
+  // step and the kept states at the others; dW_aᵀ = Σ_t x_tᵀ dgates_t.
+  Scratch transposed(size_t(Gp) * std::max(p, k));
+  gemm_split(P_, 'T', 'N', p, Gp, B, in.h0, p, dG + int64_t(first) * B * Gp, Gp, 0.0f, transposed.data(), Gp);
   if (T > 1) {
     const float* dG_rest = s_.reverse ? dG : dG + int64_t(B) * Gp;
     const float* a_rest = s_.reverse ? hs + int64_t(B) * p : hs;
-    gemm_split(P_, 'T', 'N', Gp, p, TB - B, dG_rest, Gp, a_rest, p, 1.0f, g.dU, p);
+    gemm_split(P_, 'T', 'N', p, Gp, TB - B, a_rest, p, dG_rest, Gp, 1.0f, transposed.data(), Gp);
   }
-  gemm_split(P_, 'T', 'N', Gp, k, TB, dgates, Gp, x_tm, k, 0.0f, g.dW, k);  // dW_a = Σ_t dgates_tᵀ x_t
+  transpose_split(P_, transposed.data(), p, Gp, g.dU);
+  gemm_split(P_, 'T', 'N', k, Gp, TB, x_tm, k, dgates, Gp, 0.0f, transposed.data(), Gp);
+  transpose_split(P_, transposed.data(), k, Gp, g.dW);
   column_sums(dgates, TB, Gp, Gp, g.db);
   if (gru) column_sums(dG + 2 * p, TB, p, Gp, g.dc_n);  // c_n sits inside r ⊙ (U_n a + c_n)
 }
