@@ -151,6 +151,16 @@ def test_fused_equals_scan_where_each_step_is_split_between_threads(kind, p):
     compare(layer, x, jnp.array([3, 1, 2] * 5 + [3, 3]))
 
 
+@pytest.mark.parametrize(("kind", "p"), [("elman-tanh", 256), ("gru", 256), ("lstm", 64)])
+def test_fused_equals_scan_where_the_backward_pads_rows_off_powers_of_two(kind, p):
+    """G·p or p a multiple of 256 floats: the backward keeps dgates and a copy of U_a with rows 16 floats
+    longer (a power-of-two stride slows the GEMMs that read them)."""
+    key, kx, kl = jax.random.split(jax.random.key(13), 3)
+    layer = Recurrent(make(kind, 7, p, key))
+    x = jax.random.normal(kx, (19, 5, 7))
+    compare(layer, x, jax.random.randint(kl, (19,), 1, 6))
+
+
 def test_the_lstm_microkernel_runs_where_the_cpu_has_avx512_or_avx2():
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     flags = set(next((line for line in lines if line.startswith("flags")), "").split())
@@ -201,6 +211,24 @@ def test_fused_equals_scan_in_a_bidirectional_stack_with_lengths_and_a_0(kind):
     lengths = jnp.array([6, 2, 4])
     a_0 = [(jax.random.normal(jax.random.key(3), (3, 4)), None), (None, jnp.ones((3, 4)))]
     compare(rnn, x, lengths, a_0)
+
+
+@pytest.mark.parametrize("kind", ["elman-tanh", "gru", "lstm"])
+def test_gradients_wrt_the_weights_alone_leave_dx_out_and_equal_the_scan(kind):
+    # x is data here, not perturbed: the kernel's backward is told to skip dx (with_dx = 0)
+    layer = Recurrent(make(kind, 6, 10, jax.random.key(3)))
+    x = jax.random.normal(jax.random.key(4), (19, 7, 6))
+
+    def loss(layer):
+        a, final = layer(x)
+        return jnp.sum(a * jnp.cos(jnp.arange(a.size).reshape(a.shape))) + jnp.sum(jax.tree.leaves(final)[0])
+
+    def grad(layer):  # a jit of its own for each path (traced afresh)
+        return eqx.filter_jit(eqx.filter_grad(loss))(layer)
+
+    assert_trees_close(fused_of(grad, layer), scan_of(grad, layer), "gradients")
+    hlo = fused_of(lambda: eqx.filter_jit(eqx.filter_grad(loss)).lower(layer).as_text())
+    assert "rnnlab_kernel_backward" in hlo and "with_dx = 0" in hlo
 
 
 @pytest.mark.parametrize("kind", ["gru", "lstm"])

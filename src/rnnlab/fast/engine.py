@@ -31,6 +31,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 from jaxtyping import Array, Float, Int
 
 ELMAN, GRU, GRU_RESET_AFTER, LSTM = 0, 1, 2, 3
@@ -63,7 +64,7 @@ def _load() -> ctypes.CDLL:
     lib.rnnlab_sizes.restype = ctypes.c_int
     lib.rnnlab_scratch_bytes.restype = ctypes.c_int64
     handlers = (("rnnlab_forward", lib.RnnlabForward), ("rnnlab_backward", lib.RnnlabBackward),
-                ("rnnlab_kernel_backward", lib.RnnlabKernelBackward), ("rnnlab_input_grad", lib.RnnlabInputGrad),
+                ("rnnlab_kernel_backward", lib.RnnlabKernelBackward),
                 ("rnnlab_pieces_forward", lib.RnnlabPiecesForward),
                 ("rnnlab_pieces_forward_y", lib.RnnlabPiecesForwardY),
                 ("rnnlab_pieces_backward", lib.RnnlabPiecesBackward), ("rnnlab_step", lib.RnnlabStep))
@@ -146,39 +147,44 @@ def on_kernel(cfg: Config, B: int, T: int, k: int, p: int) -> bool:
     return bool(sizes(cfg, B, T, k, p)[4])
 
 
-def _fused_fwd(cfg: Config, x, h0, c0, W, U, b, c_n, lengths):
-    args = (x, h0, c0, W, U, b, c_n, lengths)
+def _fused_fwd(cfg: Config, *primals: CustomVJPPrimal):
+    """The forward in training. With symbolic zeros, each primal says whether it is perturbed: where x is
+    not (a batch of data, not of trainable embeddings), the backward leaves dx out."""
+    args = tuple(a.value for a in primals)
+    x, h0 = args[:2]
     y, hT, cT, workspace = _forward(cfg, True, *args)
     if on_kernel(cfg, *x.shape, h0.shape[-1]):  # the kernel's backward reads neither y nor cT, so y can be
         y_res, cT_res = None, None              # freed (or overwritten by dy) once the loss has read it
     else:
         y_res, cT_res = y, cT
-    return (y, hT, cT), (args, y_res, hT, cT_res, workspace)
+    dx_wanted = () if primals[0].perturbed else None  # (static: told by the residuals' structure)
+    return (y, hT, cT), (args, y_res, hT, cT_res, workspace, dx_wanted)
 
 
 def _fused_bwd(cfg: Config, res, cotangents):
-    args, y, hT, cT, workspace = res
-    dy, dhT, dcT = cotangents
+    args, y, hT, cT, workspace, dx_wanted = res
+    dy, dhT, dcT = (jnp.zeros(c.shape, c.dtype) if isinstance(c, SymbolicZero) else c for c in cotangents)
     x, h0, c0, W, U, b, c_n, _ = args
     B, T, k = x.shape
     p = h0.shape[-1]
     *_, scratch, kernel = sizes(cfg, B, T, k, p)
     like = [jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in (x, h0, c0, W, U, b, c_n)]
     if kernel:
-        like[0] = jax.ShapeDtypeStruct((T, B, W.shape[0]), jnp.float32)  # dgates: only the kernel reads it
+        with_dx = dx_wanted is not None
+        if not with_dx:
+            like[0] = jax.ShapeDtypeStruct((1,), jnp.float32)
         call = jax.ffi.ffi_call("rnnlab_kernel_backward", like, vmap_method="sequential")
-        dgates, dh0, dc0, dW, dU, db, dc_n = call(*args, workspace, dy, dhT, dcT, **_attrs(cfg))
-        # dx_t = dgates_t W_a, a call of its own: XLA drops it where x needs no gradient
-        dx = jax.ffi.ffi_call("rnnlab_input_grad", jax.ShapeDtypeStruct(x.shape, jnp.float32),
-                              vmap_method="sequential")(dgates, W, cell=np.int32(cfg.cell))
+        grads = call(*args, workspace, dy, dhT, dcT, **_attrs(cfg), with_dx=np.int32(with_dx))
+        dx = grads[0] if with_dx else None
+        grads = (dx, *grads[1:])
     else:
         call = jax.ffi.ffi_call("rnnlab_backward", [*like, jax.ShapeDtypeStruct((max(scratch, 1),), jnp.uint8)],
                                 vmap_method="sequential")
-        dx, dh0, dc0, dW, dU, db, dc_n, _ = call(*args, y, hT, cT, workspace, dy, dhT, dcT, **_attrs(cfg))
-    return (*_zero_unused(cfg, (dx, dh0, dc0, dW, dU, db, dc_n)), None)
+        grads = call(*args, y, hT, cT, workspace, dy, dhT, dcT, **_attrs(cfg))[:-1]
+    return (*_zero_unused(cfg, tuple(grads)), None)
 
 
-_fused.defvjp(_fused_fwd, _fused_bwd)
+_fused.defvjp(_fused_fwd, _fused_bwd, symbolic_zeros=True)
 
 
 def fused(

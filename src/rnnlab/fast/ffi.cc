@@ -111,34 +111,29 @@ ffi::Error Backward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 len
   return ffi::Error::Success();
 }
 
-// The kernel's backward: as Backward, but dgates (T·B·G·p floats, see kernel.h) in place of dx.
+// The kernel's backward: as Backward, dx only where `dx` is 1 (else its result is a placeholder of one
+// float). Where x needs no gradient (the caller knows it when tracing), its GEMM is not run.
 ffi::Error KernelBackward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths,
-                          ffi::Buffer<ffi::U8> ws, F32 dy, F32 dhT, F32 dcT, Out dgates, Out dh0, Out dc0, Out dW,
-                          Out dU, Out db, Out dc_n, int32_t cell, int32_t act, int32_t reverse, int32_t masked) {
+                          ffi::Buffer<ffi::U8> ws, F32 dy, F32 dhT, F32 dcT, Out dx, Out dh0, Out dc0, Out dW,
+                          Out dU, Out db, Out dc_n, int32_t cell, int32_t act, int32_t reverse, int32_t masked,
+                          int32_t with_dx) {
   try {
     const Shape s = shape_of(x, U, cell, act, reverse, masked);
     const bool lstm = cell == kLstm;
-    Grads g{nullptr, dh0->typed_data(), lstm ? dc0->typed_data() : nullptr,
-            dW->typed_data(), dU->typed_data(), db->typed_data(),
+    if (with_dx && dx->element_count() != x.element_count())
+      throw std::invalid_argument("dx holds " + std::to_string(dx->element_count()) + " floats; x holds " +
+                                  std::to_string(x.element_count()));
+    Grads g{with_dx ? dx->typed_data() : nullptr,
+            dh0->typed_data(),
+            lstm ? dc0->typed_data() : nullptr,
+            dW->typed_data(),
+            dU->typed_data(),
+            db->typed_data(),
             cell == kGruResetAfter ? dc_n->typed_data() : nullptr};
-    huge_pages(dgates->typed_data(), dgates->size_bytes());
     Kernel(s).backward(inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), ws.untyped_data(), dy.typed_data(),
-                       dhT.typed_data(), lstm ? dcT.typed_data() : nullptr, g, dgates->typed_data());
+                       dhT.typed_data(), lstm ? dcT.typed_data() : nullptr, g);
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("rnnlab kernel backward: ") + e.what());
-  }
-  return ffi::Error::Success();
-}
-
-ffi::Error InputGrad(F32 dgates, F32 W, Out dx, int32_t cell) {
-  try {
-    const auto gd = dgates.dimensions();  // (T, B, G·p)
-    const int k = int(W.dimensions()[1]), Gp = int(gd[2]);
-    const int p = Gp / (cell == kElman ? 1 : cell == kLstm ? 4 : 3);
-    input_gradient(Shape{cell, 0, 0, 0, int(gd[1]), int(gd[0]), k, p}, dgates.typed_data(), W.typed_data(),
-                   dx->typed_data());
-  } catch (const std::exception& e) {
-    return ffi::Error::Internal(std::string("rnnlab input gradient: ") + e.what());
   }
   return ffi::Error::Success();
 }
@@ -286,7 +281,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabKernelBackward, rnnlab::KernelBackward,
                                                                           .Arg<rnnlab::F32>()  // dy
                                                                           .Arg<rnnlab::F32>()  // dhT
                                                                           .Arg<rnnlab::F32>()  // dcT
-                                                                          .Ret<rnnlab::F32>())));  // dgates
+                                                                          .Ret<rnnlab::F32>()))  // dx, or 1 float
+                                  .Attr<int32_t>("with_dx"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabPiecesForward, rnnlab::PiecesForward,
                               rnnlab::with_layer_attrs(rnnlab::bind_layer_inputs()
@@ -311,13 +307,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabPiecesBackward, rnnlab::PiecesBackward,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabPiecesForwardY, rnnlab::PiecesForwardY,
                               rnnlab::with_layer_attrs(rnnlab::bind_layer_inputs().Ret<rnnlab::F32>())  // y
                                   .Attr<int32_t>("chunk"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabInputGrad, rnnlab::InputGrad,
-                              ffi::Ffi::Bind()
-                                  .Arg<rnnlab::F32>()   // dgates (by slab, see kernel.h)
-                                  .Arg<rnnlab::F32>()   // W_a (G·p, k)
-                                  .Ret<rnnlab::F32>()   // dx (B, T, k)
-                                  .Attr<int32_t>("cell"));
 
 // sizes[0..3] = workspace, training scratchpad, inference scratchpad, backward scratchpad (bytes);
 // sizes[4] = 1 where the hand-written kernel runs the shape (its backward is RnnlabKernelBackward), else 0.

@@ -238,7 +238,7 @@ class Scratch {
 
 // Sequences n0..n1 of a batch, run by one thread: the equations above, the GEMMs single-threaded. Its
 // arrays are the batch's, offset to row n0 (they are batch-major, so a slab of sequences is contiguous);
-// its workspace and dgates are blocks of its own, (T, B_slab, ·) time-major.
+// its workspace and dgates are blocks of its own, (T, B_slab, ·) time-major (dgates' rows padded(G·p) apart).
 class Slab {
  public:
   explicit Slab(const Shape& s);  // s.B: the slab's sequences
@@ -417,6 +417,12 @@ std::pair<int64_t, int64_t> share(int64_t n, int j, int P) {
   return {at(j), at(j + 1)};
 }
 
+// A row stride for rows of n floats: n, or n + 16 where n floats are a multiple of 1 KB. Rows a power of two
+// apart fall into the same few sets of a core's caches: at S3's LSTM, oneDNN 3.2's AVX2 sgemm ran the
+// backward's per-step dG_t U_a (U_a's rows 512 floats apart) at 57 % of its speed on rows 528 apart, and
+// dW_a, reading dgates with rows 2048 floats apart, at 52 %.
+int64_t padded(int64_t n) { return n % 256 == 0 ? n + 16 : n; }
+
 // gemm with C split over P threads of the team: by columns (B's rows where tb is 'T', else its columns), or,
 // where A is much the larger operand (M >= 2N), by rows (A's columns where ta is 'T', else its rows). Each
 // thread reads all of the operand that is not split: at dU_a = dGᵀ a over S3's 3200 rows (M 2048, N 512),
@@ -482,9 +488,10 @@ size_t Slab::train_scratch_bytes() const {
 size_t Slab::infer_scratch_bytes() const { return workspace_bytes() + train_scratch_bytes(); }
 
 size_t Slab::backward_scratch_bytes() const {
-  const size_t TB = size_t(s_.B) * s_.T;
-  size_t n = TB * s_.k + 2 * size_t(s_.B) * s_.p;                 // x time-major, da, dc
-  if (s_.cell == kGruResetAfter) n += TB * G_ * s_.p;              // the gate gradients as U_a sees them
+  const size_t TB = size_t(s_.B) * s_.T, Gp = size_t(G_) * s_.p;
+  const size_t U_rows = padded(s_.p) != s_.p ? Gp * padded(s_.p) : 0;
+  size_t n = TB * s_.k + 2 * size_t(s_.B) * s_.p + U_rows;          // x time-major, da, dc, U_a
+  if (s_.cell == kGruResetAfter) n += TB * padded(Gp);                // the gate gradients as U_a sees them
   return n * sizeof(float);
 }
 
@@ -612,7 +619,7 @@ void Slab::lstm_forward_in_registers(const Inputs& in, float* y, float* hT, floa
 void Slab::backward(const Inputs& in, const void* ws, const float* dy, const float* dhT, const float* dcT,
                     const Grads& g, float* dgates) const {
   const int B = s_.B, T = s_.T, k = s_.k, p = s_.p, Gp = G_ * p;
-  const int64_t TB = int64_t(T) * B;
+  const int64_t TB = int64_t(T) * B, ldg = padded(Gp), ldu = padded(p);
   const bool gru = s_.cell == kGruResetAfter, lstm = s_.cell == kLstm;
   const float* hs = static_cast<const float*>(ws);
   const float* gates = hs + TB * p;
@@ -621,60 +628,80 @@ void Slab::backward(const Inputs& in, const void* ws, const float* dy, const flo
   float* x_tm = scratch.data();                    // (T, B, k)
   float* da = x_tm + TB * k;                       // (B, p): the gradient wrt a_t carried from the step after
   float* dc = da + int64_t(B) * p;                 // (B, p): LSTM, wrt c_t
-  float* dG = gru ? dc + int64_t(B) * p : dgates;  // (T, B, G·p): gate gradients as U_a sees them
+  float* U_rows = dc + int64_t(B) * p;             // (G·p, p): U_a with its rows ldu apart, where ldu != p
+  float* dG = gru ? U_rows + (ldu != p ? Gp * ldu : 0) : dgates;  // (T, B, G·p), rows ldg apart: gate
+                                                                  // gradients as U_a sees them
   std::memcpy(da, dhT, size_t(B) * p * sizeof(float));
   if (lstm) std::memcpy(dc, dcT, size_t(B) * p * sizeof(float));
+  if (ldu != p)
+    each_split(P_, Gp, [&](int r) { std::memcpy(U_rows + r * ldu, in.U + int64_t(r) * p, size_t(p) * sizeof(float)); });
+  const float* U = ldu != p ? U_rows : in.U;
   const int first = s_.reverse ? T - 1 : 0;  // the forward's first step
-  {
-    for (int i = 0; i < T; ++i) {
-      const int t = s_.reverse ? i : T - 1 - i;  // the forward's steps, last first
-      const int tp = s_.reverse ? t + 1 : t - 1;
-      const float* a_prev = t == first ? in.h0 : hs + int64_t(tp) * B * p;
-      each_split(P_, B, [&](int n) {
-        const int64_t row = int64_t(t) * B + n;
-        const float* dy_n = dy + (n * s_.seq_rows() + t) * p;
-        float* da_n = da + int64_t(n) * p;
-        switch (s_.cell) {
-          case kElman:
-            elman_row_back(hs + row * p, dy_n, da_n, dG + row * p, p, s_.act);
-            break;
-          case kGruResetAfter:
-            gru_row_back(gates + row * Gp, extra + row * p, a_prev + int64_t(n) * p, dy_n, da_n, dG + row * Gp,
-                         dgates + row * Gp, p);
-            break;
-          case kLstm: {
-            const float* c_prev = t == first ? in.c0 + int64_t(n) * p : extra + (int64_t(tp) * B + n) * p;
-            lstm_row_back(gates + row * Gp, extra + row * p, c_prev, dy_n, da_n, dc + int64_t(n) * p,
-                          dG + row * Gp, p);
-            break;
-          }
+  for (int i = 0; i < T; ++i) {
+    const int t = s_.reverse ? i : T - 1 - i;  // the forward's steps, last first
+    const int tp = s_.reverse ? t + 1 : t - 1;
+    const float* a_prev = t == first ? in.h0 : hs + int64_t(tp) * B * p;
+    each_split(P_, B, [&](int n) {
+      const int64_t row = int64_t(t) * B + n;
+      const float* dy_n = dy + (n * s_.seq_rows() + t) * p;
+      float* da_n = da + int64_t(n) * p;
+      switch (s_.cell) {
+        case kElman:
+          elman_row_back(hs + row * p, dy_n, da_n, dG + row * ldg, p, s_.act);
+          break;
+        case kGruResetAfter:
+          gru_row_back(gates + row * Gp, extra + row * p, a_prev + int64_t(n) * p, dy_n, da_n, dG + row * ldg,
+                       dgates + row * ldg, p);
+          break;
+        case kLstm: {
+          const float* c_prev = t == first ? in.c0 + int64_t(n) * p : extra + (int64_t(tp) * B + n) * p;
+          lstm_row_back(gates + row * Gp, extra + row * p, c_prev, dy_n, da_n, dc + int64_t(n) * p,
+                        dG + row * ldg, p);
+          break;
         }
-      });
-      // da = (GRU: dh ⊙ z +) dG_t U_a, the gradient wrt a_{t-1}
-      gemm_split(P_, 'N', 'N', B, p, Gp, dG + int64_t(t) * B * Gp, Gp, in.U, p, gru ? 1.0f : 0.0f, da, p);
-    }
+      }
+    });
+    // da = (GRU: dh ⊙ z +) dG_t U_a, the gradient wrt a_{t-1}
+    gemm_split(P_, 'N', 'N', B, p, Gp, dG + int64_t(t) * B * ldg, ldg, U, ldu, gru ? 1.0f : 0.0f, da, p);
   }
   std::memcpy(g.dh0, da, size_t(B) * p * sizeof(float));
   if (lstm) std::memcpy(g.dc0, dc, size_t(B) * p * sizeof(float));
 
   to_time_major(in.x, 0, B, B, T, s_.seq_rows(), k, x_tm);
-  // The weight gradients as their transposes (weight_gradient): dU_aᵀ = Σ_t a_{t-1}ᵀ dG_t, a_0 at the first
+  // The weight gradients as their transposes (transpose_split): dU_aᵀ = Σ_t a_{t-1}ᵀ dG_t, a_0 at the first
   // step and the kept states at the others; dW_aᵀ = Σ_t x_tᵀ dgates_t.
   Scratch transposed(size_t(Gp) * std::max(p, k));
-  gemm_split(P_, 'T', 'N', p, Gp, B, in.h0, p, dG + int64_t(first) * B * Gp, Gp, 0.0f, transposed.data(), Gp);
+  gemm_split(P_, 'T', 'N', p, Gp, B, in.h0, p, dG + int64_t(first) * B * ldg, ldg, 0.0f, transposed.data(), Gp);
   if (T > 1) {
-    const float* dG_rest = s_.reverse ? dG : dG + int64_t(B) * Gp;
+    const float* dG_rest = s_.reverse ? dG : dG + int64_t(B) * ldg;
     const float* a_rest = s_.reverse ? hs + int64_t(B) * p : hs;
-    gemm_split(P_, 'T', 'N', p, Gp, TB - B, a_rest, p, dG_rest, Gp, 1.0f, transposed.data(), Gp);
+    gemm_split(P_, 'T', 'N', p, Gp, TB - B, a_rest, p, dG_rest, ldg, 1.0f, transposed.data(), Gp);
   }
   transpose_split(P_, transposed.data(), p, Gp, g.dU);
-  gemm_split(P_, 'T', 'N', k, Gp, TB, x_tm, k, dgates, Gp, 0.0f, transposed.data(), Gp);
+  gemm_split(P_, 'T', 'N', k, Gp, TB, x_tm, k, dgates, ldg, 0.0f, transposed.data(), Gp);
   transpose_split(P_, transposed.data(), k, Gp, g.dW);
-  column_sums(dgates, TB, Gp, Gp, g.db);
-  if (gru) column_sums(dG + 2 * p, TB, p, Gp, g.dc_n);  // c_n sits inside r ⊙ (U_n a + c_n)
+  column_sums(dgates, TB, Gp, ldg, g.db);
+  if (gru) column_sums(dG + 2 * p, TB, p, ldg, g.dc_n);  // c_n sits inside r ⊙ (U_n a + c_n)
 }
 
 namespace {
+
+// dx (B, T, k) = dgates W_a (G·p, k): the input's gradient from the gates' gradients, one (T, B_slab, G·p) block
+// of dgates per slab, rows padded(G·p) apart.
+void input_gradient(const Shape& s, const float* dgates, const float* W, float* dx) {
+  const int T = s.T, k = s.k, Gp = (s.cell == kElman ? 1 : s.cell == kLstm ? 4 : 3) * s.p;
+  const auto parts = slabs(s);
+  const int P = split_steps(s) ? Team::get().size() : 1;
+  Team::get().run(int(parts.size()), [&](int i) {
+    const auto [n0, n1] = parts[i];
+    const int Bs = n1 - n0;
+    Scratch scratch(size_t(T) * Bs * k);
+    // dx_t = dgates_t W_a over the slab's (T, B_slab) rows, then back to batch-major
+    gemm_split(P, 'N', 'N', int64_t(T) * Bs, k, Gp, dgates + int64_t(T) * n0 * padded(Gp), padded(Gp), W, k, 0.0f,
+               scratch.data(), k);
+    to_batch_major(scratch.data(), Bs, T, s.seq_rows(), k, dx + n0 * s.seq_rows() * k);
+  });
+}
 
 Shape slab_shape(const Shape& s, int n0, int n1) {
   Shape t = s;
@@ -713,14 +740,17 @@ void Kernel::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws)
 }
 
 void Kernel::backward(const Inputs& in, const void* ws, const float* dy, const float* dhT, const float* dcT,
-                      const Grads& g, float* dgates) const {
+                      const Grads& g) const {
   const auto parts = slabs(s_);
   const int P = int(parts.size());
-  const int64_t T = s_.T, p = s_.p, Gp = int64_t(G_) * p;  // (dgates: T rows per sequence)
+  const int64_t T = s_.T, p = s_.p, Gp = int64_t(G_) * p, ldg = padded(Gp);  // (dgates: T rows per sequence)
   // The first slab writes the weight gradients, the others their own sums, added at the end.
   const size_t sizes[4] = {size_t(Gp * s_.k), size_t(Gp * p), size_t(Gp), g.dc_n ? size_t(p) : 0};
   const size_t each = sizes[0] + sizes[1] + sizes[2] + sizes[3];
   Scratch partial(std::max<size_t>(1, (P - 1) * each));
+  // the gates' gradients as W_a sees them: one (T, B_slab, G·p) block per slab, in the pool rather than a
+  // result buffer of XLA's (fresh memory at every call, which the weight gradients' GEMMs then read slower)
+  Scratch dgates(size_t(T) * s_.B * ldg);
   auto grads_of = [&](int i) {
     Grads gi{nullptr, g.dh0 + parts[i].first * p, g.dc0 ? g.dc0 + parts[i].first * p : nullptr,
              g.dW, g.dU, g.db, g.dc_n};
@@ -736,8 +766,9 @@ void Kernel::backward(const Inputs& in, const void* ws, const float* dy, const f
     Slab(slab_shape(s_, n0, n1))
         .backward(from_row(in, s_, n0), static_cast<const char*>(ws) + Slab(slab_shape(s_, 0, n0)).workspace_bytes(),
                   dy + n0 * s_.seq_rows() * p, dhT + n0 * p, dcT ? dcT + n0 * p : nullptr, grads_of(i),
-                  dgates + T * n0 * Gp);
+                  dgates.data() + T * n0 * ldg);
   });
+  if (g.dx) input_gradient(s_, dgates.data(), in.W, g.dx);
   if (P == 1) return;
   Team::get().run(P, [&](int i) {  // each thread adds up its share of every array
     const Grads first = grads_of(0);
@@ -748,21 +779,6 @@ void Kernel::backward(const Inputs& in, const void* ws, const float* dy, const f
       for (int b = 0; b < a; ++b) off += sizes[b];
       for (int j = 1; j < P; ++j) add_row(partial.data() + (j - 1) * each + off + lo, outs[a] + lo, int(hi - lo));
     }
-  });
-}
-
-void input_gradient(const Shape& s, const float* dgates, const float* W, float* dx) {
-  const int T = s.T, k = s.k, Gp = (s.cell == kElman ? 1 : s.cell == kLstm ? 4 : 3) * s.p;
-  const auto parts = slabs(s);
-  const int P = split_steps(s) ? Team::get().size() : 1;
-  Team::get().run(int(parts.size()), [&](int i) {
-    const auto [n0, n1] = parts[i];
-    const int Bs = n1 - n0;
-    Scratch scratch(size_t(T) * Bs * k);
-    // dx_t = dgates_t W_a over the slab's (T, B_slab) rows, then back to batch-major
-    gemm_split(P, 'N', 'N', int64_t(T) * Bs, k, Gp, dgates + int64_t(T) * n0 * Gp, Gp, W, k, 0.0f, scratch.data(),
-               k);
-    to_batch_major(scratch.data(), Bs, T, s.seq_rows(), k, dx + n0 * s.seq_rows() * k);
   });
 }
 
@@ -827,7 +843,6 @@ void backward_pieces(const Shape& s, int chunk, const Inputs& in, const float* s
   const size_t Gp = size_t(G) * s.p, sizes[4] = {Gp * s.k, Gp * s.p, Gp, gru ? size_t(s.p) : 0};
   const Shape longest = piece(s, chunk, s.reverse ? n - 1 : 0).second;  // the first in time is never short
   Scratch ws(Kernel(longest).workspace_bytes() / sizeof(float) + 1);
-  Scratch dgates(size_t(longest.T) * s.B * Gp);
   Scratch state(6 * size_t(Bp));  // hT, cT of the forward again (unused); dh, dc in and out
   Scratch partial(sizes[0] + sizes[1] + sizes[2] + sizes[3]);
   float *dh = state.data() + 2 * Bp, *dc = dh + Bp, *dh_prev = dc + Bp, *dc_prev = dh_prev + Bp;
@@ -845,9 +860,9 @@ void backward_pieces(const Shape& s, int chunk, const Inputs& in, const float* s
         piece_inputs(in, ps, t0, starts + i * Bp, lstm ? cstarts + i * Bp : nullptr, lengths.data());
     const Kernel kernel(ps);
     kernel.forward(pin, nullptr, state.data(), lstm ? state.data() + Bp : nullptr, ws.data());
-    const Grads gi{nullptr, dh_prev, lstm ? dc_prev : nullptr, parts[0], parts[1], parts[2], gru ? parts[3] : nullptr};
-    kernel.backward(pin, ws.data(), dy + int64_t(t0) * s.p, dh, lstm ? dc : nullptr, gi, dgates.data());
-    input_gradient(ps, dgates.data(), in.W, g.dx + int64_t(t0) * s.k);
+    const Grads gi{g.dx + int64_t(t0) * s.k, dh_prev, lstm ? dc_prev : nullptr, parts[0], parts[1], parts[2],
+                   gru ? parts[3] : nullptr};
+    kernel.backward(pin, ws.data(), dy + int64_t(t0) * s.p, dh, lstm ? dc : nullptr, gi);
     for (int a = 0; a < 4; ++a)
       if (sizes[a]) add_row(parts[a], sums[a], int(sizes[a]));
     std::swap(dh, dh_prev);

@@ -35,20 +35,15 @@ class Kernel {
 
   // y, hT, cT from the inputs; `ws` non-null keeps what backward needs there.
   void forward(const Inputs& in, float* y, float* hT, float* cT, void* ws) const;
-  // Gradients from the cotangents dy (B, T, p), dhT, dcT (LSTM): every one in `g` but dx, and instead
-  // dgates, the gradients of the gates' pre-activations as W_a sees them, from which `input_gradient`
-  // gives dx (a GEMM that XLA leaves out where x needs no gradient). dgates holds one (T, B_slab, G·p)
-  // block per slab of the batch.
+  // Gradients from the cotangents dy (B, T, p), dhT, dcT (LSTM): every one in `g`, dx only where g.dx is
+  // not null (dx = dgates W_a, a GEMM over the gates' gradients, which the backward keeps in its pool).
   void backward(const Inputs& in, const void* ws, const float* dy, const float* dhT, const float* dcT,
-                const Grads& g, float* dgates) const;
+                const Grads& g) const;
 
  private:
   Shape s_;
   int G_;
 };
-
-// dx (B, T, k) = dgates W_a (G·p, k): the input's gradient from the kernel's backward (dgates as it gives).
-void input_gradient(const Shape& s, const float* dgates, const float* W, float* dx);
 
 // Long sequences in pieces of `chunk` steps (rematerialisation), each a Kernel call on a view of the
 // sequences' arrays:
