@@ -11,9 +11,9 @@ not have (c0 for Elman and GRU, c_n without reset_after) are passed as (1,) plac
 
 Two engines sit behind the calls: the hand-written kernel (`kernel.cc`: Elman, the GRU with reset_after,
 the LSTM) and oneDNN's RNN primitives (`plan.cc`: the GRU without reset_after, or every cell with
-RNNLAB_FAST_ENGINE=onednn). The kernel's backward returns the gate gradients as W_a sees them, dgates
-(T·B·G·p floats, laid out by the kernel's slabs of sequences), and dx = dgates W_a is a second call into
-the kernel, which XLA drops where x needs no gradient.
+RNNLAB_FAST_ENGINE=onednn). The kernel's backward computes dx = dgates W_a (dgates: the gate gradients as
+W_a sees them, kept in its pool) only where x is perturbed: the `custom_vjp` has symbolic zeros, so its
+forward rule knows, and tells the backward through the residuals' structure.
 
 `fused(..., chunk=C)` is the same layer rematerialised inside the kernel, for long sequences: a forward
 that keeps only the state at each piece's start and a backward that runs each piece again.

@@ -43,9 +43,9 @@ bool on_kernel(const Shape& s) {
   return !onednn_only && kernel_applies(s);
 }
 
-// Asks the kernel to back a result buffer of XLA's with 2 MB pages where it can (transparent huge pages,
+// Asks the OS to back a result buffer of XLA's with 2 MB pages where it can (transparent huge pages,
 // `madvise` mode). XLA allocates a result afresh at every call, and glibc maps a block of over 32 MB
-// (S3's LSTM workspace: 39 MB) straight from the kernel, so that every call first touches new pages: at
+// (S3's LSTM workspace: 39 MB) straight from the OS, so that every call first touches new pages: at
 // 4 KB a page, about 10,000 page faults for that workspace, which cost S3's LSTM forward in training 20 ms
 // more than the same kernel on buffers already touched. Only the whole 2 MB pages inside the buffer.
 void huge_pages(void* data, size_t bytes) {
@@ -111,7 +111,7 @@ ffi::Error Backward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 len
   return ffi::Error::Success();
 }
 
-// The kernel's backward: as Backward, dx only where `dx` is 1 (else its result is a placeholder of one
+// The kernel's backward: as Backward, dx only where `with_dx` is 1 (else its result is a placeholder of one
 // float). Where x needs no gradient (the caller knows it when tracing), its GEMM is not run.
 ffi::Error KernelBackward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths,
                           ffi::Buffer<ffi::U8> ws, F32 dy, F32 dhT, F32 dcT, Out dx, Out dh0, Out dc0, Out dW,

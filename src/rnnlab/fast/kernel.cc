@@ -441,10 +441,7 @@ void gemm_split(int P, char ta, char tb, int64_t M, int64_t N, int64_t K, const 
   });
 }
 
-// to (cols, rows) = from (rows, cols)ᵀ, the rows of `to` split over P threads of the team. The weight
-// gradients are computed as their transposes and turned here: a weight gradient dG (K, G·p)ᵀ v (K, n) as
-// vᵀ dG (n, G·p) ran 2.2× faster on oneDNN 3.2's AVX2 sgemm at S3's dW_a (G·p 2048, n 300, K 3200), and no
-// slower at S1's or S3's others.
+// to (cols, rows) = from (rows, cols)ᵀ, the rows of `to` split over P threads of the team.
 void transpose_split(int P, const float* from, int64_t rows, int64_t cols, float* to) {
   constexpr int64_t kTile = 16;
   Team::get().run(P, [&](int j) {
@@ -668,8 +665,10 @@ void Slab::backward(const Inputs& in, const void* ws, const float* dy, const flo
   if (lstm) std::memcpy(g.dc0, dc, size_t(B) * p * sizeof(float));
 
   to_time_major(in.x, 0, B, B, T, s_.seq_rows(), k, x_tm);
-  // The weight gradients as their transposes (transpose_split): dU_aᵀ = Σ_t a_{t-1}ᵀ dG_t, a_0 at the first
-  // step and the kept states at the others; dW_aᵀ = Σ_t x_tᵀ dgates_t.
+  // The weight gradients as their transposes, then turned: dU_aᵀ = Σ_t a_{t-1}ᵀ dG_t, a_0 at the first step
+  // and the kept states at the others; dW_aᵀ = Σ_t x_tᵀ dgates_t. (A weight gradient dGᵀ v (G·p, n) as
+  // (vᵀ dG)ᵀ ran 2.2× faster on oneDNN 3.2's AVX2 sgemm at S3's dW_a (G·p 2048, n 300, over 3200 rows), and
+  // no slower at S1's or S3's others.)
   Scratch transposed(size_t(Gp) * std::max(p, k));
   gemm_split(P_, 'T', 'N', p, Gp, B, in.h0, p, dG + int64_t(first) * B * ldg, ldg, 0.0f, transposed.data(), Gp);
   if (T > 1) {
