@@ -5,7 +5,7 @@
 //   V::W                       floats per vector; a panel is W units, their four gates side by side
 //   V::MR                      sequences per tile: 4·MR accumulators, the rest of the registers for operands
 //   V::reg                     the vector type
-//   V::NB, V::KC              sequences and panel rows in the blocks a panel is walked in (step_units)
+//   V::NB, V::KC               sequences and panel rows in the blocks a panel is walked in (step_units)
 //   zero, set1, load and store (aligned), loadu, storeu, stream (aligned, around the caches), fence (after streams),
 //   add, sub, mul, fmadd (a·b + c), fnmadd (c - a·b), fmsub (a·b - c), min, max, round (to nearest),
 //   scale (q · 2^n, n a whole number in [-126, 127] held as a float), rcp_estimate (1/d to at least 11 bits)
