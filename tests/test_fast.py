@@ -170,14 +170,16 @@ def test_the_lstm_microkernel_runs_where_the_cpu_has_avx512_or_avx2():
 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("with_lengths", [False, True])
-def test_lstm_with_its_gates_in_registers_equals_the_scan(reverse, with_lengths):
+@pytest.mark.parametrize("B", [68, 100])
+def test_lstm_with_its_gates_in_registers_equals_the_scan(reverse, with_lengths, B):
     # Steps split between threads and p a multiple of 16 (368: 23 vectors of 16, 46 of 8): where AVX-512 or
-    # AVX2 is there, the LSTM's gates stay in the GEMM's registers, forward with and without gradient;
-    # B = 71 leaves a last tile of 5 sequences (AVX-512), or a second row block of 5 (AVX2's blocks of 66
-    # in tiles of 3), and p = 368 a last block of k of 112 (AVX2's blocks of 128).
+    # AVX2 is there, the LSTM's gates stay in the GEMM's registers, forward with and without gradient.
+    # Sequences go in row blocks (66 with AVX2, in tiles of 3; 96 with AVX-512, in tiles of 6): B = 68 ends
+    # in a second block of 2 (AVX2) and a last tile of 2 (AVX-512), B = 100 in a second block of 34 (AVX2,
+    # a last tile of 1) and of 4 (AVX-512). p = 368 leaves a last block of k of 112 (AVX2's blocks of 128).
     layer = Recurrent(rnnlab.LSTM(100, 368, key=jax.random.key(0)), reverse=reverse)
-    x = jax.random.normal(jax.random.key(1), (71, 6, 100))
-    lengths = jnp.arange(71) % 7 if with_lengths else None
+    x = jax.random.normal(jax.random.key(1), (B, 6, 100))
+    lengths = jnp.arange(B) % 7 if with_lengths else None
     assert_trees_close(fused_of(jitted_forward, layer, x, lengths), scan_of(jitted_forward, layer, x, lengths),
                        "forward")
     compare(layer, x, lengths)

@@ -7,7 +7,7 @@
 // thread runs its slab through all T steps alone (sequences are independent); the slabs' weight gradients
 // are added at the end. Where a step is large, one slab holds the whole batch and each step's GEMM and
 // gate pass are split over the threads instead (the LSTM's forward: by units, its gates in the GEMM's
-// registers, lstm_avx512.h). Callers see batch-major arrays, x (B, T, k) and y (B, T, p); inside a slab, rows
+// registers, lstm_registers.h). Callers see batch-major arrays, x (B, T, k) and y (B, T, p); inside a slab, rows
 // are time-major (step t of sequence n is row t·B + n), so that a step's rows are one contiguous matrix.
 // A Kernel holds only its shape: inputs, outputs and the workspace are XLA's buffers, temporaries come
 // from a pool kept between calls.

@@ -124,14 +124,14 @@ inline void tile(const LstmStep& s, int n0, int u, const float* panel, const Blo
   }
 }
 
-// The last B - n < MR sequences, R or fewer: one tile of that many.
+// The last `rows` < MR sequences of a row block, from n, R or fewer: one tile of that many.
 template <class V, int R>
-inline void last_tile(const LstmStep& s, int n, int u, const float* panel, const Block& blk, bool stream_y) {
+inline void last_tile(const LstmStep& s, int n, int rows, int u, const float* panel, const Block& blk, bool stream_y) {
   if constexpr (R > 0) {
-    if (s.B - n == R) {
+    if (rows == R) {
       tile<V, R>(s, n, u, panel, blk, stream_y);
     } else {
-      last_tile<V, R - 1>(s, n, u, panel, blk, stream_y);
+      last_tile<V, R - 1>(s, n, rows, u, panel, blk, stream_y);
     }
   }
 }
@@ -154,7 +154,7 @@ void step_units(const LstmStep& s, int u0, int u1) {
         const int k1 = k0 + KC < s.p ? k0 + KC : s.p;
         int n = nb;
         for (; n + MR <= n1; n += MR) tile<V, MR>(s, n, u, panel, {k0, k1, part + (n - nb) * 4 * W}, stream_y);
-        last_tile<V, MR - 1>(s, n, u, panel, {k0, k1, part + (n - nb) * 4 * W}, stream_y);
+        last_tile<V, MR - 1>(s, n, n1 - n, u, panel, {k0, k1, part + (n - nb) * 4 * W}, stream_y);
       }
     }
   }
