@@ -747,8 +747,8 @@ void Kernel::backward(const Inputs& in, const void* ws, const float* dy, const f
   const size_t sizes[4] = {size_t(Gp * s_.k), size_t(Gp * p), size_t(Gp), g.dc_n ? size_t(p) : 0};
   const size_t each = sizes[0] + sizes[1] + sizes[2] + sizes[3];
   Scratch partial(std::max<size_t>(1, (P - 1) * each));
-  // the gates' gradients as W_a sees them: one (T, B_slab, G·p) block per slab, in the pool rather than a
-  // result buffer of XLA's (fresh memory at every call, which the weight gradients' GEMMs then read slower)
+  // the gates' gradients as W_a sees them: one (T, B_slab, G·p) block per slab, rows ldg apart, in the pool
+  // rather than a result buffer of XLA's (fresh memory at every call, faulted in page by page)
   Scratch dgates(size_t(T) * s_.B * ldg);
   auto grads_of = [&](int i) {
     Grads gi{nullptr, g.dh0 + parts[i].first * p, g.dc0 ? g.dc0 + parts[i].first * p : nullptr,
