@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import re
 import sys
 import threading
 import types
@@ -121,13 +122,69 @@ def test_bad_encoding_names_the_line(task):
         data.load(task)
 
 
-def test_missing_mapping_and_bad_mapping(task):
+def test_bad_mapping(task):
     (task / "mapping.txt").write_text("0\tneg\n2\tpos\n")
     with pytest.raises(DataError, match=r"mapping\.txt: label ids must be 0\.\.1"):
         data.load(task)
-    (task / "mapping.txt").unlink()
-    with pytest.raises(DataError, match=r"no mapping\.txt"):
-        data.load(task)
+
+
+def test_mapping_columns_past_the_name_are_its_description(task):
+    (task / "mapping.txt").write_text("0\t❤\t_red_heart_\t\n1\t😍\t_smiling_face_with_hearteyes_\t\n")  # emoji's
+    ds = data.load(task)
+    assert ds.labels == ("❤", "😍") and ds.descriptions == ("_red_heart_", "_smiling_face_with_hearteyes_")
+    assert data.load(write_task(task.parent / "plain", {"train": [("a", 0), ("b", 1)]})).descriptions == ()
+
+
+def test_folder_without_mapping_names_labels_by_their_values(tmp_path):
+    folder = write_task(tmp_path / "umsab", {"train": [("a", 10), ("b", 2), ("c", 0), ("d", 2)],
+                                             "val": [("e", 10)]})
+    (folder / "mapping.txt").unlink()
+    ds = data.load(folder)
+    assert ds.labels == ("0", "2", "10")  # numeric order, not "0", "10", "2"
+    assert ds["train"].labels.tolist() == [2, 1, 0, 1] and ds["val"].labels.tolist() == [2]
+    assert len(ds.notes) == 1 and "no mapping.txt" in ds.notes[0] and "0, 2, 10" in ds.notes[0]
+    (folder / "val_labels.txt").write_text("7\n")
+    with pytest.raises(DataError, match=r"val_labels\.txt:1: unknown label '7': train's labels are 0, 2, 10"):
+        data.load(folder)
+
+
+def test_umsab_folder_loads(tweeteval_dir):
+    ds = data.load(tweeteval_dir.parent / "umsab" / "english")
+    assert ds.labels == ("0", "1", "2") and set(ds.splits) == {"train", "val", "test"}
+
+
+def test_one_class_in_a_folder_train_split_is_refused(tmp_path):
+    folder = write_task(tmp_path / "one", {"train": [("a", 1), ("b", 1)], "val": [("c", 0)]})
+    with pytest.raises(DataError, match=r"train_labels\.txt: every training text has the label 'pos'"):
+        data.load(folder)
+
+
+@pytest.mark.parametrize("name", ["irony", "stance"])
+def test_a_folder_named_like_a_tweeteval_task_with_other_labels_is_scored_by_macro_f1(tmp_path, name):
+    from rnnlab import metrics
+
+    ds = data.load(write_task(tmp_path / name, {"train": [("a", 0), ("b", 1)]}))
+    assert metrics.official_metric(ds.task) == "macro_f1" and ds.task.startswith(name)
+    assert any("named like a TweetEval task" in n for n in ds.notes)
+    p = tmp_path / f"{name}.csv"
+    p.write_text("text,label\na,x\nb,y\n")
+    assert metrics.official_metric(data.load(p).task) == "macro_f1"
+
+
+def test_the_real_irony_task_keeps_its_metric(tweeteval_dir):
+    assert data.load(tweeteval_dir / "irony").task == "irony"
+
+
+def test_a_split_lacking_train_labels_is_named():
+    from rnnlab.data.dataset import missing_classes
+
+    ds = data.Dataset("t", ("a", "b", "c"), {"train": data.Split(["x", "y", "z"], [0, 1, 2]),
+                                             "val": data.Split(["x"], [1]), "test": data.Split(["x", "y"], [0, 2])})
+    notes = missing_classes(ds)
+    assert len(notes) == 2 and notes[0].startswith("warning: val has no text labelled a, c")
+    assert "test has no text labelled b" in notes[1]
+    ds.splits["val"] = data.Split(["x", "y", "z"], [2, 1, 0])
+    assert len(missing_classes(ds)) == 1
 
 
 def test_missing_source():
@@ -156,6 +213,47 @@ def test_csv_errors_name_file_and_line(tmp_path):
         data.load(p)
     p.write_text("text,label\na,x\nb,y,extra\n")
     with pytest.raises(DataError, match=r"t\.csv:3: 3 fields where the header has 2"):
+        data.load(p)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("null", "the label must be text or a number; got null"),
+    ("[1]", "the label must be text or a number; got [1]"),
+    ('{"a": 1}', "the label must be text or a number"),
+    ("true", "the label must be text or a number; got true"),
+    ('""', "an empty label"),
+    ('"  "', "an empty label"),
+    ("1e400", "the label inf is not a finite number"),
+    ('"NaN"', "a missing label"),
+])
+def test_jsonl_labels_that_are_no_class_are_refused(tmp_path, value, message):
+    p = tmp_path / "t.jsonl"
+    p.write_text('{"text": "a", "label": 0}\n{"text": "b", "label": 1}\n{"text": "c", "label": ' + value + "}\n")
+    with pytest.raises(DataError, match=rf"t\.jsonl:3: {re.escape(message)}"):
+        data.load(p)
+
+
+def test_whole_numbers_name_one_class(tmp_path):
+    p = tmp_path / "t.jsonl"
+    p.write_text("".join(json.dumps({"text": t, "label": y}) + "\n"
+                         for t, y in [("a", 0), ("b", 0.0), ("c", 1), ("d", "1.0"), ("e", 1e0), ("f", 2.5)]))
+    ds = data.load(p)
+    assert ds.labels == ("0", "1", "2.5") and ds["train"].labels.tolist() == [0, 0, 1, 1, 1, 2]
+    q = tmp_path / "t.csv"
+    q.write_text("text,label\na,0\nb,0.0\nc,1\nd,01\n")
+    assert data.load(q).labels == ("0", "1")
+    q.write_text("text,label\na,0\nb,\n")
+    with pytest.raises(DataError, match=r"t\.csv:3: an empty label"):
+        data.load(q)
+
+
+def test_an_unterminated_quote_is_reported_where_it_opens(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("text,label\n" + "a,1\nb,0\n" * 20 + '"broken,1\n' + "c,0\n" * 250)
+    with pytest.raises(DataError, match=r"t\.csv:42: a quoted field opens on this line and is never closed"):
+        data.load(p)
+    p.write_text("text,label\n" + "a,1\nb,0\n" * 20 + '"broken,1\n' + "c,0\n" * 5 + 'd",0,x\n' + "e,1\n")
+    with pytest.raises(DataError, match=r"t\.csv:42: a quoted field opens on this line and is closed only on line 48"):
         data.load(p)
 
 
@@ -231,6 +329,21 @@ def test_download_rejects_a_corrupted_file(served, tweeteval_dir, monkeypatch, t
     with pytest.raises(DataError, match=r"val_labels\.txt: SHA-256 .* does not match"):
         tweeteval.fetch("emotion", progress=False, base_url=served(tmp_path / "mirror"))
     assert not (tmp_path / "cache" / "tweeteval" / "emotion" / "val_labels.txt").exists()
+
+
+def test_a_download_without_pinned_checksums_says_it_trusted_it(served, tweeteval_dir, tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror" / "offensive"  # a task with no pinned SHA-256
+    mirror.mkdir(parents=True)
+    for f in (tweeteval_dir / "hate").iterdir():
+        (mirror / f.name).write_bytes(f.read_bytes())
+    monkeypatch.setenv("RNNLAB_TWEETEVAL_URL", served(tmp_path / "mirror"))
+    first = data.load("tweeteval:offensive", progress=False)
+    assert any("7 file(s) have no pinned SHA-256 and were trusted" in n for n in first.notes)
+    assert not any("pinned" in n for n in data.load("tweeteval:offensive", progress=False).notes)  # checked now
+    (tmp_path / "cache" / "tweeteval" / "offensive" / "val_labels.txt").write_bytes(b"0\n")
+    (mirror / "val_labels.txt").write_bytes(b"1\n")  # changed upstream after the first download
+    with pytest.raises(DataError, match=r"val_labels\.txt: SHA-256 .* does not match"):
+        data.load("tweeteval:offensive", progress=False)
 
 
 def test_download_errors_are_clear(served, tmp_path):

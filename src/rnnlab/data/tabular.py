@@ -3,6 +3,8 @@
 One file gives a `train` split, or one split per value of a `split` column (train / val / test; `dev` and
 `validation` count as val). Label names are the distinct training labels, sorted (numerically when they
 are all integers), unless given; a label in val/test that train never had is an error naming its line.
+A label is text or a number; numbers that are whole (`1`, `1.0`, `1e0`) name one class, `1`. An empty,
+null, non-finite or structured (list, object) label is refused, naming its line.
 """
 
 from __future__ import annotations
@@ -10,15 +12,38 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import re
 from pathlib import Path
 
-from rnnlab.data.dataset import SPLITS, DataError, Dataset, Split, read_lines
+from rnnlab.data.dataset import SPLITS, DataError, Dataset, Split, label_names, official_task, read_lines
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val",
                  "test": "test"}
 SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
 
 Row = tuple[int, str, str, str | None]  # (line, text, label, split)
+
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+MISSING = ("", "nan", "null")
+
+
+def _label(value: object, path: Path, line: int) -> str:
+    """A label's class name: text stripped; a whole number as its integer (1.0 and 1 are one class)."""
+    if isinstance(value, bool) or value is None or isinstance(value, list | dict):
+        raise DataError(path, f"the label must be text or a number; got {json.dumps(value)}", line)
+    text = str(value).strip()
+    if text.lower() in MISSING:
+        raise DataError(path, f"a missing label ({text!r})" if text else "an empty label", line)
+    if isinstance(value, int | float) or NUMBER.fullmatch(text):
+        number = float(value) if isinstance(value, int | float) else float(text)
+        if not math.isfinite(number):
+            raise DataError(path, f"the label {text} is not a finite number", line)
+        if isinstance(value, int):
+            return str(value)
+        if number.is_integer() and abs(number) < 2**53:
+            return str(int(number))
+    return text
 
 
 def _rows_csv(path: Path, text_column: str, label_column: str, delimiter: str) -> list[Row]:
@@ -35,13 +60,24 @@ def _rows_csv(path: Path, text_column: str, label_column: str, delimiter: str) -
     t, lab = header.index(text_column), header.index(label_column)
     s = header.index("split") if "split" in header else None
     rows: list[Row] = []
-    for record in reader:
-        n = reader.line_num
+    end = reader.line_num
+    while True:
+        try:
+            record = next(reader, None)
+        except csv.Error as e:
+            raise DataError(path, f"not valid CSV ({e})", end + 1) from None
+        if record is None:
+            break
+        n, end = end + 1, reader.line_num          # the record's first line, and its last
         if not record or all(not f.strip() for f in record):
             continue
         if len(record) != len(header):
+            if end > n:
+                quote = "never closed" if end >= len(lines) else f"closed only on line {end}"
+                raise DataError(path, f"a quoted field opens on this line and is {quote}: "
+                                f"{len(record)} fields where the header has {len(header)}", n)
             raise DataError(path, f"{len(record)} fields where the header has {len(header)}", n)
-        rows.append((n, record[t], record[lab].strip(), None if s is None else record[s].strip()))
+        rows.append((n, record[t], _label(record[lab], path, n), None if s is None else record[s].strip()))
     return rows
 
 
@@ -64,7 +100,7 @@ def _rows_jsonl(path: Path, text_column: str, label_column: str) -> list[Row]:
         if not isinstance(text, str):
             raise DataError(path, f"field {text_column!r} must be a string; got {text!r}", n)
         split = record.get("split")
-        rows.append((n, text, str(record[label_column]).strip(), None if split is None else str(split)))
+        rows.append((n, text, _label(record[label_column], path, n), None if split is None else str(split)))
     return rows
 
 
@@ -81,13 +117,6 @@ def read_rows(path: str | Path, text_column: str = "text", label_column: str = "
     if not rows:
         raise DataError(path, "the file has no records")
     return rows
-
-
-def _label_names(labels: list[str]) -> tuple[str, ...]:
-    distinct = set(labels)
-    if all(v.lstrip("-").isdigit() for v in distinct):
-        return tuple(sorted(distinct, key=int))
-    return tuple(sorted(distinct))
 
 
 def read_files(
@@ -107,7 +136,7 @@ def read_files(
             rows.setdefault(name, []).append((path, row))
     if "train" not in rows:
         raise DataError(next(iter(files.values())), "no training records (split 'train')")
-    names = labels or _label_names([r[2] for _, r in rows["train"]])
+    names = labels or label_names([r[2] for _, r in rows["train"]])
     if len(names) < 2:
         raise DataError(files.get("train", next(iter(files.values()))),
                         f"a classification task needs at least 2 labels; the training records have {names}")
@@ -123,7 +152,8 @@ def read_files(
         path = rows[split][0][0]
         splits[split] = Split([r[1] for _, r in rows[split]], [ids[r[2]] for _, r in rows[split]], str(path))
     first = next(iter(files.values()))
-    return Dataset(task or (first.parent.name if len(files) > 1 else first.stem), names, splits, str(first))
+    name, note = official_task(task or (first.parent.name if len(files) > 1 else first.stem), names)
+    return Dataset(name, names, splits, str(first), notes=[note] if note else [])
 
 
 def find_split_files(folder: Path) -> dict[str, Path]:

@@ -12,11 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from rnnlab.data.dataset import SPLITS, DataError, Dataset, Split, read_lines
+import numpy as np
+
+from rnnlab.data.dataset import SPLITS, DataError, Dataset, Split, label_names, official_task, read_lines
 
 BASE_URL = "https://raw.githubusercontent.com/cardiffnlp/tweeteval/main/datasets"
 URL_ENV = "RNNLAB_TWEETEVAL_URL"
@@ -56,28 +59,30 @@ CHECKSUMS = {
 
 # -- reading ---------------------------------------------------------------------------------------------
 
-def read_mapping(path: Path) -> tuple[str, ...]:
-    """Label names from `mapping.txt`: `id<TAB>name` lines, ids 0..C-1 in any order."""
-    names: dict[int, str] = {}
+def read_mapping(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(names, descriptions) from `mapping.txt`: `id<TAB>name` lines, ids 0..C-1 in any order. Further
+    tab-separated columns (TweetEval emoji's `0<TAB>❤<TAB>_red_heart_`) are the label's description."""
+    names: dict[int, tuple[str, str]] = {}
     for n, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
         parts = line.split("\t") if "\t" in line else line.split(None, 1)
-        if len(parts) != 2 or not parts[0].strip().isdigit() or not parts[1].strip():
-            raise DataError(path, f"expected 'id<TAB>name'; got {line!r}", n)
+        if len(parts) < 2 or not parts[0].strip().isdigit() or not parts[1].strip():
+            raise DataError(path, f"expected 'id<TAB>name' (then any description); got {line!r}", n)
         i = int(parts[0])
         if i in names:
             raise DataError(path, f"label id {i} given twice", n)
-        names[i] = parts[1].strip()
+        names[i] = parts[1].strip(), " ".join(p.strip() for p in parts[2:] if p.strip())
     if sorted(names) != list(range(len(names))):
         raise DataError(path, f"label ids must be 0..{len(names) - 1}; got {sorted(names)}")
     if len(names) < 2:
         raise DataError(path, f"a classification task needs at least 2 labels; got {len(names)}")
-    return tuple(names[i] for i in range(len(names)))
+    descriptions = tuple(names[i][1] for i in range(len(names)))
+    return tuple(names[i][0] for i in range(len(names))), descriptions if any(descriptions) else ()
 
 
-def read_split(folder: Path, split: str, labels: tuple[str, ...]) -> Split:
-    """One split: `{split}_text.txt` and `{split}_labels.txt`, line i of one matching line i of the other."""
+def _read_pair(folder: Path, split: str) -> tuple[list[str], list[str], Path, Path]:
+    """The texts and raw label values of one split, line i of one matching line i of the other."""
     text_path, label_path = folder / f"{split}_text.txt", folder / f"{split}_labels.txt"
     texts = read_lines(text_path)
     raw = read_lines(label_path)
@@ -85,32 +90,58 @@ def read_split(folder: Path, split: str, labels: tuple[str, ...]) -> Split:
         raise DataError(
             label_path, f"{len(raw)} labels but {text_path.name} has {len(texts)} lines: line i of each "
             f"must belong to the same tweet", min(len(texts), len(raw)) + 1)
+    return texts, [v.strip() for v in raw], text_path, label_path
+
+
+def read_split(folder: Path, split: str, labels: tuple[str, ...], by_name: bool = False) -> Split:
+    """One split: `{split}_text.txt` and `{split}_labels.txt`. The label values are ids into `labels`
+    (mapping.txt's), or with `by_name` the names themselves (a folder without mapping.txt)."""
+    texts, raw, text_path, label_path = _read_pair(folder, split)
     ids = []
-    for n, value in enumerate(raw, start=1):
-        v = value.strip()
+    for n, v in enumerate(raw, start=1):
+        if by_name:
+            if v not in labels:
+                what = "an empty label" if not v else f"unknown label {v!r}"
+                raise DataError(label_path, f"{what}: train's labels are {', '.join(labels)}", n)
+            ids.append(labels.index(v))
+            continue
         if not v.isdigit() or int(v) >= len(labels):
             known = ", ".join(f"{i} ({name})" for i, name in enumerate(labels))
-            raise DataError(label_path, f"unknown label {value!r}: mapping.txt defines {known}", n)
+            raise DataError(label_path, f"unknown label {v!r}: mapping.txt defines {known}", n)
         ids.append(int(v))
     return Split(texts, ids, str(text_path))
 
 
 def read_folder(folder: str | Path) -> Dataset:
-    """A TweetEval-format task folder. train is required; val and test are read when present."""
+    """A TweetEval-format task folder. train is required; val and test are read when present. Without a
+    mapping.txt (UMSAB's format) the labels are named by their own values, integers in numeric order."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(folder, "no such folder")
     mapping = folder / "mapping.txt"
     if not mapping.is_file() and (folder.parent / "mapping.txt").is_file():
         mapping = folder.parent / "mapping.txt"  # stance: one mapping for all targets
-    if not mapping.is_file():
-        raise DataError(mapping, "no mapping.txt (lines 'id<TAB>label name') in the task folder")
-    labels = read_mapping(mapping)
     if not (folder / "train_text.txt").is_file():
         raise DataError(folder / "train_text.txt", "no such file: a task folder needs a train split")
-    splits = {s: read_split(folder, s, labels) for s in SPLITS if (folder / f"{s}_text.txt").is_file()}
-    task = "stance" if folder.parent.name == "stance" else folder.name
-    return Dataset(task, labels, splits, str(folder))
+    notes: list[str] = []
+    descriptions: tuple[str, ...] = ()
+    by_name = not mapping.is_file()
+    if by_name:
+        values = _read_pair(folder, "train")[1]
+        if "" in values:
+            raise DataError(folder / "train_labels.txt", "an empty label", values.index("") + 1)
+        labels = label_names(values)
+        notes.append(f"{folder}: no mapping.txt, so the labels are named by their own values: {', '.join(labels)}")
+    else:
+        labels, descriptions = read_mapping(mapping)
+    splits = {s: read_split(folder, s, labels, by_name) for s in SPLITS if (folder / f"{s}_text.txt").is_file()}
+    seen = np.unique(splits["train"].labels)
+    if len(seen) < 2:
+        raise DataError(folder / "train_labels.txt", f"every training text has the label {labels[seen[0]]!r}: "
+                        "a classifier needs at least 2 labels in train")
+    task, note = official_task("stance" if folder.parent.name == "stance" else folder.name, labels)
+    notes += [note] if note else []
+    return Dataset(task, labels, splits, str(folder), descriptions, notes)
 
 
 # -- downloading -----------------------------------------------------------------------------------------
@@ -148,11 +179,12 @@ def _download(url: str, dest: Path, progress, task_id) -> None:
     os.replace(tmp, dest)
 
 
-def fetch(task: str, *, progress: bool = True, base_url: str | None = None) -> Path:
+def fetch(task: str, *, progress: bool = True, base_url: str | None = None, notes: list[str] | None = None) -> Path:
     """The folder of a TweetEval task, downloaded into the cache on first use (SHA-256 checked).
 
     task: one of TASKS (`"emotion"`, `"stance/abortion"`, ...). base_url: else $RNNLAB_TWEETEVAL_URL, else
-    the public repository.
+    the public repository. notes: where to say that files with no pinned SHA-256 were trusted as first
+    downloaded (their hashes recorded in the manifest and checked from then on).
     """
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
@@ -170,6 +202,7 @@ def fetch(task: str, *, progress: bool = True, base_url: str | None = None) -> P
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     names = [f"{task}/{f}" for f in FILES]
     names.append("stance/mapping.txt" if task.startswith("stance/") else f"{task}/mapping.txt")
+    trusted = []
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   disable=not progress, transient=True) as bar:
         for name in names:
@@ -185,13 +218,25 @@ def fetch(task: str, *, progress: bool = True, base_url: str | None = None) -> P
                 dest.unlink()
                 raise DataError(f"{base}/{name}", f"SHA-256 {digest} does not match the expected {expected}; "
                                 "the download was corrupted or the file changed upstream")
+            if expected is None:
+                trusted.append(name)
             manifest[name] = digest
     tmp = manifest_path.with_name("manifest.json.part")
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
     os.replace(tmp, manifest_path)
+    if trusted:
+        message = (f"warning: tweeteval:{task}: {len(trusted)} file(s) have no pinned SHA-256 and were trusted as "
+                   f"downloaded from {base}; their hashes are now in {manifest_path} and checked from then on")
+        if notes is None:
+            print(message, file=sys.stderr)
+        else:
+            notes.append(message)
     return folder
 
 
 def load(task: str, *, progress: bool = True) -> Dataset:
     """A TweetEval task by name, downloaded on first use."""
-    return read_folder(fetch(task, progress=progress))
+    notes: list[str] = []
+    dataset = read_folder(fetch(task, progress=progress, notes=notes))
+    dataset.notes[:0] = notes
+    return dataset
