@@ -4,9 +4,10 @@
     explain.py  explain, inspect, demo             (units vs timesteps; Elman's 1990 experiments)
     tune.py     tune                               (sweeps over the number of units, Optuna)
     bench.py    bench                              (speed against PyTorch and Keras)
+    serve.py    serve                              (the playground and runs in a browser; the JSON API)
 """
 
-from rnnlab.cli import bench, explain, train, tune  # noqa: F401  (registers the commands)
+from rnnlab.cli import bench, explain, serve, train, tune  # noqa: F401  (registers the commands)
 from rnnlab.cli.app import app
 
 

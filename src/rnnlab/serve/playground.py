@@ -1,0 +1,133 @@
+"""POST /explain: what `rnnlab explain --json` gives for a model built from sizes, and the rest of what
+`rnnlab explain` prints (the unrolled loop, growth with T and p, the misreadings answered by running
+the layer), all from `rnnlab.explain`.
+
+    explanation({"cell": "elman", "k": 50, "p": 10, "T": 20})                        # all of it
+    explanation({"cell": "elman", "k": 50, "p": 10, "T": 20, "misreadings": False})  # without running
+
+Counts, FLOPs and memory depend on the arrays' shapes alone, so they are read off a model of zeros
+made from `build`'s shapes (no compilation: a slider's move is answered at once); the misreadings run
+the layer `build` makes, with its weights.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from rnnlab.cells import CELLS
+from rnnlab.serve import limits
+from rnnlab.serve.limits import RequestError
+
+FIELDS = ("cell", "k", "p", "T", "B", "q", "layers", "every_step", "misreadings")
+STEPS_RUN = 2000  # the misreadings run at most this many steps, as `rnnlab explain` does
+STEPS_LISTED = 8  # rows of the step table returned: the first ones and the last
+
+
+def cell_names() -> list[str]:
+    """The cells `explain` can build, once each (aliases such as "rnn" left out)."""
+    names = {}
+    for name, cls in CELLS.items():
+        names.setdefault(cls, name)
+    return list(names.values())
+
+
+def parse(body: dict) -> tuple:
+    """(cell, k, p, T, B, q, layers, every_step, misreadings) from a request body, checked against the
+    limits."""
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise RequestError(422, f"unknown field {unknown[0]!r}; /explain reads {', '.join(FIELDS)}")
+    cell = body.get("cell", "elman")
+    names = cell_names()
+    if not isinstance(cell, str) or cell.lower() not in CELLS:
+        raise RequestError(422, f'"cell" must be one of {", ".join(names)}; got {cell!r}')
+    cell = cell.lower()
+    k, p, T = limits.size(body, "k"), limits.size(body, "p"), limits.size(body, "T")
+    B, q, layers = limits.size(body, "B", 1), limits.size(body, "q", 2), limits.size(body, "layers", 1)
+    every_step, misreadings = body.get("every_step", False), body.get("misreadings", True)
+    for name, value in (("every_step", every_step), ("misreadings", misreadings)):
+        if not isinstance(value, bool):
+            raise RequestError(422, f'"{name}" must be true or false; got {value!r}')
+    G = len(CELLS[cell].gate_names)
+    count = G * p * (k + p + 1) + (layers - 1) * G * p * (2 * p + 1) + q * (p + 1)
+    if count > limits.MAX_PARAMETERS:
+        raise RequestError(422, f"{cell} with k={k}, p={p}, {layers} layer(s) would hold {count:,} parameters; "
+                                f"at most {limits.MAX_PARAMETERS:,} are built here")
+    return cell, k, p, T, B, q, layers, every_step, misreadings
+
+
+def explanation(body: dict) -> dict:
+    cell, k, p, T, B, q, layers, every_step, misreadings = parse(body)
+    out = dict(_explanation(cell, k, p, T, B, q, layers, every_step))
+    if misreadings:
+        out["misreadings"] = _misreadings(cell, k, p, T, q, layers, every_step)
+    return out
+
+
+@lru_cache(maxsize=8)
+def _model(cell: str, k: int, p: int, q: int, layers: int, every_step: bool):
+    """The model `rnnlab explain` builds for these sizes, with its weights."""
+    from rnnlab.explain import build
+
+    return build(cell, features=k, units=p, outputs=q, layers=layers, every_step=every_step)
+
+
+@lru_cache(maxsize=64)
+def _zeros(cell: str, k: int, p: int, q: int, layers: int, every_step: bool):
+    """The same model's structure with NumPy zeros for its arrays: `build` traced for shapes only."""
+    import equinox as eqx
+    import jax
+    import numpy as np
+
+    from rnnlab.explain import build
+
+    shapes = eqx.filter_eval_shape(build, cell, features=k, units=p, outputs=q, layers=layers,
+                                   every_step=every_step, key=jax.random.key(0))
+    return jax.tree_util.tree_map(
+        lambda s: np.zeros(s.shape, s.dtype) if isinstance(s, jax.ShapeDtypeStruct) else s, shapes)
+
+
+@lru_cache(maxsize=32)
+def _same_weights(cell: str, k: int, p: int, q: int, layers: int, every_step: bool) -> dict:
+    from rnnlab.explain import same_weights_any_T
+
+    s = same_weights_any_T(_model(cell, k, p, q, layers, every_step), 20, 2000)
+    return {"T_short": s.T_short, "T_long": s.T_long, "parameters": s.parameters,
+            "parameters_short": s.parameters_short, "parameters_long": s.parameters_long,
+            "a_short_shape": list(s.a_short_shape), "a_long_shape": list(s.a_long_shape),
+            "max_difference": s.max_difference}
+
+
+@lru_cache(maxsize=256)
+def _explanation(cell: str, k: int, p: int, T: int, B: int, q: int, layers: int, every_step: bool) -> dict:
+    from rnnlab.explain import explain, unrolled_svg, unrolled_text
+
+    ex = explain(_zeros(cell, k, p, q, layers, every_step), timesteps=T, batch=B)
+    out = ex.to_dict()
+    out["svg"] = unrolled_svg(ex)
+    out["unrolled"] = unrolled_text(ex)
+    out["at_T"] = [_costs(ex.at(t)) for t in sorted({1, 20, T, 2000})]
+    out["p_doubled"] = _costs(explain(_zeros(cell, k, 2 * p, q, layers, every_step), timesteps=T, batch=B))
+    return out
+
+
+@lru_cache(maxsize=64)
+def _misreadings(cell: str, k: int, p: int, T: int, q: int, layers: int, every_step: bool) -> dict:
+    """The two misreadings answered by running the layer: the loop's steps, and the same weights on
+    T=20 and T=2000 (what `rnnlab explain` prints under its tables)."""
+    from rnnlab.explain import state_per_step
+
+    rows = state_per_step(_model(cell, k, p, q, layers, every_step), min(T, STEPS_RUN))
+    listed = rows if len(rows) <= STEPS_LISTED else [*rows[: STEPS_LISTED - 1], rows[-1]]
+    return {
+        "steps_run": len(rows),
+        "all_units_changed": all(r.changed == r.units for r in rows),
+        "steps": [{"t": r.t, "x": list(r.x_shape), "a_prev": list(r.a_prev_shape), "a": list(r.a_shape),
+                   "changed": r.changed, "units": r.units} for r in listed],
+        "same_weights": _same_weights(cell, k, p, q, layers, every_step),
+    }
+
+
+def _costs(ex) -> dict:
+    return {"T": ex.T, "p": ex.p, "total": ex.total, "flops_sequence": ex.flops["sequence"],
+            "memory_sequence": ex.memory["sequence"]}
