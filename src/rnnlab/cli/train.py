@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rnnlab.cli.app import app
@@ -39,15 +40,42 @@ def _errors():
 
 
 def _scores_table(title: str, rows: list[tuple[str, dict | None]], metric: str) -> Table:
+    """One row per split: the official metric, accuracy, and macro-F1 where it is not the metric."""
+    columns = [metric, "accuracy", *(["macro_f1"] if metric != "macro_f1" else [])]
     table = Table(title=title)
     table.add_column("split")
-    table.add_column(metric, justify="right")
-    table.add_column("accuracy", justify="right")
-    table.add_column("macro_f1", justify="right")
+    for column in columns:
+        table.add_column(column, justify="right")
     for name, r in rows:
         if r is not None:
-            table.add_row(name, f"{r['score']:.4f}", f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}")
+            values = {metric: r["score"], "accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}
+            table.add_row(name, *(f"{values[c]:.4f}" for c in columns))
     return table
+
+
+def _notes(lines: list[str]) -> None:
+    """What the data's readers decided, one line each, on stderr (warnings in yellow)."""
+    for line in lines:
+        style = "yellow" if line.startswith("warning:") else "dim"
+        console.print(line, style=style, highlight=False, soft_wrap=True)
+
+
+def _held_out(dataset, config):
+    """The dataset training sees: its own val split, or a share of train held out (said in one line).
+    Refuses data too small to leave a text to validate on."""
+    from rnnlab.data.dataset import missing_classes
+    from rnnlab.train import split_off_val
+
+    split = split_off_val(dataset, config.val_fraction, config.seed)
+    if "val" not in dataset:
+        if not len(split["val"]):
+            raise ValueError(f"{dataset.source}: train has {len(dataset['train'])} texts, too few to hold out a "
+                             "validation split (a label needs 2 texts to give one): add texts or a val split")
+        console.print(f"val: {len(split['val'])} of the {len(dataset['train'])} training texts held out "
+                      f"({config.val_fraction:.0%} of each label, seed {config.seed}); --val-fraction sets the "
+                      "share, a `split` column (or a val file) gives your own", highlight=False, soft_wrap=True)
+    _notes(missing_classes(split))
+    return split
 
 
 TRAIN_EPILOG = """
@@ -70,9 +98,9 @@ def train(
     data: str = typer.Argument(..., help="A TweetEval-format folder, tweeteval:NAME, or a CSV/TSV/JSONL file "
                                "(or a folder of train/val/test files)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to write (checkpoints, config, metrics)."),
-    cell: str | None = typer.Option(None, help=f"elman | gru | lstm [default: {_d('cell')}; elman for elman:NAME]."),
-    units: int | None = typer.Option(None, help=f"p: units of the state a_t (per direction) [default: {_d('units')}; "
-                                     "elman:NAME: the task's own]."),
+    cell: str | None = typer.Option(None, help=f"elman | gru | lstm \\[default: {_d('cell')}; elman for elman:NAME]."),
+    units: int | None = typer.Option(None, help=f"p: units of the state a_t (per direction) \\[default: "
+                                     f"{_d('units')}; elman:NAME: the task's own]."),
     layers: int = typer.Option(_d("layers"), help="Recurrent layers stacked."),
     bidirectional: bool = typer.Option(_d("bidirectional"), "--bidirectional/--unidirectional",
                                        help="Read each text both ways."),
@@ -93,11 +121,11 @@ def train(
                                         "embedding and the layer on the training texts, before the labels."),
     members: int = typer.Option(_d("members"), help="Models trained side by side, probabilities averaged."),
     ema: float = typer.Option(_d("ema"), help="Keep a moving average of the weights with this decay (0: off)."),
-    epochs: int | None = typer.Option(None, help=f"Epochs at most [default: {_d('epochs')}; elman:NAME: the "
+    epochs: int | None = typer.Option(None, help=f"Epochs at most \\[default: {_d('epochs')}; elman:NAME: the "
                                       "task's own]."),
     batch_size: int = typer.Option(_d("batch_size"), help="B: texts per step."),
     lr: float | None = typer.Option(None, help=f"Peak learning rate (AdamW, warm-up then cosine decay) "
-                                    f"[default: {_d('lr')}; elman:NAME: the task's own]."),
+                                    f"\\[default: {_d('lr')}; elman:NAME: the task's own]."),
     weight_decay: float = typer.Option(_d("weight_decay"), help="AdamW weight decay."),
     clip: float = typer.Option(_d("clip"), help="Clip the gradient's global norm to this."),
     class_weights: str = typer.Option(_d("class_weights"), help="balanced | none."),
@@ -105,11 +133,14 @@ def train(
     max_seconds: float | None = typer.Option(None, help="Stop training after this many seconds (best model kept)."),
     seed: int = typer.Option(_d("seed"), help="Same seed, same data: same model."),
     checkpoint_every: int = typer.Option(_d("checkpoint_every"), help="Steps between checkpoints in an epoch."),
+    val_fraction: float = typer.Option(_d("val_fraction"), help="Share of each label's training texts held out to "
+                                       "validate on, where the data has no val split."),
     text_column: str = typer.Option("text", help="Text column of CSV/JSONL data."),
     label_column: str = typer.Option("label", help="Label column of CSV/JSONL data."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint "
                                 "(with the settings it started with)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result (scores, best epoch, run folder) as JSON."),
 ) -> None:
     """Train a text classifier: embedding (k) -> RNN (p units) -> pooling -> linear head.
 
@@ -140,13 +171,22 @@ def train(
             pretrain_epochs=pretrain_epochs,
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, clip=clip,
             class_weights=class_weights, patience=patience, max_seconds=max_seconds, seed=seed,
-            checkpoint_every=checkpoint_every)
+            checkpoint_every=checkpoint_every, val_fraction=val_fraction)
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"--val-fraction must lie between 0 and 1 (a share of train); got {val_fraction}")
         dataset = rdata.load(data, text_column=text_column, label_column=label_column, progress=not quiet)
+        _notes(dataset.notes)
         if not quiet:
             sizes = ", ".join(f"{s} {len(v)}" for s, v in dataset.splits.items())
             console.print(f"[bold]{dataset.task}[/]: {len(dataset.labels)} labels "
-                          f"({', '.join(dataset.labels)}); {sizes}")
+                          f"({', '.join(dataset.labels)}); {sizes}", highlight=False, soft_wrap=True)
+        _held_out(dataset, config)
         result = fit(config, dataset, out, progress=not quiet, resume=resume)
+    if as_json:
+        print(json.dumps({"run": str(out), "task": dataset.task, "metric": result.metric,
+                          "best_epoch": result.best_epoch, "seconds": round(result.seconds, 3),
+                          "val": result.val, "test": result.test}))
+        return
     title = f"{dataset.task}: best epoch {result.best_epoch}, {result.seconds:.0f} s"
     out_console.print(_scores_table(title, [("val", result.val), ("test", result.test)], result.metric))
     out_console.print(f"run written to {out}")
@@ -157,6 +197,7 @@ EVALUATE_EPILOG = """
 
   rnnlab evaluate runs/emotion ../shared/data/tweeteval/emotion                  [dim]# test split[/]
   rnnlab evaluate runs/emotion ../shared/data/tweeteval/emotion --split val --json
+  rnnlab evaluate runs/mine tweets.csv --split val    [dim]# the rows training held out of tweets.csv[/]
 """
 
 
@@ -164,7 +205,8 @@ EVALUATE_EPILOG = """
 def evaluate(
     run: Path = typer.Argument(..., help="A run folder written by `rnnlab train`."),
     data: str = typer.Argument(..., help="Data in any form `rnnlab train` reads."),
-    split: str = typer.Option("test", help="train | val | test."),
+    split: str | None = typer.Option(None, help="train | val | test \\[default: test, or val where the data has "
+                                     "no test split]. val on data without one: the rows training held out."),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
     text_column: str = typer.Option("text", help="Text column of CSV/JSONL data."),
     label_column: str = typer.Option("label", help="Label column of CSV/JSONL data."),
@@ -179,6 +221,18 @@ def evaluate(
     with _errors():
         r = load_run(run)
         dataset = rdata.load_labelled(data, text_column=text_column, label_column=label_column, progress=False)
+        _notes(dataset.notes)
+        split = split or ("test" if "test" in dataset else "val")
+        if split == "val" and "val" not in dataset and "train" in dataset:
+            from rnnlab.train import split_off_val
+
+            fraction, seed = r.config.get("val_fraction", 0.1), r.config.get("seed", 0)
+            dataset = split_off_val(dataset, fraction, seed)
+            console.print(f"val: the {len(dataset['val'])} training texts a run with --val-fraction {fraction:g} "
+                          f"and --seed {seed} holds out", highlight=False, soft_wrap=True)
+        if split not in dataset:
+            raise KeyError(f"{data} has no {split!r} split (it has: {', '.join(dataset.splits)}); --split val "
+                           "scores the texts training held out of train")
         part = dataset[split]
         unknown = [name for name in dataset.labels if name not in r.labels]
         if unknown:
@@ -186,17 +240,24 @@ def evaluate(
                              f"(the run knows {', '.join(r.labels)})")
         to_run = np.array([r.labels.index(name) for name in dataset.labels])
         y_true = to_run[part.labels]
+        absent = [name for i, name in enumerate(r.labels) if i not in set(y_true.tolist())]
+        if absent:
+            _notes([f"warning: {split} has no text labelled {', '.join(absent)}: its macro-F1 counts F1 0 for "
+                    "each of them, so it can sit far below its accuracy"])
         y_pred = r.predict_proba(part.texts).argmax(axis=1)
         report = metrics.report(y_true, y_pred, r.labels, r.task)
+        described = dict(zip(dataset.labels, dataset.descriptions, strict=True)) if dataset.descriptions else {}
     if as_json:
-        print(json.dumps({"split": split, report["metric"]: report["score"], **report}))
+        extra = {"descriptions": [described.get(name, "") for name in r.labels]} if described else {}
+        print(json.dumps({"split": split, report["metric"]: report["score"], **report, **extra}))
         return
     out_console.print(_scores_table(f"{r.task} ({run})", [(split, report)], report["metric"]))
     per = Table(title="per class")
-    for col in ("label", "precision", "recall", "f1", "support"):
-        per.add_column(col, justify="left" if col == "label" else "right")
+    for col in ("label", "precision", "recall", "f1", "support", *(["description"] if described else [])):
+        per.add_column(col, justify="left" if col in ("label", "description") else "right")
     for name, s in report["per_class"].items():
-        per.add_row(name, f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}", str(s["support"]))
+        per.add_row(name, f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}", str(s["support"]),
+                    *([described.get(name, "")] if described else []))
     out_console.print(per)
     cm = Table(title="confusion matrix (rows: true, columns: predicted)")
     cm.add_column("")
@@ -222,22 +283,32 @@ def predict(
     texts: list[str] | None = typer.Argument(None, help="Texts; none (or -) reads one a line from stdin."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object a line: text, label, probabilities."),
 ) -> None:
-    """Label texts with a trained run and print each label's probability."""
+    """Label texts with a trained run and print each label's probability.
+
+    One output line per input line: a blank line gets a blank line (with --json, label null)."""
     from rnnlab.checkpoint import load_run
 
     with _errors():
         r = load_run(run)
         if not texts or texts == ["-"]:
             texts = [line.rstrip("\r\n") for line in sys.stdin]
-        texts = [t for t in texts if t.strip()]
-        if not texts:
+        given = [t for t in texts if t.strip()]
+        if not given:
             raise ValueError("no text to classify: pass texts as arguments or one a line on stdin")
-        proba = r.predict_proba(texts)
-    for text, p in zip(texts, proba, strict=True):
+        by_text = iter(r.predict_proba(given))
+    for text in texts:
+        if not text.strip():                   # kept, so that output line i answers input line i
+            if as_json:
+                print(json.dumps({"text": text, "label": None, "probabilities": None}, ensure_ascii=False))
+            else:
+                print()
+            continue
+        p = next(by_text)
         label = r.labels[int(p.argmax())]
         probs = {name: round(float(v), 6) for name, v in zip(r.labels, p, strict=True)}
         if as_json:
             print(json.dumps({"text": text, "label": label, "probabilities": probs}, ensure_ascii=False))
         else:
             shown = "  ".join(f"{name} {v:.3f}" for name, v in probs.items())
-            out_console.print(f"[bold]{label}[/]\t{shown}\t[dim]{text}[/]", highlight=False)
+            out_console.print(f"[bold]{escape(label)}[/]\t{escape(shown)}\t[dim]{escape(text)}[/]",
+                              highlight=False, soft_wrap=True)      # one line, however long
