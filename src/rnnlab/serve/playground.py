@@ -104,6 +104,7 @@ def _explanation(cell: str, k: int, p: int, T: int, B: int, q: int, layers: int,
 
     ex = explain(_zeros(cell, k, p, q, layers, every_step), timesteps=T, batch=B)
     out = ex.to_dict()
+    out["roles"] = {prm.name: prm.role for prm in ex.params}
     out["svg"] = unrolled_svg(ex)
     out["unrolled"] = unrolled_text(ex)
     out["at_T"] = [_costs(ex.at(t)) for t in sorted({1, 20, T, 2000})]

@@ -163,8 +163,10 @@ EXAMPLES = {"xor": "110011101", "letters": "badiiguuuba", "sentences": "man eat 
 
 def word_tree(run: experiments.SequenceRun) -> dict:
     """The clustering of the words' mean hidden states over the run's stream (Elman's Fig. 7) as nested
-    {"distance", "children": [left, right]}, leaves {"word", "category"}."""
+    {"distance", "children": [left, right]}, leaves {"word", "category", "noun"}."""
     from scipy.cluster.hierarchy import to_tree
+
+    from rnnlab.data.elman import NOUNS
 
     ev = experiments.evaluate(run.model, run.data)
     words, means = experiments.mean_hidden_by_word(ev)
@@ -173,7 +175,7 @@ def word_tree(run: experiments.SequenceRun) -> dict:
     def walk(node) -> dict:
         if node.is_leaf():
             w = words[node.id]
-            return {"word": w, "category": "/".join(categories.get(w, ()))}
+            return {"word": w, "category": "/".join(categories.get(w, ())), "noun": w in NOUNS}
         return {"distance": round(float(node.dist), 4), "children": [walk(node.get_left()), walk(node.get_right())]}
 
     return walk(to_tree(experiments.cluster_words(words, means)))
