@@ -1,26 +1,39 @@
 """Runs on disk: safetensors for arrays, JSON for everything else, every file written atomically.
 
 A run folder holds
-    config.json         hyperparameters, model shape, vocabulary, label names, task and metric
+    config.json         hyperparameters, model shape, vocabulary, label names, task, metric, and a
+                        fingerprint of the data the run is trained on
     model.safetensors   the best weights (E, each layer's W_a, U_a, b_a, ..., W_y, b_y) of each member
-                        of the ensemble, named `[i].E`, `[i].rnn.layers[0]...` for member i
+                        of the ensemble, named `[i].E`, `[i].rnn.layers[0]...` for member i; written at
+                        the end of the first epoch: a run without it has no trained model yet
     state.safetensors   while training: model, optimiser state and best weights, with the loop's position
-                        in its metadata, so that `--resume` continues where it stopped
-    metrics.json        validation and test scores when training is over
+                        in its metadata, so that `--resume` continues where it stopped (removed when the
+                        run finishes, unless kept)
+    metrics.json        validation and test scores: written last, it marks a finished run
+    .lock               the id of the process training the run, which holds an exclusive lock on it
 
-Nothing is pickled: a model is rebuilt from its config and its arrays are filled in by name.
+Nothing is pickled: a model is rebuilt from its config and its arrays are filled in by name. Each array's
+SHA-256 is stored in its file's metadata and checked on load. A file is written to a temporary file in
+the same folder, fsynced, renamed over the old one, and the folder fsynced: a reader or a crash sees the
+old file or the new one, never half. Every file that cannot be used is refused with one line naming it.
 
     run = load_run("runs/emotion")
+    run.predict("so happy today!")                 # one label
     run.predict_proba(["so happy today!"])        # (1, C)
     tokens, a, y = run.trace("so happy today!")   # per-step states (T, q) and probabilities (T, C)
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import math
 import os
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +54,57 @@ CONFIG = "config.json"
 MODEL = "model.safetensors"
 STATE = "state.safetensors"
 METRICS = "metrics.json"
+LOCK = ".lock"
+RUN_FILES = (CONFIG, MODEL, STATE, METRICS)
+
+# bytes per element of the safetensors dtypes a run may hold
+_DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4,
+                "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+class RunError(ValueError):
+    """A run folder or run file that cannot be used: the message names the file and what is wrong."""
+
+
+class RunLockedError(RunError):
+    """Another process holds the run folder's lock: it is training that run now."""
+
+
+# -- writing -----------------------------------------------------------------------------------------------
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the OS allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Flush a folder's entries (a rename in it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the rename itself stays atomic
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` so that a reader (or a crash) sees the old file or the new one, never half."""
+    """Write `data` to `path` so that a reader (or a crash) sees the old file or the new one, never half.
+    The file gets the mode a plain `open` would give it (0666 less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -57,18 +112,142 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def remove_orphans(run_dir: str | Path) -> list[Path]:
+    """Delete the temporary files a killed write left in `run_dir` (call it holding the run's lock)."""
+    removed = []
+    for name in RUN_FILES:
+        for tmp in Path(run_dir).glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+@contextmanager
+def lock(run_dir: str | Path) -> Iterator[Path]:
+    """Hold an exclusive OS lock (flock) on `run_dir` for the life of the block, so that one process at a
+    time trains the run; another process (or another `lock` of the same folder) is refused at once with
+    `RunLockedError`, naming the holder's process id. The OS releases the lock when its holder dies."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise RunLockedError(f"{run_dir} is being trained by process {holder} (it holds the lock {path}): "
+                            "wait for it to end, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield run_dir
+        os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
     atomic_write(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode())
 
 
+def _digest(a: np.ndarray) -> str:
+    return hashlib.sha256(np.array(a, order="C").tobytes()).hexdigest()
+
+
+def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict | None = None) -> None:
+    """A safetensors file of `arrays`, with `metadata` (JSON) and each array's SHA-256 in its header."""
+    arrays = {k: np.array(v, order="C") for k, v in arrays.items()}
+    meta = {"sha256": json.dumps({k: _digest(v) for k, v in arrays.items()}, sort_keys=True)}
+    if metadata is not None:
+        meta["json"] = json.dumps(metadata)
+    atomic_write(path, st_save(arrays, metadata=meta))
+
+
+# -- reading -----------------------------------------------------------------------------------------------
+
 def read_json(path: str | Path) -> Any:
+    """The JSON in `path`; a missing file, bad UTF-8 or bad JSON is one line naming the file (and line)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: no such file (is {path.parent} a run folder written by `rnnlab train`?)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    raw = path.read_bytes()
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise RunError(f"{path}: not valid UTF-8 (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+
+
+def _check_header(path: Path, raw: bytes) -> dict:
+    """The header of the safetensors bytes `raw`, each tensor's entry checked against the file's size."""
+    def bad(why: str) -> RunError:
+        return RunError(f"{path}: {why}")
+
+    if len(raw) < 8:
+        raise bad(f"cut short ({len(raw)} bytes): not a safetensors file")
+    n = int.from_bytes(raw[:8], "little")
+    if n > len(raw) - 8:
+        raise bad(f"cut short or not a safetensors file: its header claims {n} bytes, "
+                  f"the file has {len(raw) - 8} after the length")
+    try:
+        header = json.loads(raw[8 : 8 + n])
+    except (UnicodeDecodeError, ValueError) as e:
+        raise bad(f"its header is not valid JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise bad("its header is not a JSON object")
+    size = len(raw) - 8 - n
+    for name, t in header.items():
+        if name == "__metadata__":
+            if not isinstance(t, dict) or not all(isinstance(v, str) for v in t.values()):
+                raise bad("its metadata is not a map of strings")
+            continue
+        if not (isinstance(t, dict) and isinstance(t.get("shape"), list) and isinstance(t.get("data_offsets"), list)
+                and len(t["data_offsets"]) == 2
+                and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                        for d in (*t["shape"], *t["data_offsets"]))):
+            raise bad(f"the entry of {name!r} is malformed")
+        if t.get("dtype") not in _DTYPE_SIZES:
+            raise bad(f"{name!r} has an unknown dtype {t.get('dtype')!r}")
+        start, end = t["data_offsets"]
+        need = math.prod(t["shape"]) * _DTYPE_SIZES[t["dtype"]]
+        if not start <= end <= size:
+            raise bad(f"cut short: {name!r} lies at bytes {start}..{end} of a data block of {size}")
+        if end - start != need:
+            raise bad(f"{name!r} of shape {tuple(t['shape'])} needs {need} bytes; its entry gives {end - start}")
+    return header
+
+
+def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], Any]:
+    """(arrays, metadata) of a safetensors file written by `save_arrays`, each array checked against its
+    stored SHA-256 (files written before checksums were stored are read unchecked)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    raw = path.read_bytes()
+    header = _check_header(path, raw)
+    stored = header.get("__metadata__", {})
+    try:
+        meta = json.loads(stored.get("json", "null"))
+        sums = json.loads(stored["sha256"]) if "sha256" in stored else None
+    except ValueError as e:
+        raise RunError(f"{path}: its metadata is not valid JSON ({e})") from None
+    try:
+        arrays = st_load(raw)
+    except Exception as e:  # safetensors' own checks: the header was checked above, so this is rare
+        raise RunError(f"{path}: not a readable safetensors file ({e})") from None
+    if sums is not None:
+        if not isinstance(sums, dict) or set(sums) != set(arrays):
+            raise RunError(f"{path}: its checksums do not list the arrays it holds")
+        for name, a in arrays.items():
+            if _digest(a) != sums[name]:
+                raise RunError(f"{path}: {name!r} does not match its SHA-256: the file was damaged or "
+                               "changed after it was written")
+    return arrays, meta
 
 
 def tree_arrays(tree: PyTree, prefix: str = "") -> dict[str, np.ndarray]:
@@ -79,37 +258,81 @@ def tree_arrays(tree: PyTree, prefix: str = "") -> dict[str, np.ndarray]:
 
 
 def fill_tree(template: PyTree, arrays: dict[str, np.ndarray], prefix: str = "", source: str = "") -> PyTree:
-    """`template` with each array leaf replaced by arrays[its name]; shapes and names must all match.
-    The template's leaves may be arrays or `jax.ShapeDtypeStruct`s (from `eqx.filter_eval_shape`)."""
+    """`template` with each array leaf replaced by arrays[its name]; names, shapes and dtypes must all
+    match, and the file may hold no array (under `prefix`) the template lacks. The template's leaves may be
+    arrays or `jax.ShapeDtypeStruct`s (from `eqx.filter_eval_shape`)."""
     arrays_part, static = eqx.partition(template, lambda x: eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct))
     paths, treedef = jax.tree_util.tree_flatten_with_path(arrays_part)
-    leaves = []
+    leaves, used = [], set()
     for path, leaf in paths:
         name = prefix + jax.tree_util.keystr(path)
         if name not in arrays:
-            raise ValueError(f"{source}: no array {name!r}; the file does not match the config")
+            raise RunError(f"{source}: no array {name!r}; the file does not match the config")
         value = arrays[name]
         if value.shape != leaf.shape:
-            raise ValueError(f"{source}: {name!r} has shape {value.shape}, the config gives {leaf.shape}")
-        leaves.append(jnp.asarray(value, dtype=leaf.dtype))
+            raise RunError(f"{source}: {name!r} has shape {value.shape}, the config gives {leaf.shape}")
+        if value.dtype != np.dtype(leaf.dtype):
+            raise RunError(f"{source}: {name!r} has dtype {value.dtype}, the model's is {np.dtype(leaf.dtype)}")
+        leaves.append(jnp.asarray(value))
+        used.add(name)
+    extra = sorted(k for k in arrays if k.startswith(prefix) and k[len(prefix):][:1] in ("", "[", ".")
+                   and k not in used)
+    if extra:
+        more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
+        raise RunError(f"{source}: holds arrays the config does not have: {', '.join(map(repr, extra[:3]))}{more}")
     return eqx.combine(jax.tree_util.tree_unflatten(treedef, leaves), static)
 
 
-def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict | None = None) -> None:
-    meta = None if metadata is None else {"json": json.dumps(metadata)}
-    atomic_write(path, st_save({k: np.array(v, order="C") for k, v in arrays.items()}, metadata=meta))
+_INFO = {"config": dict, "model": dict, "labels": list, "vocab": list, "task": str, "metric": str}
+_MODEL_INTS = ("vocab_size", "classes", "k", "units", "layers")
 
 
-def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
-    """(arrays, metadata) of a safetensors file written by `save_arrays`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    raw = path.read_bytes()
-    n = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8 : 8 + n])
-    meta = json.loads(header.get("__metadata__", {}).get("json", "null"))
-    return st_load(raw), meta
+def read_info(run_dir: str | Path) -> dict:
+    """config.json of a run folder, checked: its entries, the model's keys and sizes, and that the label
+    names and vocabulary agree with the model's classes and rows."""
+    path = Path(run_dir) / CONFIG
+    info = read_json(path)
+
+    def bad(why: str) -> RunError:
+        return RunError(f"{path}: {why}")
+
+    if not isinstance(info, dict):
+        raise bad(f"expected a JSON object; got {type(info).__name__}")
+    for key, kind in _INFO.items():
+        if key not in info:
+            raise bad(f"no {key!r} entry")
+        if not isinstance(info[key], kind):
+            raise bad(f"{key!r} should be a {kind.__name__}; got {type(info[key]).__name__}")
+    model = info["model"]
+    unknown = sorted(set(model) - {f.name for f in fields(ModelConfig)})
+    if unknown:
+        raise bad(f"unknown key(s) in 'model': {', '.join(unknown)}")
+    for key in _MODEL_INTS:
+        value = model.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise bad(f"'model' needs {key!r} as a whole number >= 1; got {value!r}")
+    members = info.get("members", 1)
+    if not isinstance(members, int) or isinstance(members, bool) or members < 1:
+        raise bad(f"'members' should be a whole number >= 1; got {members!r}")
+    if "classes" not in model or "vocab_size" not in model:
+        raise bad("'model' needs 'vocab_size' and 'classes'")
+    if len(info["labels"]) != model["classes"]:
+        raise bad(f"{len(info['labels'])} labels but the model has {model['classes']} classes")
+    if len(info["vocab"]) != model["vocab_size"]:
+        raise bad(f"a vocabulary of {len(info['vocab'])} tokens but the model has {model['vocab_size']} rows")
+    if not all(isinstance(x, str) for x in (*info["labels"], *info["vocab"])):
+        raise bad("labels and vocabulary should be strings")
+    return info
+
+
+def read_state(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, position) of a state.safetensors; one line naming the file when it cannot be resumed."""
+    arrays, meta = load_arrays(path)
+    need = ("epoch", "step_in_epoch", "global_step", "best_score", "best_epoch", "bad_epochs", "history", "elapsed")
+    if not isinstance(meta, dict) or any(k not in meta for k in need):
+        raise RunError(f"{path}: no training position in its metadata (it needs {', '.join(need)}): "
+                       "not a checkpoint written by `rnnlab train`")
+    return arrays, meta
 
 
 Members = tuple[TextClassifier, ...]
@@ -143,19 +366,27 @@ class Run:
         """(ids (N, maxlen), lengths (N,)) for raw texts."""
         return encode(texts, self.vocab, self.maxlen)
 
-    def predict_proba(self, texts: list[str], batch_size: int = 256) -> Float[np.ndarray, "N C"]:
-        """Class probabilities (N, C) for raw texts: the mean over the members."""
+    def predict_proba(self, texts: str | Sequence[str], batch_size: int = 256
+                      ) -> Float[np.ndarray, "N C"] | Float[np.ndarray, " C"]:
+        """Class probabilities (N, C) for N raw texts, the mean over the members; (C,) for one text given
+        as a string."""
+        if isinstance(texts, str):
+            return self.predict_proba([texts], batch_size)[0]
         ids, lengths = self.encode(list(texts))
         return predict_proba(self.members, ids, lengths, batch_size)
 
-    def predict(self, texts: list[str]) -> list[str]:
-        """The most probable label name for each text."""
+    def predict(self, texts: str | Sequence[str]) -> list[str] | str:
+        """The most probable label name of each text; one label for one text given as a string."""
+        if isinstance(texts, str):
+            return self.predict([texts])[0]
         return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
 
     def trace(self, text: str) -> tuple[list[str], Float[Array, "T q"], Float[Array, "T C"]]:
         """(tokens, a (T, q), y (T, C)) for one text, T = its number of tokens (capped at maxlen; an empty
         text reads as one `<unk>`). a: the first member's states a_t (`TextClassifier.trace`); y_t: the
         members' mean probabilities for the text read up to token t, so y_T is the run's prediction."""
+        if not isinstance(text, str):
+            raise TypeError(f"trace reads one text (a string); got {type(text).__name__}")
         tokens = tokenize(text)[: self.maxlen] or ["<unk>"]
         ids = jnp.asarray(self.vocab.encode(tokens), jnp.int32)
         traces = [m.trace(ids) for m in self.members]
@@ -183,33 +414,59 @@ def predict_proba(
     return out
 
 
+def save_config(
+    run_dir: str | Path, model_config: ModelConfig, members: int, config: dict, vocab: Vocabulary,
+    labels: tuple[str, ...], task: str, metric: str, data: dict | None = None,
+) -> None:
+    """Write config.json (atomically) into `run_dir`; `data` describes the data trained on (source,
+    fingerprint), so that a resume can check it is given the same."""
+    info = {"config": config, "model": model_config.to_dict(), "members": members, "task": task,
+            "metric": metric, "labels": list(labels), "vocab": vocab.tokens}
+    if data is not None:
+        info["data"] = data
+    write_json(Path(run_dir) / CONFIG, info)
+
+
 def save_run(
     run_dir: str | Path, members: Members | TextClassifier, config: dict, vocab: Vocabulary,
-    labels: tuple[str, ...], task: str, metric: str,
+    labels: tuple[str, ...], task: str, metric: str, data: dict | None = None,
 ) -> None:
     """Write config.json and model.safetensors (atomically each) into `run_dir`."""
-    run_dir = Path(run_dir)
     if isinstance(members, TextClassifier):
         members = (members,)
-    write_json(run_dir / CONFIG, {
-        "config": config, "model": members[0].config.to_dict(), "members": len(members), "task": task,
-        "metric": metric, "labels": list(labels), "vocab": vocab.tokens,
-    })
-    save_model(run_dir / MODEL, members)
+    save_config(run_dir, members[0].config, len(members), config, vocab, labels, task, metric, data)
+    save_model(Path(run_dir) / MODEL, members)
 
 
-def save_model(path: str | Path, members: Members) -> None:
-    save_arrays(path, tree_arrays(members), {"model": members[0].config.to_dict(), "members": len(members)})
+def save_model(path: str | Path, members: Members, epoch: int | None = None) -> None:
+    meta = {"model": members[0].config.to_dict(), "members": len(members)}
+    if epoch is not None:
+        meta["epoch"] = epoch
+    save_arrays(path, tree_arrays(members), meta)
 
 
 def load_run(run_dir: str | Path) -> Run:
-    """The trained classifier in `run_dir` (config.json + model.safetensors), ready to predict."""
+    """The trained classifier in `run_dir` (config.json + model.safetensors), ready to predict. A folder
+    that is not a run, a run with no finished epoch, or a file that is cut, malformed, damaged or holds
+    NaN weights is refused with one line naming the file."""
     run_dir = Path(run_dir)
-    info = read_json(run_dir / CONFIG)
-    model_config = ModelConfig(**info["model"])
-    template = tuple(eqx.filter_eval_shape(TextClassifier, model_config, None, key=jax.random.key(0))
-                     for _ in range(int(info.get("members", 1))))
-    arrays, _ = load_arrays(run_dir / MODEL)
-    members = fill_tree(template, arrays, source=str(run_dir / MODEL))
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run folder (write one with `rnnlab train`)")
+    info = read_info(run_dir)
+    model_path = run_dir / MODEL
+    if not model_path.is_file():
+        raise RunError(f"{run_dir}: no {MODEL}: the run has not finished its first epoch (continue it with "
+                       f"`rnnlab train DATA --out {run_dir} --resume`)")
+    try:
+        template = tuple(eqx.filter_eval_shape(TextClassifier, ModelConfig(**info["model"]), None,
+                                               key=jax.random.key(0))
+                         for _ in range(int(info.get("members", 1))))
+    except (TypeError, ValueError) as e:
+        raise RunError(f"{run_dir / CONFIG}: the model it describes cannot be built ({e})") from None
+    arrays, _ = load_arrays(model_path)
+    members = fill_tree(template, arrays, source=str(model_path))
+    for name, a in arrays.items():
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            raise RunError(f"{model_path}: {name!r} holds NaN or inf values")
     return Run(members, info["config"], Vocabulary(info["vocab"]), tuple(info["labels"]), info["task"],
                info["metric"], run_dir)

@@ -14,6 +14,7 @@ corpus and one no word vector describes, start at zeros.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from rnnlab.data.tokenize import USER, squeeze_repeats
 from rnnlab.data.vocab import Vocabulary
 
 GLOVE_6B_50D = "glove-6b-50d"
+_FIELDS = re.compile(r"[ \t]+")
 NAMED = (GLOVE_6B_50D,)
 
 
@@ -67,11 +69,14 @@ def _glove_6b_50d() -> WordVectors:
     words = table.column(table.column_names[0]).to_pylist()
     if len(words) != len(vectors):
         raise ValueError(f"{root}: {len(words)} words in the index but {len(vectors)} vectors")
+    if not np.isfinite(vectors).all():
+        raise ValueError(f"{root / 'glove_6B_50d_emb.npy'}: holds NaN or inf values")
     return WordVectors(words, vectors.astype(np.float32), GLOVE_6B_50D)
 
 
 def read_text_vectors(path: str | Path) -> WordVectors:
-    """A word2vec or GloVe text file: `word v_1 ... v_k` per line, UTF-8; errors name the file and line."""
+    """A word2vec or GloVe text file: `word v_1 ... v_k` per line, UTF-8, fields split by spaces or tabs;
+    every number finite. Errors name the file and line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no word-vector file at {path} (or name one of: {', '.join(NAMED)})")
@@ -84,19 +89,24 @@ def read_text_vectors(path: str | Path) -> WordVectors:
                 line = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as e:
                 raise ValueError(f"{path}:{n}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
-            parts = line.rstrip().split(" ")
+            parts = _FIELDS.split(line.strip(" \t"))
             if n == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
                 continue  # word2vec header: N k
             if not line.strip():
                 continue
             try:
-                row = np.asarray(parts[1:], np.float32)
+                with np.errstate(over="ignore"):  # 1e39 becomes inf, refused below
+                    row = np.asarray(parts[1:], np.float32)
             except ValueError:
                 raise ValueError(f"{path}:{n}: expected a word then numbers; got {line[:60]!r}") from None
             if k is None:
                 k = len(row)
             if len(row) != k or k == 0:
                 raise ValueError(f"{path}:{n}: {len(row)} numbers where the file's first vector has {k}")
+            if not np.isfinite(row).all():
+                bad = parts[1 + int(np.flatnonzero(~np.isfinite(row))[0])]
+                raise ValueError(f"{path}:{n}: the vector of {parts[0]!r} holds {bad!r}, not a finite float32 "
+                                 "number: every number must be finite (no nan, inf or beyond ±3.4e38)")
             words.append(parts[0])
             rows.append(row)
     if not rows:
