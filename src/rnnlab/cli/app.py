@@ -24,7 +24,7 @@ def _flag_takes_no_value(self, ctx):
 core.TyperOption.display_type_rich = _flag_takes_no_value
 
 
-def _version(value: bool) -> None:
+def _version(value: bool | None) -> None:
     if value:
         try:
             typer.echo(f"rnnlab {version('rnnlab')}")
@@ -35,7 +35,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+    show_version: bool | None = typer.Option(None, "--version", callback=_version, is_eager=True,
                                       help="Print rnnlab's version and exit."),
 ) -> None:
     """Recurrent neural networks built from their equations: a_t = f_a(W_a x_t + U_a a_{t-1} + b_a)."""

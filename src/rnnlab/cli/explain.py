@@ -38,7 +38,7 @@ EXPLAIN_EPILOG = """
 [bold]Examples[/]
 
   rnnlab explain --cell elman --features 50 --units 10 --timesteps 20
-      the seed's case: 20 words of 50 features into 10 units
+      20 words of 50 features each, read into 10 units
 
   rnnlab explain --units 30 --timesteps 20 --svg loop.svg
       30 units, 20 words; the unrolled loop also written as SVG

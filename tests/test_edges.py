@@ -1,0 +1,148 @@
+"""Bad input driven through the command line: each case is the files it writes, the command, the exit status
+and the words its one-line message must hold (never a traceback). Then the edges of good input: a single file's
+held-out rows, blank lines to predict, help that shows every default."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rnnlab.cli import app
+
+runner = CliRunner()
+FAST = ["--embeddings", "none", "--units", "4", "--unidirectional", "--maxlen", "8", "--epochs", "1", "--quiet"]
+
+
+def invoke(*args, input: str | None = None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+def said(result) -> str:
+    """The output as one line of words (Rich wraps and boxes long messages)."""
+    return " ".join(result.output.replace("│", " ").split())
+
+
+def rows(*pairs) -> str:
+    return "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in pairs)
+
+
+def tiny_csv(path: Path, n: int = 40) -> Path:
+    words = {"pos": "good great happy love", "neg": "bad awful sad hate"}
+    path.write_text("text,label\n" + "".join(f"{words[y]} {i},{y}\n" for i in range(n)
+                                             for y in (("pos", "neg")[i % 2],)))
+    return path
+
+
+def folder(path: Path, texts: str, labels: str, mapping: str | None = "0\tneg\n1\tpos\n") -> Path:
+    path.mkdir()
+    (path / "train_text.txt").write_text(texts)
+    (path / "train_labels.txt").write_text(labels)
+    if mapping is not None:
+        (path / "mapping.txt").write_text(mapping)
+    return path
+
+
+# (name, make(tmp) -> data, extra options, exit code, words the message holds)
+BAD_DATA = [
+    ("jsonl label null", lambda d: _w(d / "t.jsonl", rows(("a", 0), ("b", 1)) + '{"text": "c", "label": null}\n'),
+     [], 2, ["t.jsonl:3:", "the label must be text or a number; got null"]),
+    ("jsonl label a list", lambda d: _w(d / "t.jsonl", rows(("a", 0), ("b", 1), ("c", [1]))),
+     [], 2, ["t.jsonl:3:", "got [1]"]),
+    ("jsonl label 1e400", lambda d: _w(d / "t.jsonl", rows(("a", 0), ("b", 1)) + '{"text": "c", "label": 1e400}\n'),
+     [], 2, ["t.jsonl:3:", "not a finite number"]),
+    ("csv empty label", lambda d: _w(d / "t.csv", "text,label\na,x\nb,\nc,y\n"), [], 2, ["t.csv:3:", "an empty label"]),
+    ("csv quote never closed", lambda d: _w(d / "t.csv", "text,label\n" + "a,x\nb,y\n" * 20 + '"c,x\n' + "d,y\n" * 9),
+     [], 2, ["t.csv:42:", "a quoted field opens on this line and is never closed"]),
+    ("folder with one label in train", lambda d: folder(d / "f", "a\nb\n", "1\n1\n"),
+     [], 2, ["train_labels.txt", "every training text has the label 'pos'"]),
+    ("one text each, nothing to hold out", lambda d: _w(d / "t.csv", "text,label\na,x\nb,y\n"),
+     [], 2, ["too few to hold out a validation split"]),
+    ("val fraction 0", lambda d: tiny_csv(d / "t.csv"), ["--val-fraction", "0"], 2, ["--val-fraction must lie"]),
+    ("val fraction 1.5", lambda d: tiny_csv(d / "t.csv"), ["--val-fraction", "1.5"], 2, ["--val-fraction must lie"]),
+]
+
+
+def _w(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(("make", "options", "code", "words"), [c[1:] for c in BAD_DATA],
+                         ids=[c[0] for c in BAD_DATA])
+def test_bad_data_is_one_clear_line(tmp_path, make, options, code, words):
+    result = invoke("train", make(tmp_path), "--out", tmp_path / "run", *FAST, *options)
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    for w in words:
+        assert w in said(result), result.output
+    assert not (tmp_path / "run" / "config.json").exists()  # refused before anything was written
+
+
+@pytest.fixture(scope="module")
+def csv_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(run, data): a run trained one epoch on a single CSV file, which holds no val or test split."""
+    d = tmp_path_factory.mktemp("edges")
+    data = tiny_csv(d / "t.csv")
+    result = invoke("train", data, "--out", d / "run", *FAST, "--val-fraction", "0.25", "--json")
+    assert result.exit_code == 0, result.output
+    return d / "run", data
+
+
+def test_a_single_file_says_what_it_held_out_and_evaluate_scores_those_rows(csv_run):
+    run, data = csv_run
+    trained = json.loads(runner.invoke(app, ["evaluate", str(run), str(data), "--json"]).stdout)
+    assert trained["split"] == "val" and trained["n"] == 10  # 25 % of each label's 20 texts
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert trained["macro_f1"] == pytest.approx(metrics["val"]["macro_f1"])
+    assert trained["confusion"] == metrics["val"]["confusion"]
+    missing = invoke("evaluate", run, data, "--split", "test")
+    assert missing.exit_code == 2 and "no 'test' split" in said(missing) and "--split val" in said(missing)
+
+
+def test_train_json_is_the_result(csv_run, tmp_path):
+    data = csv_run[1]
+    result = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "r"), *FAST, "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["run"] == str(tmp_path / "r") and out["metric"] == "macro_f1" and out["test"] is None
+    assert out["val"]["n"] == 4 and "held out" in result.stderr  # 10 % of each label's 20 texts, said
+
+
+def test_predict_keeps_one_output_line_per_input_line(csv_run):
+    run, _ = csv_run
+    lines = ["good great", "", "bad awful", "   ", "[bold]sad[/bold] " + "x " * 100]
+    plain = invoke("predict", run, input="\n".join(lines) + "\n")
+    assert plain.exit_code == 0, plain.output
+    out = plain.output.split("\n")[:-1]
+    assert len(out) == len(lines) and out[1] == out[3] == "" and lines[4].strip() in out[4]  # one line, unwrapped
+    as_json = [json.loads(x) for x in invoke("predict", run, "--json", input="\n".join(lines)).output.splitlines()]
+    assert [r["label"] is None for r in as_json] == [False, True, False, True, False]
+    assert [r["text"] for r in as_json] == lines
+    empty = invoke("predict", run, input="\n\n")
+    assert empty.exit_code == 2 and "no text to classify" in said(empty)
+
+
+def test_score_table_names_each_metric_once(csv_run, tmp_path):
+    run, data = csv_run
+    table = invoke("evaluate", run, data, "--split", "val")
+    header = next(line for line in table.output.splitlines() if "split" in line)
+    assert re.findall(r"\w+", header) == ["split", "macro_f1", "accuracy"]
+
+
+def test_version_and_help_show_every_default():
+    from importlib.metadata import version
+
+    assert invoke("--version").output.strip() == f"rnnlab {version('rnnlab')}"
+    env = {**os.environ, "COLUMNS": "200"}
+    helptext = runner.invoke(app, ["train", "--help"], env=env).output
+    for option, default in (("--cell", "gru"), ("--units", "64"), ("--epochs", "20"), ("--lr", "0.002")):
+        line = next(x for x in helptext.splitlines() if f" {option} " in x)
+        assert f"[default: {default}" in line, line
+    for command in ("train", "evaluate", "predict", "explain", "inspect", "tune", "demo"):
+        text = runner.invoke(app, [command, "--help"], env=env).output
+        assert "<bool>" not in text and "the seed's case" not in text, command
