@@ -1,0 +1,94 @@
+"""The floor a network has to clear: TF-IDF n-grams and logistic regression, fitted in seconds.
+
+    floor = fit_floor(dataset["train"], dataset["val"], dataset.labels, dataset.task)
+    floor.val["score"], floor.C            # the validation score (official metric) and the chosen C
+    floor.evaluate(dataset["test"])        # `metrics.report` of another split
+
+Features: word 1-2-grams and character 2-5-grams within word boundaries (`char_wb`), each TF-IDF with
+sublinear term frequency, fitted on the training texts alone. The classifier: logistic regression with
+balanced class weights; its inverse regularisation C is the one of `CS` with the best validation score.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rnnlab import metrics
+from rnnlab.data.dataset import Split
+
+CS = (0.3, 1.0, 3.0, 10.0)
+
+
+def features() -> Any:
+    """The unfitted TF-IDF vectoriser: word 1-2-grams beside char_wb 2-5-grams."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import FeatureUnion
+
+    return FeatureUnion([
+        ("word", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, lowercase=True)),
+        ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, lowercase=True,
+                                 min_df=2)),
+    ])
+
+
+@dataclass
+class Floor:
+    """A fitted floor: the vectoriser, the classifier of the chosen C, and its validation report."""
+
+    vectorizer: Any
+    classifier: Any
+    C: float
+    labels: tuple[str, ...]
+    task: str
+    val: dict
+    val_by_C: dict[float, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        """Class ids (N,) of `texts`."""
+        return self.classifier.predict(self.vectorizer.transform(list(texts))).astype(np.int64)
+
+    def evaluate(self, split: Split) -> dict:
+        """`metrics.report` of one split under the task's official metric."""
+        return metrics.report(split.labels, self.predict(split.texts), self.labels, self.task)
+
+    def summary(self) -> dict:
+        """JSON-ready: the method, the chosen C, validation score by C, the validation score, seconds."""
+        return {"method": "tfidf word 1-2 + char_wb 2-5, logistic regression (balanced)", "C": self.C,
+                "val_by_C": {str(c): s for c, s in self.val_by_C.items()}, "metric": self.val["metric"],
+                "val": self.val["score"], "seconds": round(self.seconds, 2)}
+
+
+def fit_floor(
+    train: Split, val: Split, labels: Sequence[str], task: str, Cs: Sequence[float] = CS, seed: int = 0
+) -> Floor:
+    """TF-IDF + logistic regression fitted on `train`, C chosen on `val` (the official metric of `task`)."""
+    from threadpoolctl import threadpool_limits
+
+    start = time.perf_counter()
+    with threadpool_limits(1):  # the solver's OpenMP threads only wait on each other at these sizes
+        return _fit(train, val, tuple(labels), task, Cs, seed, start)
+
+
+def _fit(train: Split, val: Split, labels: tuple[str, ...], task: str, Cs: Sequence[float], seed: int,
+         start: float) -> Floor:
+    from sklearn.linear_model import LogisticRegression
+
+    vectorizer = features().fit(train.texts)
+    X_train, X_val = vectorizer.transform(train.texts), vectorizer.transform(val.texts)
+    best = None
+    by_C: dict[float, float] = {}
+    for C in Cs:
+        clf = LogisticRegression(C=C, class_weight="balanced", max_iter=2000, random_state=seed)
+        clf.fit(X_train, train.labels)
+        report = metrics.report(val.labels, clf.predict(X_val), labels, task)
+        by_C[C] = report["score"]
+        if best is None or report["score"] > best[2]["score"]:
+            best = (C, clf, report)
+    C, clf, report = best
+    return Floor(vectorizer, clf, C, labels, task, report, by_C, time.perf_counter() - start)
