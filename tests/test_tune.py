@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -252,7 +254,8 @@ def test_command_sweeps_real_training_and_writes_table_csv_plot(tiny_tweets, tmp
     done = rnnlab_cli(*args, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     text = done.stdout
-    assert "3 trials, 0 finished" in text and "this worker ran 3 trial(s)" in text
+    assert "2 trials, 0 finished" in text and "this worker ran 2 trial(s) and the test retrain" in text
+    assert "then the best retrained and scored once on test" in text and "written on the machine" in text
     assert "val macro_f1" in text and "scored once on test" in text and "T = " in text
     rows = read_csv(out / "trials.csv")
     assert [(r["role"], r["units"], r["state"]) for r in rows] == [
@@ -262,9 +265,13 @@ def test_command_sweeps_real_training_and_writes_table_csv_plot(tiny_tweets, tmp
     assert (out / "units.png").stat().st_size > 10_000 and (out / "units.svg").is_file()
     assert (out / "best" / "model.safetensors").is_file() and (out / "best" / "metrics.json").is_file()
 
-    again = rnnlab_cli(*args, "--report-only", cwd=tmp_path, env=env)   # the stored study, nothing rerun
+    again = rnnlab_cli(*args, "--report-only", "--json", cwd=tmp_path, env=env)   # the stored study, nothing rerun
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "3 finished" in again.stdout and "this worker ran" not in again.stdout
+    assert "2 finished" in again.stderr and "this worker ran" not in again.stderr
+    result = json.loads(again.stdout)                                    # stdout holds the JSON alone
+    assert [t["units"] for t in result["trials"]] == [2, 4] and result["metric"] == "macro_f1"
+    assert result["best"]["units"] == result["test"]["units"] and result["test"]["state"] == "complete"
+    assert result["files"] == [str(out / "trials.csv"), str(out / "units.png"), str(out / "units.svg")]
     other = rnnlab_cli(*args[:-1], "--epochs", "2", cwd=tmp_path, env=env)
     assert other.returncode == 2 and "holds another sweep" in other.stdout
 
@@ -308,6 +315,95 @@ def test_cross_validation_folds_split_train_and_score_by_their_mean(tiny_tweets,
     assert log.notes["rnn_params"] == 2 * (12 * 4 + 12 * 4 + 12 + 4)
     with pytest.raises(ValueError, match="folds"):
         TrainTask(dataset, train.Config(), folds=1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# storage: bad URLs, unreachable servers, workers racing to create it; files several workers write
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("bogus://", "not a database URL SQLAlchemy can open"),
+    ("nonsense", "not a database URL; use sqlite:///PATH"),
+    ("postgresql://me:secret@127.0.0.1:1/db", "postgresql://me:***@127.0.0.1:1/db: cannot reach the database"),
+])
+def test_a_storage_that_cannot_be_opened_is_one_line(tmp_path, url, words):
+    with pytest.raises(tune.SweepError, match=re.escape(words)) as e:
+        tune.storage(url)
+    assert "secret" not in str(e.value) and "\n" not in str(e.value)
+    from typer.testing import CliRunner
+
+    from rnnlab.cli import app
+
+    data = tmp_path / "t.csv"
+    data.write_text("text,label\n" + "good,p\nbad,n\n" * 10)
+    result = CliRunner().invoke(app, ["tune", str(data), "--units", "2", "--embeddings", "none", "--storage", url,
+                                      "--out", str(tmp_path / "o"), "--quiet"])
+    assert result.exit_code == 2 and (result.exception is None or isinstance(result.exception, SystemExit))
+    assert words in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_workers_racing_to_create_a_sqlite_storage_retry(tmp_path, monkeypatch):
+    import sqlalchemy.exc
+
+    real, calls = tune.RDBStorage, []
+
+    def racing(*args, **kwargs):               # what the loser of the race sees, twice
+        calls.append(1)
+        if len(calls) <= 2:
+            raise sqlalchemy.exc.OperationalError("CREATE TABLE studies", {}, Exception("table studies already exists"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tune, "RDBStorage", racing)
+    assert tune.storage(sqlite(tmp_path / "s.db")) is not None and len(calls) == 3
+
+
+STARTER = """
+import sys, time
+from pathlib import Path
+from rnnlab import tune
+url, go = sys.argv[1:3]
+print("ready", flush=True)
+while not Path(go).exists():
+    time.sleep(0.005)
+tune.open_study(tune.storage(url), "race", tune.Space.parse(units="2,4"), settings={})
+print("ok", flush=True)
+"""
+
+
+def test_three_workers_starting_together_on_a_fresh_sqlite_file(tmp_path):
+    script, go, url = tmp_path / "start.py", tmp_path / "go", sqlite(tmp_path / "fresh.db")
+    script.write_text(STARTER)
+    procs = [subprocess.Popen([sys.executable, str(script), url, str(go)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready", p.communicate()   # imported, waiting on `go`
+    go.touch()
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 3, [err[-800:] for _, err in outputs]
+    study = optuna.load_study(study_name="race", storage=url)
+    assert len(study.get_trials()) == 3                              # queued once: two trials and the test
+
+
+def test_two_writers_of_one_csv_never_collide(tmp_path):
+    import threading
+
+    rows = [{"trial": i, "units": 2 ** i, "score": 0.5} for i in range(200)]
+    errors = []
+
+    def write():
+        try:
+            for _ in range(40):
+                tune_report.write_csv(rows, tmp_path / "trials.csv")
+        except OSError as e:  # the fixed name trials.csv.tmp: one writer renames the other's file away
+            errors.append(e)
+
+    threads = [threading.Thread(target=write) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(read_csv(tmp_path / "trials.csv")) == 200
+    assert [p.name for p in tmp_path.iterdir()] == ["trials.csv"]     # no temporary file left behind
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -235,29 +236,59 @@ class Silent:
 
 def storage(url: str, heartbeat: int = 10) -> RDBStorage:
     """Optuna's RDB storage at `url` (sqlite:///path or postgresql://...), with heartbeats every `heartbeat`
-    seconds; a trial silent for 3 heartbeats is stale and is queued again (up to 3 times)."""
+    seconds; a trial silent for 3 heartbeats is stale and is queued again (up to 3 times). A URL that names no
+    database, or a server that cannot be reached, is a SweepError in one line (the password left out)."""
     engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
+    shown = where(url)
+    sqlite_ = url.startswith("sqlite:///")
+    if sqlite_:
         path = url[len("sqlite:///"):]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise SweepError(f"--storage {shown}: cannot make its folder ({e.strerror})") from None
         engine_kwargs = {"connect_args": {"timeout": 120}}
     elif url.startswith(("postgresql", "mysql")):
         engine_kwargs = {"pool_pre_ping": True}
+        if url.startswith("postgresql"):
+            engine_kwargs["connect_args"] = {"connect_timeout": 10}
         url = postgres_driver(url)
+    elif "://" not in url:
+        raise SweepError(f"--storage {shown}: not a database URL; use sqlite:///PATH or "
+                         "postgresql://USER:PASS@HOST:PORT/DB")
     attempt = 0
     while True:
         try:
             with _quiet():
                 return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
                                   grace_period=3 * heartbeat, **{STALE_CALLBACK: Retry(max_retry=3)})
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            # Workers starting together on an empty database race to create its tables; the loser
-            # finds them made on its next try.
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as e:
+            # Workers starting together on an empty database race to create its tables; the loser finds
+            # them made on its next try (SQLite says "table ... already exists" or "database is locked").
+            # A server that cannot be reached is not a race: said at once.
             attempt += 1
-            if attempt == 6:
-                raise
+            if isinstance(e, sqlalchemy.exc.OperationalError) and not sqlite_:
+                raise SweepError(f"--storage {shown}: cannot reach the database ({_first_line(e)})") from None
+            if attempt == 8:
+                raise SweepError(f"--storage {shown}: {_first_line(e)}") from None
             time.sleep(0.2 + random.random() * attempt * 0.3)
+        except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as e:
+            raise SweepError(f"--storage {shown}: not a database URL SQLAlchemy can open ({_first_line(e)}); "
+                             "use sqlite:///PATH or postgresql://USER:PASS@HOST:PORT/DB") from None
+        except ModuleNotFoundError as e:
+            raise SweepError(f"--storage {shown}: its driver is not installed ({e.name}): for PostgreSQL, "
+                             "`pip install psycopg2-binary`") from None
+
+
+def where(url: str) -> str:
+    """A storage URL as it may be shown: without its password."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def postgres_driver(url: str) -> str:
@@ -544,10 +575,12 @@ def trial_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], dict[str, Any
     return [r for r in rows if r["role"] != TEST_ROLE], (test[-1] if test else None)
 
 
-def progress(study: optuna.Study) -> dict[str, int]:
-    """How many trials are queued, running and finished (the test trial included)."""
+def progress(study: optuna.Study, test: bool = True) -> dict[str, int]:
+    """How many trials are queued, running and finished (the test trial included unless `test` is False)."""
     counts = {"waiting": 0, "running": 0, "finished": 0}
     for t in study.get_trials(deepcopy=False):
+        if not test and t.user_attrs.get("role") == TEST_ROLE:
+            continue
         key = {TrialState.WAITING: "waiting", TrialState.RUNNING: "running"}.get(t.state, "finished")
         counts[key] += 1
     return counts

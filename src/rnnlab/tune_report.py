@@ -3,10 +3,12 @@ against the number of units p (log scale) with the parameter count on a second a
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,14 +89,33 @@ def write_csv(
     for r in records:
         columns += [c for c in r if c not in columns]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with _atomic(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for r in records:
             writer.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in columns})
-    os.replace(tmp, path)
     return path
+
+
+@contextlib.contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """A temporary name beside `path`, this process's own (workers may share a folder), renamed onto `path`
+    once written; removed if the write fails."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def plot(
@@ -179,7 +200,8 @@ def plot(
     for p in paths:
         p = Path(p)
         p.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(p, bbox_inches="tight", pad_inches=0.15)
+        with _atomic(p) as tmp:
+            fig.savefig(tmp, format=p.suffix.lstrip(".") or None, bbox_inches="tight", pad_inches=0.15)
         written.append(p)
     plt.close(fig)
     return written

@@ -56,6 +56,7 @@ class Display:
 
     def __init__(self, progress: Progress, total: int, done: int, epochs: int, metric: str):
         self.progress, self.epochs, self.metric = progress, epochs, metric
+        self.finished: list[dict[str, Any]] = []
         self.bar = progress.add_task("trials", total=total, completed=done, info="")
         self.current = progress.add_task("", total=epochs, info="", visible=False)
 
@@ -70,6 +71,7 @@ class Display:
                              info=f"val {self.metric} {score:.4f}")
 
     def trial_finished(self, row: dict[str, Any]) -> None:
+        self.finished.append(row)
         self.progress.update(self.current, visible=False)
         self.progress.advance(self.bar)
         if row["role"] == "test":
@@ -101,7 +103,8 @@ machines run the same command and share the trials, each run exactly once.
 def tune(
     data: str = typer.Argument(..., help="A TweetEval-format folder, tweeteval:NAME, or CSV/JSONL."),
     units: str = typer.Option(..., "--units", "-p", help="Numbers of units p to try, e.g. 8,16,32,64,128."),
-    cell: str | None = typer.Option(None, help="Cells to try: elman,gru,lstm (default: train's default)."),
+    cell: str | None = typer.Option(
+        None, help="Cells to try: elman,gru,lstm,mingru,minlstm (default: train's default)."),
     layers: str | None = typer.Option(None, help="Numbers of stacked layers to try, e.g. 1,2."),
     k: str | None = typer.Option(None, "--k", help="Embedding sizes k to try (without pretrained vectors)."),
     dropout: str | None = typer.Option(None, help="Dropout rates: a list (0,0.3) or a range (0..0.5)."),
@@ -136,8 +139,26 @@ def tune(
                                   "silent for 3 of them (its worker died) is run again."),
     report_only: bool = typer.Option(False, "--report-only", help="Show the study's results; run no trials."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result (every trial, the best, its test "
+                                 "scores, the files written) as JSON; the tables go to stderr."),
 ) -> None:
     """Tune the number of units p (see HELP)."""
+    options = dict(locals())
+    import sqlalchemy.exc
+
+    global console
+    console = Console(stderr=as_json)      # with --json, stdout holds the JSON alone
+    try:
+        _tune(**options)
+    except sqlalchemy.exc.SQLAlchemyError as e:            # the storage went away during the sweep
+        text = str(getattr(e, "orig", None) or e).strip().splitlines()
+        console.print(f"[red]error:[/red] the study's storage failed: {text[0] if text else type(e).__name__}",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _tune(*, data, units, cell, layers, k, dropout, lr, maxlen, trials, epochs, patience, seed, seeds, embeddings,
+          batch_size, folds, prune, test, out, storage, study, heartbeat, report_only, quiet, as_json) -> None:
     import optuna
 
     from rnnlab import tune as sweep
@@ -161,6 +182,8 @@ def tune(
         dataset = data_.load_labelled(data, progress=not quiet)
     except data_.DataError as e:
         raise typer.BadParameter(str(e)) from None
+    for line in dataset.notes:
+        console.print(line, style="yellow" if line.startswith("warning:") else "dim", highlight=False, soft_wrap=True)
     base = train.Config(epochs=epochs, patience=patience, seed=seed, batch_size=batch_size,
                         embeddings=None if embeddings.lower() == "none" else embeddings)
     if folds == 1:
@@ -184,19 +207,23 @@ def tune(
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
 
-    counts = sweep.progress(st)
+    counts = sweep.progress(st, test=False)              # the test retrain is no trial: said apart
     total = sum(counts.values())
-    where = storage if not storage.startswith("postgresql") else storage.split("@")[-1]
+    where = sweep.where(storage)
+    then = "; then the best retrained and scored once on test" if st.user_attrs["sweep"].get("test") else ""
     console.print(f"study [bold]{name}[/bold] in {where}: {total} trials, {counts['finished']} finished, "
-                  f"{counts['running']} running, {counts['waiting']} queued")
-    if not report_only and (counts["waiting"] or counts["running"]):
+                  f"{counts['running']} running, {counts['waiting']} queued{then}", highlight=False, soft_wrap=True)
+    everything = sweep.progress(st)
+    if not report_only and (everything["waiting"] or everything["running"]):
         _enable_compile_cache()
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.fields[info]}"))
         with Progress(*columns, console=console, disable=quiet) as bar:
-            display = Display(bar, total, counts["finished"], epochs * max(folds, 1), task.metric)
+            display = Display(bar, sum(everything.values()), everything["finished"], epochs * max(folds, 1),
+                              task.metric)
             ran = sweep.run_worker(st, task, events=display)
-        console.print(f"this worker ran {ran} trial(s)")
+        tested = sum(1 for r in display.finished if r["role"] == sweep.TEST_ROLE)
+        console.print(f"this worker ran {ran - tested} trial(s)" + (" and the test retrain" if tested else ""))
 
     rows, test_row = sweep.trial_rows(st)
     lengths = token_lengths(dataset)
@@ -213,8 +240,8 @@ def tune(
             f"best by validation: {json.dumps(config)}\n"
             f"val {task.metric} {test_row.get('val', float('nan')):.4f}   "
             f"test {task.metric} {test_row.get('test', float('nan')):.4f}   "
-            f"(test accuracy {test_row.get('test_accuracy', float('nan')):.4f}; "
-            f"model in {out / 'best'} on {str(test_row.get('worker')).split(':')[0]})",
+            f"(test accuracy {test_row.get('test_accuracy', float('nan')):.4f})\n"
+            f"model in {out / 'best'}, written on the machine {str(test_row.get('worker')).split(':')[0]}",
             title="scored once on test", expand=False))
     elif test_row is not None:
         console.print(f"[red]the test trial failed:[/red] {test_row.get('error')}")
@@ -222,3 +249,10 @@ def tune(
     plots = tune_report.plot(rows, space, task.metric, [out / "units.png", out / "units.svg"],
                              title=f"{name}: validation {task.metric} vs units p", note=note) if rows else []
     console.print(f"wrote {csv_path}" + "".join(f", {p}" for p in plots))
+    if as_json:
+        top = sweep.best(rows, space)
+        print(json.dumps({
+            "study": name, "storage": sweep.where(storage), "metric": task.metric, "trials": rows,
+            "best": None if top is None else {n: top[n] for n in space.names} | {"val": top["score"]},
+            "test": test_row, "files": [str(csv_path), *map(str, plots)],
+        }, default=str))
