@@ -73,22 +73,16 @@ def cut(split, n: int, seed: int):
 def load_task(name: str, data: Path = DATA, seed: int = 0):
     """The dataset of a suite task: `emotion`, ..., `spanish`, or `NAME@N` (train cut to N texts)."""
     from rnnlab import data as rdata
-    from rnnlab.data import tweeteval
-    from rnnlab.data.dataset import SPLITS, Dataset
 
     base, _, n = name.partition("@")
     if base not in FOLDERS:
         raise SystemExit(f"unknown task {name!r}: use one of {', '.join(TASKS)}")
     folder = data / FOLDERS[base]
-    if (folder / "mapping.txt").is_file() or (folder.parent / "mapping.txt").is_file():
-        dataset = rdata.load(folder, progress=False)
-    else:  # UMSAB: TweetEval's files without a mapping.txt; its labels as the benchmark documents them
-        splits = {s: tweeteval.read_split(folder, s, UMSAB_LABELS) for s in SPLITS
-                  if (folder / f"{s}_text.txt").is_file()}
-        dataset = Dataset(folder.name, UMSAB_LABELS, splits, str(folder))
+    dataset = rdata.load(folder, progress=False)
+    if dataset.labels == ("0", "1", "2") and folder.parent.name == "umsab":  # no mapping.txt: its documented names
+        dataset = dataclasses.replace(dataset, labels=UMSAB_LABELS)
     if n:
-        dataset = Dataset(dataset.task, dataset.labels, dict(dataset.splits, train=cut(dataset["train"], int(n), seed)),
-                          dataset.source)
+        dataset = dataclasses.replace(dataset, splits=dict(dataset.splits, train=cut(dataset["train"], int(n), seed)))
     return dataset
 
 

@@ -92,3 +92,10 @@ def _fit(train: Split, val: Split, labels: tuple[str, ...], task: str, Cs: Seque
             best = (C, clf, report)
     C, clf, report = best
     return Floor(vectorizer, clf, C, labels, task, report, by_C, time.perf_counter() - start)
+
+
+def floor_report(train: Split, val: Split, test: Split | None, labels: Sequence[str], task: str) -> dict:
+    """`Floor.summary()` of the floor fitted on train (C on val), with its test score when `test` is given:
+    what `rnnlab train` writes to metrics.json as "baseline"."""
+    floor = fit_floor(train, val, labels, task)
+    return {**floor.summary(), "test": None if test is None else floor.evaluate(test)["score"]}

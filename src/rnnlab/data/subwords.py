@@ -1,0 +1,49 @@
+"""Hashed character n-grams of each token (as fastText): what a rare, misspelt or foreign word shares with others.
+
+    grams("happy")            -> ['<ha', 'hap', 'app', 'ppy', 'py>', '<hap', ..., 'appy>']
+    bucket("<ha", 100_000)    -> an id in 1..100000, the same in every process (CRC-32, not Python's hash)
+    table(vocab.tokens, B, G) -> (V, G) bucket ids, 0 where a token has fewer than G n-grams
+
+The model adds the mean of its n-grams' rows of H to each token's row of E (`models.TextClassifier.embed`):
+
+    x_t = E[token_t] + (1 / n_t) Σ_g H[bucket(g)]      over the n_t n-grams g of token_t (n from 3 to 5)
+
+The word is marked with `<` and `>` at its ends, so that prefixes and suffixes differ from the middle. The
+placeholders `<pad>`, `<unk>`, `<url>` and `@user` and one-character tokens (punctuation) have no n-grams.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+from jaxtyping import Int
+
+N_MIN, N_MAX = 3, 5
+MAX_GRAMS = 32           # G: n-grams kept per token (the first ones: the shortest, from the word's start)
+_NONE = {"<pad>", "<unk>", "<url>", "@user"}
+
+
+def grams(token: str, n_min: int = N_MIN, n_max: int = N_MAX) -> list[str]:
+    """The character n-grams of `<token>`, n_min <= n <= n_max, shortest first (none for placeholders)."""
+    if token in _NONE or len(token) < 2:
+        return []
+    word = f"<{token}>"
+    return [word[i : i + n] for n in range(n_min, n_max + 1) for i in range(len(word) - n + 1)]
+
+
+def bucket(gram: str, buckets: int) -> int:
+    """The row of H for `gram`: 1 + CRC-32 of its UTF-8 bytes modulo `buckets` (row 0 means no n-gram)."""
+    return 1 + zlib.crc32(gram.encode("utf-8")) % buckets
+
+
+def table(tokens: Sequence[str], buckets: int, max_grams: int = MAX_GRAMS) -> Int[np.ndarray, "V G"]:
+    """(V, G = max_grams) bucket ids of each token's n-grams, padded with 0: the model's gram table."""
+    if buckets < 1 or max_grams < 1:
+        raise ValueError(f"buckets and max_grams must be >= 1; got {buckets} and {max_grams}")
+    out = np.zeros((len(tokens), max_grams), np.int32)
+    for i, token in enumerate(tokens):
+        ids = list(dict.fromkeys(bucket(g, buckets) for g in grams(token)))[:max_grams]
+        out[i, : len(ids)] = ids
+    return out
