@@ -1,6 +1,7 @@
 """A text classifier built from the equations: tokens -> x_t -> a_t -> one label per text.
 
-    x_t = E[token_t]                                   (k,)   embedding row of the t-th token
+    x_t = E[token_t] (+ mean_g H[g])                   (k,)   embedding row of the t-th token (and, with
+                                                              subwords, the mean row of its hashed n-grams g)
     a_t = RNN(x_1..x_t)                                (q,)   q = p units, or 2p when bidirectional
     h   = pool(a_1..a_L)                               (q,)   last state, mean or max over the L real steps
     y   = softmax(W_y h + b_y)                         (C,)   one probability per class
@@ -39,6 +40,8 @@ class ModelConfig:
     dropout: float = 0.3
     embed_dropout: float = 0.0
     freeze_embeddings: bool = False
+    subword_buckets: int = 0   # rows of H, the hashed character n-grams' table (0: no subwords)
+    subword_grams: int = 0     # G: n-grams kept per token (`rnnlab.data.subwords`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,8 +87,11 @@ class TextClassifier(eqx.Module):
     rnn: Stack
     head: Readout
     config: ModelConfig = eqx.field(static=True)
+    H: Float[Array, "N k"] | None = None        # hashed n-grams' rows (row 0: none), with subwords
+    grams: Int[Array, "V G"] | None = None      # each token's n-gram rows of H (`data.subwords.table`)
 
-    def __init__(self, config: ModelConfig, E: Float[np.ndarray, "V k"] | None = None, *, key: PRNGKeyArray):
+    def __init__(self, config: ModelConfig, E: Float[np.ndarray, "V k"] | None = None, *, key: PRNGKeyArray,
+                 grams: Int[np.ndarray, "V G"] | None = None):
         if config.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {config.pooling!r}: use one of {', '.join(POOLINGS)}")
         k_E, k_rnn, k_head = jax.random.split(key, 3)
@@ -99,6 +105,12 @@ class TextClassifier(eqx.Module):
                        bidirectional=config.bidirectional, dropout=config.dropout, key=k_rnn)
         self.head = Readout(self.rnn.output_size, config.classes, key=k_head)
         self.config = config
+        if config.subword_buckets:
+            shape = (config.vocab_size, config.subword_grams)
+            if grams is not None and tuple(grams.shape) != shape:
+                raise ValueError(f"grams must be (V, G) = {shape}; got {tuple(grams.shape)}")
+            self.H = jnp.zeros((config.subword_buckets + 1, config.k), jnp.float32)  # x_t starts as E's row
+            self.grams = jnp.zeros(shape, jnp.int32) if grams is None else jnp.asarray(grams, jnp.int32)
 
     @property
     def q(self) -> int:
@@ -106,9 +118,16 @@ class TextClassifier(eqx.Module):
         return self.rnn.output_size
 
     def embed(self, tokens: Int[Array, "*B T"]) -> Float[Array, "*B T k"]:
-        """x_t = E[token_t]; E gets no gradient when the embeddings are frozen."""
+        """x_t = E[token_t], plus the mean of H's rows of the token's n-grams with subwords; E gets no
+        gradient when the embeddings are frozen (H still learns)."""
         E = jax.lax.stop_gradient(self.E) if self.config.freeze_embeddings else self.E
-        return E[tokens]
+        x = E[tokens]
+        if self.H is None:
+            return x
+        g = self.grams[tokens]                                                  # (*B, T, G)
+        has = (g > 0)[..., None]                                                # id 0: no n-gram, never read
+        n = jnp.maximum(has.sum(-2), 1).astype(x.dtype)
+        return x + jnp.where(has, self.H[g], 0.0).sum(-2) / n
 
     def states(
         self, tokens: Int[Array, "B T"], lengths: Int[Array, " B"], *, key: PRNGKeyArray | None = None
