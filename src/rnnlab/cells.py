@@ -16,6 +16,10 @@ Each cell splits its step in two, which is what makes a whole sequence fast:
     a_t = recur(z_t, a_{t-1})    `recur`: the part that must run in order, U_a a_{t-1} and the nonlinearity
 
 and `cell(x_t, a_{t-1})` is simply `recur(project(x_t), a_{t-1})`.
+
+Min cells (`MinGRU`, `MinLSTM`; Feng et al. 2024, "Were RNNs All We Needed?") have no U_a: their gates
+read x_t alone, so `recur` is a_t = α_t ⊙ a_{t-1} + β_t with (α_t, β_t) = `cell.coefficients(z_t)`, and
+a layer computes all T steps by a scan over those pairs (`linear_scan.py`) instead of T dependent matmuls.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+
+from rnnlab.linear_scan import METHODS as SCANS  # how a layer runs a min cell's T steps
 
 Activation = Callable[[Array], Array]
 Arrayish = Array | np.ndarray  # what public functions accept: JAX arrays or NumPy arrays
@@ -79,7 +85,7 @@ class Cell(eqx.Module):
     """
 
     W_a: Float[Array, "Gp k"]
-    U_a: Float[Array, "Gp p"]
+    U_a: Float[Array, "Gp p"] | None  # None in the min cells: their gates do not read a_{t-1}
     b_a: Float[Array, " Gp"]
     features: int = eqx.field(static=True)
     units: int = eqx.field(static=True)
@@ -250,22 +256,129 @@ class LSTM(Cell):
         return (o * jnp.tanh(c), c)
 
 
-CELLS: dict[str, type[Cell]] = {"elman": Elman, "rnn": Elman, "gru": GRU, "lstm": LSTM}
+class MinCell(Cell):
+    """A cell whose gates read x_t alone (no U_a), so that its step is linear in a_{t-1}:
+
+        a_t = α_t ⊙ a_{t-1} + β_t          (α_t, β_t) = `coefficients(W_a x_t + b_a)`, (p,) each
+
+    W_a: (G·p, k), b_a: (G·p,), U_a: None. A layer computes every (α_t, β_t) with one matmul before
+    the loop and then all T steps with `linear_scan`: `scan="sequential"` (`lax.scan`, T elementwise
+    steps in order) or `scan="associative"` (`jax.lax.associative_scan`, ⌈log₂ T⌉ levels).
+
+    The form computed is the plain (α, β) composition, not the paper's log-space one: with 0 ≤ α_t ≤ 1
+    and β_t = (1 - α_t) ⊙ ã_t, each a_t is a convex combination of a_0 and the ã_s, so in float32 nothing
+    overflows or cancels; products of α only shrink, and where they underflow to 0 the term they weigh
+    is below float32's resolution anyway. (The log-space form takes logarithms of ã, which needs
+    ã > 0 and costs an exp and a log per step.) No PyTorch layer computes these cells: `to_torch` and
+    `from_torch` do not take them.
+    """
+
+    U_a: None
+    scan: str = eqx.field(static=True)
+
+    def _init_min(self, features: int, units: int, scan: str, key: PRNGKeyArray) -> None:
+        """W_a and b_a uniform in ±1/√k, as a linear layer from k features (there is no U_a to scale by p)."""
+        if features < 1 or units < 1:
+            raise ValueError(f"a cell needs features k >= 1 and units p >= 1; got k={features}, p={units}")
+        if scan not in SCANS:
+            raise ValueError(f"unknown scan {scan!r}: use one of {', '.join(SCANS)}")
+        bound = 1.0 / math.sqrt(features)
+        kw, kb = jax.random.split(key)
+        G = len(self.gate_names)
+        self.W_a = _uniform(kw, (G * units, features), bound)
+        self.U_a = None
+        self.b_a = _uniform(kb, (G * units,), bound)
+        self.features = features
+        self.units = units
+        self.scan = scan
+
+    def gate(self, name: str) -> tuple[Array, None, Array]:
+        """(W, None, b) of one gate: rows [i·p, (i+1)·p) of W_a and b_a (no U_a)."""
+        i = self.gate_names.index(name)
+        rows = slice(i * self.units, (i + 1) * self.units)
+        return self.W_a[rows], None, self.b_a[rows]
+
+    def coefficients(self, z: Float[Array, "*T Gp"]) -> tuple[Float[Array, "*T p"], Float[Array, "*T p"]]:
+        """(α, β) from z = W_a x + b_a, for one step (G·p,) or all of them (T, G·p)."""
+        raise NotImplementedError
+
+    def recur(self, z_t: Float[Array, " Gp"], a_prev: Float[Array, " p"]) -> Float[Array, " p"]:
+        alpha, beta = self.coefficients(z_t)
+        return alpha * a_prev + beta
+
+
+class MinGRU(MinCell):
+    """minGRU (Feng et al. 2024): the GRU without U_a and without the reset gate. σ the sigmoid:
+
+        z_t = σ(W_z x_t + b_z)             ã_t = W_h x_t + b_h
+        a_t = (1 - z_t) ⊙ a_{t-1} + z_t ⊙ ã_t           α_t = 1 - z_t = σ(-(W_z x_t + b_z)), β_t = z_t ⊙ ã_t
+
+    W_a = [W_z; W_h]: (2p, k), b_a = [b_z; b_h]: (2p,), no U_a. α_t is computed as σ(-u), not 1 - σ(u),
+    which keeps its relative precision where z_t is near 1. 2p(k + 1) parameters: none grows with p².
+
+    ```python
+    cell = rnnlab.MinGRU(features=50, units=10, key=jax.random.key(0))
+    a_1 = cell(x_1, jnp.zeros(10))          # x_1: (50,) -> a_1: (10,)
+    ```
+    """
+
+    gate_names: ClassVar[tuple[str, ...]] = ("z", "h")
+    kind: ClassVar[str] = "mingru"
+
+    def __init__(self, features: int, units: int, *, scan: str = "sequential", key: PRNGKeyArray):
+        self._init_min(features, units, scan, key)
+
+    def coefficients(self, z: Float[Array, "*T Gp"]) -> tuple[Float[Array, "*T p"], Float[Array, "*T p"]]:
+        p = self.units
+        u, h = z[..., :p], z[..., p:]
+        return jax.nn.sigmoid(-u), jax.nn.sigmoid(u) * h
+
+
+class MinLSTM(MinCell):
+    """minLSTM (Feng et al. 2024): the LSTM without U_a, c_t or the output gate, its two gates normalised:
+
+        f_t = σ(W_f x_t + b_f)     i_t = σ(W_i x_t + b_i)     ã_t = W_h x_t + b_h
+        f'_t = f_t / (f_t + i_t)   i'_t = i_t / (f_t + i_t)
+        a_t = f'_t ⊙ a_{t-1} + i'_t ⊙ ã_t                α_t = f'_t, β_t = i'_t ⊙ ã_t
+
+    W_a = [W_f; W_i; W_h]: (3p, k), b_a = [b_f; b_i; b_h]: (3p,), no U_a. f' and i' are computed as
+    σ(d) and σ(-d) with d = log f_t - log i_t = softplus(-u_i) - softplus(-u_f) (u the gates' inputs):
+    the same numbers, but defined where f_t + i_t underflows (both u below about -88 in float32), which
+    f / (f + i) is not (0 / 0). 3p(k + 1) parameters.
+    """
+
+    gate_names: ClassVar[tuple[str, ...]] = ("f", "i", "h")
+    kind: ClassVar[str] = "minlstm"
+
+    def __init__(self, features: int, units: int, *, scan: str = "sequential", key: PRNGKeyArray):
+        self._init_min(features, units, scan, key)
+
+    def coefficients(self, z: Float[Array, "*T Gp"]) -> tuple[Float[Array, "*T p"], Float[Array, "*T p"]]:
+        p = self.units
+        u_f, u_i, h = z[..., :p], z[..., p : 2 * p], z[..., 2 * p :]
+        d = jax.nn.softplus(-u_i) - jax.nn.softplus(-u_f)  # log f_t - log i_t
+        return jax.nn.sigmoid(d), jax.nn.sigmoid(-d) * h
+
+
+CELLS: dict[str, type[Cell]] = {"elman": Elman, "rnn": Elman, "gru": GRU, "lstm": LSTM,
+                             "mingru": MinGRU, "minlstm": MinLSTM}
 
 
 def make_cell(
     kind: str, features: int, units: int, *, activation: str | Activation = "tanh",
     reset_after: bool = True, key: PRNGKeyArray,
 ) -> Cell:
-    """A cell by name: `"elman"` (alias `"rnn"`), `"gru"` or `"lstm"`."""
+    """A cell by name: `"elman"` (alias `"rnn"`), `"gru"`, `"lstm"`, `"mingru"` or `"minlstm"`."""
     try:
         cls = CELLS[kind.lower()]
     except KeyError:
-        raise ValueError(f"unknown cell {kind!r}: use one of elman, gru, lstm") from None
+        raise ValueError(f"unknown cell {kind!r}: use one of elman, gru, lstm, mingru, minlstm") from None
     if cls is Elman:
         return Elman(features, units, activation, key=key)
     if cls is GRU:
         return GRU(features, units, reset_after, key=key)
+    if issubclass(cls, MinCell):
+        return cls(features, units, key=key)
     return LSTM(features, units, key=key)
 
 

@@ -22,8 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
-from rnnlab.cells import GRU, LSTM, Cell, Readout, activation_name
+from rnnlab.cells import GRU, LSTM, Cell, MinCell, MinGRU, Readout, activation_name
 from rnnlab.layers import RNN, Bidirectional, Recurrent, Stack
+from rnnlab.linear_scan import depth as scan_depth
 
 __all__ = [
     "BYTES_PER_FLOAT",
@@ -149,8 +150,13 @@ def cell_flops(cell: Cell) -> int:
 
         Elman  3p   (+ b_a, + U_a a, f_a)
         GRU    15p  (reset after the matmul; 14p before)      LSTM  17p
+
+    Min cells have no U_a: G·p·2k for W_a x_t, plus MinGRU 7p (+ b_a, σ(u), σ(-u), z ⊙ ã, α ⊙ a + β),
+    MinLSTM 11p (+ b_a, two softplus, their difference, σ(d), σ(-d), i' ⊙ ã, α ⊙ a + β).
     """
     G, p, k = cell.gates, cell.units, cell.features
+    if isinstance(cell, MinCell):
+        return G * p * 2 * k + (7 if isinstance(cell, MinGRU) else 11) * p
     matmuls = G * p * (2 * k + 2 * p)
     if isinstance(cell, LSTM):
         elementwise = 17 * p
@@ -165,6 +171,18 @@ def readout_flops(readout: Readout) -> int:
     """Forward FLOPs of one y_t = f_y(W_y a_t + b_y): 2qp + q, and q more for a non-identity f_y."""
     q, p = readout.W_y.shape
     return 2 * q * p + q + (0 if activation_name(readout.activation) == "identity" else q)
+
+
+def in_order(cells: list[Cell], T: int) -> dict:
+    """What must wait for a_{t-1}, per sequence of T steps, summed over the layers' cells.
+
+    recurrent_flops: FLOPs of the products with a_{t-1} (U_a a_{t-1}: G·p·2p per step; 0 in min cells).
+    sequential_steps: steps of the loop as written (T). scan_levels: ⌈log₂ T⌉ levels of the associative
+    scan, where every layer is a min cell (its steps compose: a_t = α_t ⊙ a_{t-1} + β_t); else None.
+    """
+    matmul = sum(0 if isinstance(c, MinCell) else c.gates * c.units * 2 * c.units for c in cells)
+    linear = all(isinstance(c, MinCell) for c in cells)
+    return {"recurrent_flops": matmul * T, "sequential_steps": T, "scan_levels": scan_depth(T) if linear else None}
 
 
 def _state_floats(cell: Cell) -> int:
@@ -191,6 +209,7 @@ class Explanation:
     flops: dict[str, int]
     memory: dict[str, int]
     equations: list[str] = field(default_factory=list)
+    time: dict = field(default_factory=dict)  # `in_order`: what waits for a_{t-1}
 
     @property
     def total(self) -> int:
@@ -220,10 +239,11 @@ class Explanation:
             "flops": self.flops,
             "memory_bytes": self.memory,
             "equations": self.equations,
+            "in_order": self.time,
         }
 
     def __rich_console__(self, console, options):
-        yield from renderables(self)
+        yield from renderables(self, width=options.max_width)
 
 
 def explain(model, *, timesteps: int = 20, batch: int = 1, every_step: bool | None = None) -> Explanation:
@@ -239,7 +259,8 @@ def explain(model, *, timesteps: int = 20, batch: int = 1, every_step: bool | No
         raise ValueError(f"batch B must be at least 1; got {batch}")
     cells = _cells(model)
     if not cells:
-        raise ValueError(f"{type(model).__name__} holds no recurrent cell (Elman, GRU, LSTM) to explain")
+        raise ValueError(
+            f"{type(model).__name__} holds no recurrent cell (Elman, GRU, LSTM, MinGRU, MinLSTM) to explain")
     readouts = _readouts(model)
     if every_step is None:
         every_step = bool(getattr(model, "every_step", hasattr(model, "output") and hasattr(model, "readout")))
@@ -269,6 +290,7 @@ def explain(model, *, timesteps: int = 20, batch: int = 1, every_step: bool | No
         },
     )
     ex.equations = equations(ex)
+    ex.time = in_order(cells, timesteps)
     return ex
 
 
@@ -284,7 +306,16 @@ def equations(ex: Explanation) -> list[str]:
     cell = ex.cells[0]
     p, k = cell.units, cell.features
     v = f"({p},)"
-    if isinstance(cell, LSTM):
+    if isinstance(cell, MinCell):
+        lines = [f"{g}_t {v} = σ(W_{g} [{_m(cell.gate(g)[0])}] x_t ({k},) + b_{g} {v})" for g in cell.gate_names[:-1]]
+        lines.append(f"ã_t {v} = W_h [{_m(cell.gate('h')[0])}] x_t ({k},) + b_h {v}")
+        if isinstance(cell, MinGRU):
+            lines.append(f"a_t {v} = (1 - z_t) ⊙ a_{{t-1}} + z_t ⊙ ã_t")
+        else:
+            lines += [f"f'_t, i'_t {v} = f_t / (f_t + i_t), i_t / (f_t + i_t)",
+                      f"a_t {v} = f'_t ⊙ a_{{t-1}} + i'_t ⊙ ã_t"]
+        lines.append("no U_a: the gates read x_t alone, so a_t = α_t ⊙ a_{t-1} + β_t and the T steps compose")
+    elif isinstance(cell, LSTM):
         lines = []
         for g, f in zip(cell.gate_names, ("σ", "σ", "tanh", "σ"), strict=False):
             W, U, _ = cell.gate(g)
@@ -309,8 +340,24 @@ def equations(ex: Explanation) -> list[str]:
         f = activation_name(r.activation)
         which = "for every t = 1..T" if ex.every_step else "at t = T only"
         lines.append(f"y_t ({q},) = {f}(W_y [{_m(r.W_y)}] a_t ({r.W_y.shape[1]},) + b_y ({q},))      {which}")
-    if len(ex.cells) > 1:
-        lines.append(f"... and {len(ex.cells) - 1} more cell(s): each layer's x_t is the a_t of the layer below")
+    lines += _more_cells(ex)
+    return lines
+
+
+def _more_cells(ex: Explanation) -> list[str]:
+    """What the equations above leave out: the backward direction, the layers above the first."""
+    is_layer = lambda x: isinstance(x, Recurrent | Bidirectional)  # noqa: E731
+    layers = [x for x in jax.tree_util.tree_leaves(ex.model, is_leaf=is_layer) if is_layer(x)]
+    if sum(2 if isinstance(x, Bidirectional) else 1 for x in layers) != len(ex.cells):
+        more = len(ex.cells) - 1
+        return [f"... and {more} more cell(s) of the same form, each with its own weights"] if more else []
+    lines, p = [], ex.cells[0].units
+    if layers and isinstance(layers[0], Bidirectional):
+        lines.append(f"... and the backward direction: a second {ex.cells[0].kind} cell of the same shapes, its own "
+                     f"weights, reads x_T first and x_1 last; a_t ({2 * p},) = [forward a_t; backward a_t]")
+    if len(layers) > 1:
+        lines.append(f"... and {len(layers) - 1} more layer(s) of the same form: each layer's x_t is the a_t of "
+                     "the layer below")
     return lines
 
 
@@ -440,12 +487,21 @@ def unrolled_text(ex: Explanation, most: int = 5) -> str:
             put(6, c, f"y_{t} ({q})")
     lines = ["".join(r).rstrip() for r in rows[:3]] + [mid] + ["".join(r).rstrip() for r in rows[4:]]
     lines = [ln for ln in lines if ln] if q is None else lines
-    shared = ", ".join(f"{n} [{_m(getattr(cell, n))}]" for n in ("W_a", "U_a", "b_a"))
+    shared = ", ".join(f"{n} [{_m(getattr(cell, n))}]" for n in ("W_a", "U_a", "b_a") if getattr(cell, n) is not None)
     lines.append(
         f"every [ cell ] is the same cell with the same {shared}: "
         f"T={ex.T} step{'s' if ex.T > 1 else ''}, p={p} units each"
     )
     return "\n".join(lines)
+
+
+def _steps_that_fit(ex: Explanation, width: int | None, most: int = 5) -> int:
+    """The most steps (3 to `most`) whose drawing fits `width` columns inside a panel's border."""
+    for n in range(most, 3, -1):
+        drawing = unrolled_text(ex, n).splitlines()[:-1]          # the last line is prose: it may wrap
+        if width is None or max(map(len, drawing)) <= width - 4:
+            return n
+    return 3
 
 
 def unrolled_svg(ex: Explanation, most: int = 5) -> str:
@@ -492,7 +548,7 @@ def unrolled_svg(ex: Explanation, most: int = 5) -> str:
     T = ex.T
     out.append(f'<line x1="{prev_x}" y1="{cy}" x2="{prev_x + 40}" y2="{cy}" stroke="#333" marker-end="url(#arrow)"/>')
     out.append(f'<text x="{prev_x + 4}" y="{cy - 8}" fill="#1f4e9c">a_{T} ({p})</text>')
-    shared = ", ".join(f"{n} [{_m(getattr(cell, n))}]" for n in ("W_a", "U_a", "b_a"))
+    shared = ", ".join(f"{n} [{_m(getattr(cell, n))}]" for n in ("W_a", "U_a", "b_a") if getattr(cell, n) is not None)
     out.append(
         f'<text x="10" y="{height - 20}">{e(f"Every box is the same cell, the same {shared}: ")}'
         f"{e(f'T={T} timesteps, p={p} units at each.')}</text>"
@@ -518,8 +574,10 @@ def _bytes(n: float | int) -> str:
     return f"{n:.0f} B"
 
 
-def renderables(ex: Explanation, *, misreadings: bool = True, drawing: bool = True, max_rows: int = 20):
-    """The explanation as Rich renderables, in reading order."""
+def renderables(ex: Explanation, *, misreadings: bool = True, drawing: bool = True, max_rows: int = 20,
+                width: int | None = None):
+    """The explanation as Rich renderables, in reading order; the drawing fits `width` columns (the fewer
+    steps drawn, the narrower: the steps left out stand as ···)."""
     from rich.panel import Panel
     from rich.rule import Rule
     from rich.table import Table
@@ -529,10 +587,10 @@ def renderables(ex: Explanation, *, misreadings: bool = True, drawing: bool = Tr
     k, p, T, B = cell.features, cell.units, ex.T, ex.B
     kinds = ", ".join(sorted({c.kind for c in ex.cells}))
     yield Rule(f"[bold]{kinds}: k={k} features, p={p} units, T={T} timesteps, B={B} sequence{'s' if B > 1 else ''}")
-    yield Panel("\n".join(ex.equations), title="the equations, shapes filled in", expand=False)
+    yield Panel(Text("\n".join(ex.equations)), title="the equations, shapes filled in", expand=False)  # no markup
 
     table = Table(title="parameters: the model's arrays", title_justify="left")
-    table.add_column("array")
+    table.add_column("array", overflow="fold")  # folded, never cut: the name says which array it is
     table.add_column("shape", justify="right")
     table.add_column("count", justify="right")
     table.add_column("what it is")
@@ -579,16 +637,39 @@ def renderables(ex: Explanation, *, misreadings: bool = True, drawing: bool = Tr
             _bytes(doubled.memory["sequence"]),
         )
     yield grow
+    doubling = ("Doubling p doubles W_a (G·p×k) and b_a: a min cell has no U_a, so no p×p term"
+                if isinstance(cell, MinCell) else "Doubling p doubles W_a (p×k) and quadruples U_a (p×p)")
     yield Text(
-        "T multiplies the work and the activations, never the parameters. Doubling p doubles W_a "
-        "(p×k) and quadruples U_a (p×p), whatever T is.",
+        f"T multiplies the work and the activations, never the parameters. {doubling}, whatever T is.",
         style="italic",
     )
+    yield _in_order_table(ex)
 
     if drawing:
-        yield Panel(unrolled_text(ex), title="the loop, unrolled", expand=False)
+        yield Panel(unrolled_text(ex, most=_steps_that_fit(ex, width)), title="the loop, unrolled", expand=False)
     if misreadings:
         yield from _misreadings(ex, max_rows)
+
+
+def _in_order_table(ex: Explanation):
+    """The time a sequence needs: what waits for a_{t-1}, and how many steps must run one after another."""
+    from rich.table import Table
+
+    t = ex.time
+    table = Table(title=f"what must wait for a_{{t-1}}, per sequence of T={ex.T}", title_justify="left")
+    table.add_column("")
+    table.add_column("this model", justify="right")
+    table.add_column("what it means")
+    table.add_row("FLOPs in products with a_{t-1}", _human(t["recurrent_flops"]),
+                  "U_a a_{t-1} at every step" if t["recurrent_flops"] else "none: the gates read x_t alone")
+    table.add_row("FLOPs that need no a_{t-1}", _human(ex.flops["sequence"] - t["recurrent_flops"]),
+                  "W_a x_t + b_a (all T steps in one matmul), elementwise")
+    table.add_row("steps in order, as a loop", f"{t['sequential_steps']:,}", "T")
+    levels = t["scan_levels"]
+    table.add_row("levels of a parallel scan", "—" if levels is None else f"{levels:,}",
+                  "a_t depends on a_{t-1} through U_a and a nonlinearity: T in order" if levels is None
+                  else "⌈log₂ T⌉: the steps (α_t, β_t) compose associatively")
+    return table
 
 
 def _resized(ex: Explanation, units: int):

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlab.cells import GRU, LSTM, Elman
+from rnnlab.cells import GRU, LSTM, Elman, MinCell
 from rnnlab.layers import Bidirectional, Recurrent, Stack
 
 _KIND_OF_TORCH = {"RNN": "elman", "GRU": "gru", "LSTM": "lstm"}
@@ -96,7 +96,7 @@ def to_torch(stack: Stack | Recurrent | Bidirectional, *, batch_first: bool = Tr
     """A torch.nn.RNN/GRU/LSTM computing what `stack` computes (batch_first=True by default, as rnnlab).
 
     Raises for what PyTorch cannot express: an Elman activation other than tanh/relu, a GRU with
-    reset_after=False, a learned a_0, mixed cell types or sizes across layers.
+    reset_after=False, a min cell (MinGRU, MinLSTM), a learned a_0, mixed cell types or sizes across layers.
     """
     import torch
 
@@ -105,6 +105,8 @@ def to_torch(stack: Stack | Recurrent | Bidirectional, *, batch_first: bool = Tr
     cells = [(rec, suffix, i) for i, layer in enumerate(stack.layers) for rec, suffix in _directions(layer)]
     first = cells[0][0].cell
     kind = first.kind
+    if any(isinstance(rec.cell, MinCell) for rec, _, _ in cells):
+        raise ValueError("PyTorch has no minGRU or minLSTM layer: a min cell has no torch.nn equivalent")
     bidirectional = isinstance(stack.layers[0], Bidirectional)
     for rec, _, i in cells:
         c = rec.cell

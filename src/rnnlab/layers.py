@@ -21,7 +21,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree, Shaped
 
 from rnnlab import _checks, fast
-from rnnlab.cells import Activation, Arrayish, Cell, make_cell
+from rnnlab.cells import Activation, Arrayish, Cell, MinCell, make_cell
+from rnnlab.linear_scan import linear_scan
 
 
 def reverse_within(x: Shaped[Array, "T ..."], length: Int[Array, ""] | None) -> Shaped[Array, "T ..."]:
@@ -73,6 +74,8 @@ def scan_in_pieces(
 
 def _steps(cell: Cell, z, t, state_0, length):
     """(state_T, a_1..a_T) of `scan` over the steps t of z."""
+    if isinstance(cell, MinCell):
+        return _linear_steps(cell, z, t, state_0, length)
 
     def step(state, inputs):
         z_t, t = inputs
@@ -84,6 +87,17 @@ def _steps(cell: Cell, z, t, state_0, length):
         return new, cell.hidden(new)
 
     return jax.lax.scan(step, state_0, (z, t))
+
+
+def _linear_steps(cell: MinCell, z, t, state_0, length):
+    """`_steps` for a min cell: (α_t, β_t) for every t at once, then a_t = α_t ⊙ a_{t-1} + β_t by the cell's
+    scan (`linear_scan`). Past `length`, α = 1 and β = 0 carry the state unchanged and a_t is output as 0."""
+    alpha, beta = cell.coefficients(z)
+    if length is not None:
+        valid = (t < length)[:, None]
+        alpha, beta = jnp.where(valid, alpha, 1.0), jnp.where(valid, beta, 0.0)
+    a = linear_scan(alpha, beta, state_0, cell.scan)
+    return a[-1], (a if length is None else jnp.where(valid, a, 0.0))
 
 
 class Recurrent(eqx.Module):
@@ -305,7 +319,8 @@ def RNN(
 ) -> Stack:
     """A stack of recurrent layers built like `torch.nn.RNN/GRU/LSTM`.
 
-    cell: "elman" | "gru" | "lstm". features: k of the first layer's x_t. units: p per direction.
+    cell: "elman" | "gru" | "lstm" | "mingru" | "minlstm". features: k of the first layer's x_t. units: p per
+    direction.
     Layer l > 0 reads the outputs of layer l-1: p features, or 2p when bidirectional.
     chunk: rematerialise in pieces of this many steps for long sequences (see `scan_in_pieces`).
 

@@ -54,7 +54,7 @@ EXPLAIN_EPILOG = """
 @app.command(epilog=EXPLAIN_EPILOG)
 def explain(
     run: Path | None = typer.Argument(None, help="A run folder written by `rnnlab train` (optional)."),
-    cell: str = typer.Option("elman", "--cell", "-c", help="elman, gru or lstm."),
+    cell: str = typer.Option("elman", "--cell", "-c", help="elman, gru, lstm, mingru or minlstm."),
     features: int = typer.Option(50, "--features", "-k", help="k: features per timestep x_t."),
     units: int = typer.Option(10, "--units", "-p", help="p: units of the state a_t."),
     timesteps: int = typer.Option(20, "--timesteps", "-T", help="T: steps the loop runs."),
@@ -82,14 +82,16 @@ def explain(
         model, T = _load_run_model(run)
         timesteps = T if timesteps == 20 and T else timesteps
     else:
-        if cell.lower() not in ("elman", "rnn", "gru", "lstm"):
-            _fail(f"unknown --cell {cell!r}: use elman, gru or lstm.")
-        G = {"elman": 1, "rnn": 1, "gru": 3, "lstm": 4}[cell.lower()]
-        count = G * units * (features + units + 1) + (layers - 1) * G * units * (2 * units + 1)
+        if cell.lower() not in ("elman", "rnn", "gru", "lstm", "mingru", "minlstm"):
+            _fail(f"unknown --cell {cell!r}: use elman, gru, lstm, mingru or minlstm.")
+        G = {"elman": 1, "rnn": 1, "gru": 3, "lstm": 4, "mingru": 2, "minlstm": 3}[cell.lower()]
+        U = 0 if cell.lower().startswith("min") else units  # min cells have no U_a
+        count = G * units * (features + U + 1) + (layers - 1) * G * units * (units + U + 1)
         if count * 4 > MAX_BYTES:
             _fail(
                 f"{cell} with k={features} and p={units} would hold {count:,} parameters "
-                f"({count * 4 / 2**30:.1f} GiB): too large to build here (U_a alone is p×p = {units * units:,})."
+                f"({count * 4 / 2**30:.1f} GiB): too large to build here"
+                + ("." if U == 0 else f" (U_a alone is p×p = {units * units:,}).")
             )
         model = build(
             cell.lower(), features=features, units=units, outputs=outputs, layers=layers, every_step=every_step
