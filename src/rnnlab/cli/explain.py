@@ -101,8 +101,13 @@ def explain(
     except ValueError as e:
         _fail(str(e))
     if svg is not None:
-        svg.parent.mkdir(parents=True, exist_ok=True)
-        svg.write_text(unrolled_svg(result), encoding="utf-8")
+        if svg.is_dir():
+            _fail(f"--svg {svg} is a folder: give the file to write, e.g. {svg / 'loop.svg'}.")
+        try:
+            svg.parent.mkdir(parents=True, exist_ok=True)
+            svg.write_text(unrolled_svg(result), encoding="utf-8")
+        except OSError as e:
+            _fail(f"--svg {svg}: cannot write it ({e.strerror}).")
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -114,10 +119,17 @@ def explain(
 MAX_BYTES = 2 * 2**30  # the largest model `explain` builds to read off its arrays
 
 
+def _switch_hint(word: str) -> str:
+    """A run named `true` was most likely meant as a switch's value (`--json true`): switches take none."""
+    if word.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+        return f"; if {word!r} was meant for a switch such as --json: switches take no value, --json alone is on"
+    return ""
+
+
 def _load_run_model(run: Path):
     """(model, T) from a run folder: the model and the padded length it was trained with."""
     if not run.exists():
-        _fail(f"{run}: no such run folder (write one with `rnnlab train`).")
+        _fail(f"{run}: no such run folder (write one with `rnnlab train`){_switch_hint(str(run))}.")
     from rnnlab import experiments
 
     if experiments.is_sequence_run(run):
@@ -269,7 +281,8 @@ def inspect(
     else:
         path = Path(run)
         if not path.exists():
-            _fail(f"{run}: no such run folder (write one with `rnnlab train`, or use elman:sentences).")
+            _fail(f"{run}: no such run folder (write one with `rnnlab train`, or use elman:sentences)"
+                  f"{_switch_hint(run)}.")
         result = _inspect_sequence_run(path, text) if _is_sequence_run(path) else None
     if result is None:
         try:
@@ -286,9 +299,13 @@ def inspect(
         typer.echo(json.dumps(result.to_dict()))
         if out is None:
             return
-    files = ins_mod.render(result, out or Path("demo-out") / "inspect")
+    stem = out or Path("demo-out") / "inspect"
+    try:
+        files = ins_mod.render(result, stem)
+    except OSError as e:
+        _fail(f"--out {stem}: cannot write {e.filename or stem} ({e.strerror or e}).")
     if not as_json:
-        console.print(ins_mod.terminal(result))
+        console.print(ins_mod.terminal(result, width=console.width))
         for note in result.notes:
             console.print(note, style="dim")
         console.print("written: " + ", ".join(str(f) for f in files))

@@ -6,8 +6,8 @@ the layer), all from `rnnlab.explain`.
     explanation({"cell": "elman", "k": 50, "p": 10, "T": 20, "misreadings": False})  # without running
 
 Counts, FLOPs and memory depend on the arrays' shapes alone, so they are read off a model of zeros
-made from `build`'s shapes (no compilation: a slider's move is answered at once); the misreadings run
-the layer `build` makes, with its weights.
+made from `build`'s shapes (no random weights drawn: a slider's move is answered at once); the
+misreadings run the layer `build` makes, with its weights.
 """
 
 from __future__ import annotations
@@ -48,12 +48,17 @@ def parse(body: dict) -> tuple:
     for name, value in (("every_step", every_step), ("misreadings", misreadings)):
         if not isinstance(value, bool):
             raise RequestError(422, f'"{name}" must be true or false; got {value!r}')
-    G = len(CELLS[cell].gate_names)
-    count = G * p * (k + p + 1) + (layers - 1) * G * p * (2 * p + 1) + q * (p + 1)
+    count = _count(cell, k, p, q, layers)
     if count > limits.MAX_PARAMETERS:
         raise RequestError(422, f"{cell} with k={k}, p={p}, {layers} layer(s) would hold {count:,} parameters; "
                                 f"at most {limits.MAX_PARAMETERS:,} are built here")
     return cell, k, p, T, B, q, layers, every_step, misreadings
+
+
+def _count(cell: str, k: int, p: int, q: int, layers: int) -> int:
+    """About the parameters of `build`'s model (no GRU c_n): what the limit is checked against."""
+    G = len(CELLS[cell].gate_names)
+    return G * p * (k + p + 1) + (layers - 1) * G * p * (2 * p + 1) + q * (p + 1)
 
 
 def explanation(body: dict) -> dict:
@@ -72,9 +77,10 @@ def _model(cell: str, k: int, p: int, q: int, layers: int, every_step: bool):
     return build(cell, features=k, units=p, outputs=q, layers=layers, every_step=every_step)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=4)
 def _zeros(cell: str, k: int, p: int, q: int, layers: int, every_step: bool):
-    """The same model's structure with NumPy zeros for its arrays: `build` traced for shapes only."""
+    """The same model's structure with zeros for its arrays: `build` traced for shapes only (no random
+    weights drawn, nothing compiled)."""
     import equinox as eqx
     import jax
     import numpy as np
@@ -83,8 +89,8 @@ def _zeros(cell: str, k: int, p: int, q: int, layers: int, every_step: bool):
 
     shapes = eqx.filter_eval_shape(build, cell, features=k, units=p, outputs=q, layers=layers,
                                    every_step=every_step, key=jax.random.key(0))
-    return jax.tree_util.tree_map(
-        lambda s: np.zeros(s.shape, s.dtype) if isinstance(s, jax.ShapeDtypeStruct) else s, shapes)
+    return jax.tree_util.tree_map(  # device_put: a jax.Array without compiling a program per shape
+        lambda s: jax.device_put(np.zeros(s.shape, s.dtype)) if isinstance(s, jax.ShapeDtypeStruct) else s, shapes)
 
 
 @lru_cache(maxsize=32)
@@ -108,7 +114,9 @@ def _explanation(cell: str, k: int, p: int, T: int, B: int, q: int, layers: int,
     out["svg"] = unrolled_svg(ex)
     out["unrolled"] = unrolled_text(ex)
     out["at_T"] = [_costs(ex.at(t)) for t in sorted({1, 20, T, 2000})]
-    out["p_doubled"] = _costs(explain(_zeros(cell, k, 2 * p, q, layers, every_step), timesteps=T, batch=B))
+    doubled = _count(cell, k, 2 * p, q, layers) <= limits.MAX_PARAMETERS
+    out["p_doubled"] = _costs(explain(_zeros(cell, k, 2 * p, q, layers, every_step), timesteps=T, batch=B)) if (
+        doubled) else None
     return out
 
 

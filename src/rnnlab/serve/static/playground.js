@@ -3,6 +3,7 @@ import {api, bytes, count, debounce, el, human, nav} from "./common.js";
 
 const NAMES = ["cell", "k", "p", "T", "B", "q", "layers", "every_step"];
 const $ = (id) => document.getElementById(id);
+const shape = (s) => `(${s.join(", ")}${s.length === 1 ? "," : ""})`; // as Python writes a tuple
 let asked = 0; // the latest request: answers to older ones are dropped
 
 function values() {
@@ -20,7 +21,8 @@ function fill(table, rows, classes = []) {
   const before = [...body.rows].map((r) => [...r.cells].map((c) => c.textContent));
   body.replaceChildren(...rows.map((row, i) => el("tr", {class: classes[i] || ""},
     row.map((text, j) => {
-      const cell = el("td", {class: j === 0 && table === "parameters" ? "name" : ""}, text);
+      const kind = table !== "parameters" ? "" : j === 0 ? "name" : j === 3 ? "words" : "";
+      const cell = el("td", {class: kind}, text);
       if (before[i] && before[i][j] !== undefined && before[i][j] !== String(text)) cell.classList.add("changed");
       return cell;
     }))));
@@ -59,7 +61,7 @@ function misreadings(mr, v) {
   const rows = [];
   mr.steps.forEach((s, i) => {
     if (i > 0 && s.t !== mr.steps[i - 1].t + 1) rows.push(el("tr", {}, el("td", {}, "…")));
-    rows.push(el("tr", {}, [s.t, `(${s.x})`, `(${s.a_prev})`, `(${s.a})`, `${s.changed} of ${s.units}`]
+    rows.push(el("tr", {}, [s.t, shape(s.x), shape(s.a_prev), shape(s.a), `${s.changed} of ${s.units}`]
       .map((t) => el("td", {}, t))));
   });
   const sw = mr.same_weights;
@@ -72,7 +74,7 @@ function misreadings(mr, v) {
     el("p", {class: "misreading"}, `The state a_t has shape (${p},) at every one of the ${T} steps: p is the size ` +
       `of the state, T the number of times the loop runs; the two are independent. The same weights run ` +
       `T=${sw.T_short} and T=${sw.T_long}: the layer has ${count(sw.parameters_short)} parameters for both, ` +
-      `states (${sw.a_short_shape}) and (${sw.a_long_shape}), and the first ${sw.T_short} states of the long run ` +
+      `states ${shape(sw.a_short_shape)} and ${shape(sw.a_long_shape)}, and the first ${sw.T_short} states of the long run ` +
       `equal the short run's (largest difference ${sw.max_difference.toExponential(1)}).`),
   );
 }

@@ -3,7 +3,7 @@ import {api, debounce, el, nav} from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const name = decodeURIComponent(location.pathname.split("/").pop());
-const CELL_W = 30, CELL_H = 14, LEFT = 44, TOP = 70;
+const CELL_W = 30, CELL_H = 14, LEFT = 44, TOP = 64;
 let info = null, asked = 0;
 
 // blue (negative) - white - red (positive), |a| scaled by `lim`
@@ -45,6 +45,8 @@ function heatmap(layer, tokens, lim) {
     tip(e, `unit ${i}, step ${t} ("${tokens[t - 1]}"): a = ${layer.a[t - 1][i - 1].toFixed(4)}`);
   });
   svg.addEventListener("mouseleave", (e) => tip(e, ""));
+  const legend = el("g", {}, el("text", {x: LEFT, y: 14}, `a_t: blue -${lim.toFixed(2)}, white 0, red +${lim.toFixed(2)}`));
+  svg.append(legend);
   const read = layer.direction === "backward" ? "read right to left: column t has read tokens t..T"
                                               : "read left to right: column t has read tokens 1..t";
   return el("div", {class: "svgbox", style: "margin-bottom:0.8em"},
@@ -66,8 +68,7 @@ function yTable(trace) {
   outputs.forEach((label, c) => {
     table.append(el("tr", {}, el("td", {}, label), y.map((row) => {
       const best = row.indexOf(Math.max(...row)) === c;
-      const g = Math.round(255 * (1 - row[c]));
-      return el("td", {style: `background: rgb(${g},${g},${g}); color: ${row[c] > 0.55 ? "white" : "black"};` +
+      return el("td", {style: `background: rgba(31,78,156,${row[c].toFixed(3)}); color: ${row[c] > 0.55 ? "white" : "black"};` +
                               (best ? "font-weight:700" : "")}, row[c].toFixed(2));
     })));
   });
