@@ -45,7 +45,7 @@ def emotion_run(tweeteval_dir, tmp_path_factory) -> Path:
     assert meta and meta["epoch"] == 0 and meta["step_in_epoch"] >= 20, proc.stderr.read().decode()[-2000:]
     assert not (out / METRICS).exists()
     killed_at = load_arrays(out / STATE)[1]["global_step"]
-    result = invoke("train", tweeteval_dir / "emotion", "--out", out, *SMALL, "--resume")
+    result = invoke("train", tweeteval_dir / "emotion", "--out", out, *SMALL, "--resume", "--keep-state")
     assert result.exit_code == 0, result.output
     final = load_arrays(out / STATE)[1]
     assert final["epoch"] == 1 and final["global_step"] > killed_at

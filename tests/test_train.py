@@ -185,9 +185,9 @@ def test_save_and_load_run_give_the_same_probabilities(tmp_path):
     tokens, a, y = run.trace(texts[0])
     assert a.shape == (len(tokens), 16) and y.shape == (len(tokens), 2)
     np.testing.assert_allclose(y[-1], run.predict_proba(texts[:1])[0], rtol=1e-5, atol=1e-6)
-    # a checkpoint holds no pickle: JSON and safetensors only
+    # a checkpoint holds no pickle: JSON and safetensors only, and the finished run no optimiser state
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "config.json", "metrics.json", "model.safetensors", "state.safetensors"]
+        ".lock", "config.json", "metrics.json", "model.safetensors"]
 
 
 def test_load_run_rejects_a_mismatched_file(tmp_path):
@@ -198,8 +198,11 @@ def test_load_run_rejects_a_mismatched_file(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(info))
     with pytest.raises(ValueError, match="has shape"):
         load_run(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"config\.json: no such file"):
+    with pytest.raises(FileNotFoundError, match=r"nothing: no such run folder"):
         load_run(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"config\.json: no such file"):
+        load_run(tmp_path / "empty")
 
 
 KILL_SCRIPT = """
@@ -239,3 +242,5 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     for x, y in zip(leaves(resumed.model), leaves(whole.model), strict=True):
         np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
     assert [h["val_score"] for h in resumed.history] == [h["val_score"] for h in whole.history]
+    np.testing.assert_allclose([h["train_loss"] for h in resumed.history],
+                               [h["train_loss"] for h in whole.history], rtol=1e-5)

@@ -6,7 +6,8 @@ x_t has k features, the state a_t has p units, and the same weights serve each o
 """
 
 from rnnlab._checks import ShapeError
-from rnnlab.cells import GRU, LSTM, Cell, Elman, MinGRU, MinLSTM, Readout, activation_fn, make_cell
+from rnnlab.cells import GRU, LSTM, Cell, Elman, Readout, activation_fn, make_cell
+from rnnlab.checkpoint import Run, load_run
 from rnnlab.explain import explain
 from rnnlab.interop import from_torch, to_torch
 from rnnlab.layers import RNN, Bidirectional, Recurrent, Stack
@@ -18,15 +19,15 @@ __all__ = [
     "Bidirectional",
     "Cell",
     "Elman",
-    "MinGRU",
-    "MinLSTM",
     "Readout",
     "Recurrent",
+    "Run",
     "ShapeError",
     "Stack",
     "activation_fn",
     "explain",
     "from_torch",
+    "load_run",
     "make_cell",
     "to_torch",
 ]

@@ -7,11 +7,20 @@ Each epoch shuffles with a generator seeded by (seed, epoch) and draws dropout k
 fixed seed gives identical results, and a run resumed from a checkpoint continues the very same sequence
 of batches. Checkpoints (`state.safetensors`) are written every `checkpoint_every` steps and at the end of
 each epoch; the best model so far is kept by its validation score and restored at the end.
+
+Under faults (docs/faults.md): options that make no sense and trainings too large for the memory are
+refused before anything is allocated (`Config.validate`, `check_memory`); one process at a time trains a
+run folder (`checkpoint.lock`); a loss or weights that turn NaN or inf stop the training at once, keeping
+the last good checkpoint; `resume` continues only the run the folder holds, on the data it was trained on.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -30,7 +39,7 @@ from rnnlab.data.dataset import Dataset, Split
 from rnnlab.data.embeddings import embedding_matrix, load_vectors
 from rnnlab.data.tokenize import tokenize
 from rnnlab.data.vocab import Vocabulary
-from rnnlab.models import ModelConfig, TextClassifier
+from rnnlab.models import POOLINGS, ModelConfig, TextClassifier
 from rnnlab.pretrain import pretrain
 
 
@@ -81,6 +90,58 @@ class Config:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def validate(self) -> Config:
+        """self when every option makes sense; else a ValueError naming the first that does not as its
+        command-line option, its value and the rule (`--lr nan: the peak learning rate must be ...`)."""
+        from rnnlab.cells import CELLS
+
+        def need(ok: bool, name: str, rule: str) -> None:
+            if not ok:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: {rule}")
+
+        def whole(name: str, least: int, what: str) -> None:
+            v = getattr(self, name)
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= least, name, f"{what} must be a whole "
+                 f"number >= {least}")
+
+        def real(name: str, low: float | int, high: float | int, what: str, open_low: bool = False,
+                 open_high: bool = False) -> None:
+            v = getattr(self, name)
+            ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            ok = ok and (v > low if open_low else v >= low) and (v < high if open_high else v <= high)
+            span = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+            need(ok, name, f"{what} must be a finite number in {span}")
+
+        whole("maxlen", 1, "T, the tokens kept per text,")
+        whole("min_freq", 1, "the count a token needs to enter the vocabulary")
+        whole("max_vocab", 3, "the vocabulary (<pad>, <unk> and at least one token)")
+        whole("vector_words", 0, "the words taken from the pretrained vectors")
+        whole("k", 1, "k, the features of x_t,")
+        real("embed_lr", 0, math.inf, "the embedding's relative learning rate", open_high=True)
+        need(isinstance(self.cell, str) and self.cell.lower() in CELLS, "cell", f"the cell is one of "
+             f"{' | '.join(sorted(CELLS))}")
+        whole("units", 1, "p, the units of a_t,")
+        whole("layers", 1, "the layers")
+        need(self.pooling in POOLINGS, "pooling", f"the pooling is one of {' | '.join(POOLINGS)}")
+        real("dropout", 0, 1, "dropout (a fraction of units zeroed)", open_high=True)
+        real("embed_dropout", 0, 1, "dropout on x_t (a fraction zeroed)", open_high=True)
+        whole("pretrain_epochs", 0, "the pretraining epochs")
+        whole("epochs", 1, "the epochs")
+        whole("batch_size", 1, "B, the texts per step,")
+        real("lr", 0, math.inf, "the peak learning rate", open_low=True, open_high=True)
+        real("weight_decay", 0, math.inf, "the weight decay", open_high=True)
+        real("clip", 0, math.inf, "the gradient norm clipped to", open_low=True, open_high=True)
+        real("ema", 0, 1, "the moving average's decay (0: off)", open_high=True)
+        whole("members", 1, "the members of the ensemble")
+        real("warmup", 0, 1, "the warm-up (a fraction of all steps)")
+        need(self.class_weights in ("balanced", "none"), "class_weights", "the class weights are balanced or none")
+        whole("patience", 1, "the epochs without a better score before stopping")
+        if self.max_seconds is not None:
+            real("max_seconds", 0, math.inf, "the time limit in seconds", open_low=True, open_high=True)
+        real("val_fraction", 0, 1, "the fraction held out for validation", open_low=True, open_high=True)
+        whole("checkpoint_every", 0, "the steps between checkpoints (0: at the end of each epoch only)")
+        return self
+
     @classmethod
     def from_dict(cls, d: dict) -> Config:
         known = {f.name for f in fields(cls)}
@@ -114,6 +175,123 @@ class FitResult:
     def run(self, config: Config, task: str) -> checkpoint.Run:
         return checkpoint.Run(self.members, config.to_dict(), self.vocab, self.labels, task, self.metric,
                               self.out_dir)
+
+
+class TrainingDivergedError(ValueError):
+    """The loss or the weights turned NaN or inf: training stopped, the run keeps its last good checkpoint."""
+
+
+class RunFinishedError(ValueError):
+    """`resume` of a run that is finished: there is nothing to continue."""
+
+
+def data_fingerprint(dataset: Dataset) -> str:
+    """SHA-256 of a dataset's label names and every split's texts and labels: the same data, the same
+    fingerprint, whatever files it was read from."""
+    h = hashlib.sha256(json.dumps(list(dataset.labels)).encode())
+    for name in sorted(dataset.splits):
+        split = dataset.splits[name]
+        h.update(f"\0{name}\0{len(split)}\0".encode())
+        for text in split.texts:
+            h.update(text.encode("utf-8", "surrogatepass") + b"\0")
+        h.update(np.asarray(split.labels, "<i4").tobytes())
+    return h.hexdigest()
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation now (MemAvailable), else the machine's total."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _size(n: float | int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+_GATES = {"elman": 1, "rnn": 1, "gru": 3, "lstm": 4}
+
+
+def memory_estimate(config: Config, model_config: ModelConfig, texts: int, T: int) -> dict[str, int]:
+    """Bytes a training needs at the least, by part: `weights`, the members' parameters six times over
+    (the weights, their gradient, AdamW's two moments, the moving average and the best copy); `batch`, one
+    step's x_t, a_t and gates kept for the backward pass, twice (B × T × (k + layers · directions · p ·
+    (G + 3)) floats a member); `ids`, the token ids of `texts` texts (texts × maxlen int32)."""
+    template = eqx.filter_eval_shape(TextClassifier, model_config, None, key=jax.random.key(0))
+    params = sum(math.prod(x.shape) for x in jax.tree.leaves(template) if hasattr(x, "shape"))
+    G = _GATES.get(model_config.cell.lower(), 3)
+    per_step = model_config.k + model_config.layers * (2 if model_config.bidirectional else 1) * \
+        model_config.units * (G + 3)
+    return {"weights": config.members * 6 * 4 * params,
+            "batch": config.members * 2 * 4 * config.batch_size * T * per_step,
+            "ids": 4 * texts * config.maxlen}
+
+
+def check_memory(config: Config, model_config: ModelConfig, texts: int, T: int) -> None:
+    """Refuse, before allocating, a training whose `memory_estimate` exceeds the memory available."""
+    need = memory_estimate(config, model_config, texts, T)
+    have = available_memory()
+    if sum(need.values()) > have:
+        parts = ", ".join(f"{name} {_size(v)}" for name, v in need.items())
+        raise ValueError(f"this training needs about {_size(sum(need.values()))} of memory ({parts}; "
+                         f"--batch-size {config.batch_size}, --units {config.units}, --maxlen {config.maxlen}) and "
+                         f"{_size(have)} is available: lower --batch-size, --units or --maxlen")
+
+
+def _open_run(out: Path, config: Config, dataset: Dataset, fingerprint: str, resume: bool, exist_ok: bool,
+              say: Callable[[str], None]) -> tuple[Config, dict | None, bool]:
+    """(the config to train with, the run's config.json to resume from or None, whether its state
+    exists), for a run folder whose lock this process holds; refuses a resume that would mix runs or data."""
+    removed = checkpoint.remove_orphans(out)
+    if removed:
+        say(f"removed {len(removed)} temporary file(s) a killed write left in {out}")
+    if not resume:
+        if (out / checkpoint.CONFIG).is_file():
+            if not exist_ok:
+                raise checkpoint.RunError(f"{out} already holds a run: pass --resume to continue it, "
+                                          "or choose another --out")
+            for name in (checkpoint.METRICS, checkpoint.STATE, checkpoint.MODEL):
+                (out / name).unlink(missing_ok=True)
+        return config, None, False
+    if not (out / checkpoint.CONFIG).is_file():
+        raise checkpoint.RunError(f"{out}: no run to resume (no {checkpoint.CONFIG}); leave out --resume to "
+                                  "start one")
+    info = checkpoint.read_info(out)
+    if (out / checkpoint.METRICS).is_file():
+        done = checkpoint.read_json(out / checkpoint.METRICS)
+        best = f"best epoch {done.get('best_epoch')}" if isinstance(done, dict) else "finished"
+        raise RunFinishedError(f"{out} is finished ({best}): nothing to resume")
+    if tuple(info["labels"]) != tuple(dataset.labels):
+        raise checkpoint.RunError(f"{out} was trained on the labels {', '.join(info['labels'])}; "
+                                  f"{dataset.source or dataset.task} has {', '.join(dataset.labels)}: --resume "
+                                  "continues a run on the data it was trained on")
+    recorded = info.get("data")
+    if isinstance(recorded, dict) and recorded.get("fingerprint") != fingerprint:
+        raise checkpoint.RunError(
+            f"{dataset.source or dataset.task} is not the data {out} was trained on "
+            f"({recorded.get('source') or 'unnamed'}): its texts or labels differ (fingerprint "
+            f"{fingerprint[:12]} against {str(recorded.get('fingerprint'))[:12]}); --resume continues a run "
+            "on the data it was trained on")
+    try:
+        own = Config.from_dict(info["config"])
+    except (TypeError, ValueError) as e:
+        raise checkpoint.RunError(f"{out / checkpoint.CONFIG}: {e}") from None
+    differ = [f"{f.name} {getattr(own, f.name)!r} (not {getattr(config, f.name)!r})" for f in fields(Config)
+              if getattr(own, f.name) != getattr(config, f.name)]
+    if differ:
+        say(f"--resume continues with the run's own settings: {', '.join(differ)}")
+    if not (out / checkpoint.STATE).is_file():
+        say(f"{out} has no checkpoint yet: training it again from the start, with its own settings")
+        return own, None, False
+    return own, info, True
 
 
 # An epoch callback gets (epoch, validation score, history so far); returning True stops training.
@@ -209,11 +387,38 @@ def evaluate(
     return metrics.report(split.labels, proba.argmax(axis=1), labels, task)
 
 
+class _Lines:
+    """Progress as plain lines on stderr, each flushed: one per finished epoch (a log, not a terminal)."""
+
+    def __init__(self):
+        self.tasks: list[tuple[str, int]] = []
+
+    def __enter__(self) -> _Lines:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def add_task(self, description: str, total: int, info: str = "", completed: int = 0) -> int:
+        self.tasks.append((description, total))
+        return len(self.tasks) - 1
+
+    def update(self, task: int, advance: int | None = None, completed: int | None = None, info: str = "") -> None:
+        description, total = self.tasks[task]
+        if completed is not None and completed >= total:
+            print(f"{description}  {info}", file=sys.stderr, flush=True)
+
+
 def _progress(enabled: bool):
+    """Rich progress bars on a terminal (stderr), plain lines elsewhere, nothing when not enabled."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    if enabled and not sys.stderr.isatty():
+        return _Lines()
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.fields[info]}"), disable=not enabled, transient=False)
+                    TextColumn("{task.fields[info]}"), disable=not enabled, transient=False,
+                    console=Console(stderr=True))
 
 
 def fit(
@@ -225,32 +430,58 @@ def fit(
     callback: EpochCallback | None = None,
     resume: bool = False,
     evaluate_test: bool = True,
+    keep_state: bool = False,
+    exist_ok: bool = True,
+    say: Callable[[str], None] | None = None,
 ) -> FitResult:
     """Train on dataset["train"], select by dataset["val"] (the official metric), report val and test.
 
-    out_dir: where to write the run (config.json, model.safetensors, state.safetensors, metrics.json);
-    None keeps everything in memory. resume: continue from out_dir's state.safetensors, if there is one.
-    callback(epoch, val_score, history) is called after every epoch; True from it stops training.
+    out_dir: where to write the run (config.json, model.safetensors, state.safetensors, metrics.json),
+    locked for the whole training; None keeps everything in memory. resume: continue the run in out_dir
+    from its state.safetensors, with its own settings, on the data it was trained on (RunFinishedError
+    when it is finished). exist_ok=False refuses an out_dir that already holds a run (unless resuming).
+    keep_state: keep state.safetensors when the run finishes (else removed). callback(epoch, val_score,
+    history) is called after every epoch; True from it stops training. say(line): where notices go (where
+    a resume starts, settings it keeps); printed to stderr by default.
+    Raises ValueError for options that make no sense and TrainingDivergedError for a non-finite loss.
     """
+    config.validate()
+    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+    if out_dir is None:
+        return _fit(config, dataset, None, progress, callback, False, evaluate_test, True, True, say)
+    with checkpoint.lock(out_dir):
+        return _fit(config, dataset, Path(out_dir), progress, callback, resume, evaluate_test, keep_state,
+                    exist_ok, say)
+
+
+def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool, callback: EpochCallback | None,
+         resume: bool, evaluate_test: bool, keep_state: bool, exist_ok: bool, say: Callable[[str], None],
+         ) -> FitResult:
+    """`fit`'s body, with out_dir locked."""
     start = time.perf_counter()
+    fingerprint = data_fingerprint(dataset)
+    if len(dataset.labels) > len(dataset["train"]):
+        raise ValueError(f"{dataset.source or dataset.task}: {len(dataset.labels)} labels for "
+                         f"{len(dataset['train'])} training texts: a label set larger than the training data "
+                         "cannot be learned (is the label column the right one?)")
     dataset = split_off_val(dataset, config.val_fraction, config.seed)
     train, val = dataset["train"], dataset["val"]
     labels, C = dataset.labels, len(dataset.labels)
     metric = metrics.official_metric(dataset.task)
-    out = Path(out_dir) if out_dir is not None else None
+    out = out_dir
     state_path = out / checkpoint.STATE if out is not None else None
-    resuming = resume and state_path is not None and state_path.is_file()
+    info, resuming = None, False
+    if out is not None:
+        config, info, resuming = _open_run(out, config, dataset, fingerprint, resume, exist_ok, say)
 
     # vocabulary and initial embedding
     if resuming:
-        info = checkpoint.read_json(out / checkpoint.CONFIG)
-        if info["config"] != config.to_dict():
-            config = Config.from_dict(info["config"])  # the run continues with the settings it began with
         vocab = Vocabulary(info["vocab"])
         model_config = ModelConfig(**info["model"])
         E = None
     else:
-        vocab = Vocabulary.build([tokenize(t) for t in train.texts], config.min_freq, config.max_vocab)
+        tokenized = [tokenize(t) for t in train.texts]
+        vocab = Vocabulary.build(tokenized, config.min_freq, config.max_vocab)
         E, k = None, config.k
         if config.embeddings:
             wv = load_vectors(config.embeddings)
@@ -259,6 +490,9 @@ def fit(
             E, _ = embedding_matrix(vocab, wv, seed=config.seed)
             k = wv.k
         model_config = config.model_config(len(vocab), C, k)
+        longest = max((len(t) for t in tokenized), default=1)
+        T = min(config.maxlen, -(-longest // 32) * 32)   # the bucket the longest text falls in
+        check_memory(config, model_config, sum(len(s) for s in dataset.splits.values()), T)
     key = jax.random.key(config.seed)
     if config.members < 1:
         raise ValueError(f"members must be >= 1; got {config.members}")
@@ -281,8 +515,10 @@ def fit(
     epoch, step_in_epoch, global_step, elapsed = 0, 0, 0, 0.0
     best_score, best_epoch, bad_epochs, history = -math.inf, -1, 0, []
     best_params = ema = params
+    epoch_losses: list[float] = []   # the losses of the epoch a checkpoint was written in, so far
+    last_saved = 0
     if resuming:
-        arrays, meta = checkpoint.load_arrays(state_path)
+        arrays, meta = checkpoint.read_state(state_path)
         params = checkpoint.fill_tree(params, arrays, "params", str(state_path))
         best_params = checkpoint.fill_tree(params, arrays, "best", str(state_path))
         ema = checkpoint.fill_tree(params, arrays, "ema", str(state_path))
@@ -290,21 +526,46 @@ def fit(
         epoch, step_in_epoch, global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
         best_score, best_epoch, bad_epochs = meta["best_score"], meta["best_epoch"], meta["bad_epochs"]
         history, elapsed = meta["history"], meta["elapsed"]
+        epoch_losses, last_saved = list(meta.get("epoch_losses", [])), global_step
         if best_score is None:
             best_score = -math.inf
+        say(f"resuming {out} at epoch {epoch + 1} of {config.epochs}, step {step_in_epoch} of {steps_per_epoch} "
+            f"({global_step} steps done)")
     elif out is not None:
-        checkpoint.save_run(out, members, config.to_dict(), vocab, labels, dataset.task, metric)
+        checkpoint.save_config(out, model_config, len(members), config.to_dict(), vocab, labels, dataset.task,
+                               metric, {"source": dataset.source, "fingerprint": fingerprint})
+
+    def check_finite(weights):
+        """Stop with TrainingDivergedError at the first step of this epoch whose loss is NaN or inf, or when
+        `weights` are: nothing of that step is written, the run keeps its last good checkpoint."""
+        values = np.array([float(v) for v in losses], np.float64)
+        bad = np.flatnonzero(~np.isfinite(values))
+        weights_ok = bad.size == 0 and all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(weights))
+        if bad.size == 0 and weights_ok:
+            return
+        i = int(bad[0]) if bad.size else len(losses) - 1
+        what = f"the training loss became {values[i]}" if bad.size else "the weights became NaN or inf"
+        kept = (f"; {out} keeps its last good checkpoint (step {last_saved})"
+                + (f" and its best model (epoch {best_epoch})" if best_epoch > 0 else "")) if out is not None else ""
+        raise TrainingDivergedError(
+            f"{what} at step {global_step - len(losses) + i + 1} (epoch {epoch + 1}, step {i + 1} of "
+            f"{steps_per_epoch}): training stopped{kept}; lower --lr or --clip, or check the data and "
+            "the embeddings")
 
     def save_state():
+        nonlocal last_saved
         if state_path is None:
             return
+        check_finite(params)
         arrays = {**checkpoint.tree_arrays(params, "params"), **checkpoint.tree_arrays(best_params, "best"),
                   **checkpoint.tree_arrays(ema, "ema"), **checkpoint.tree_arrays(opt_state, "opt")}
         meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
                 "best_score": None if best_score == -math.inf else best_score, "best_epoch": best_epoch,
                 "bad_epochs": bad_epochs, "history": history,
-                "elapsed": elapsed + time.perf_counter() - session_start}
+                "elapsed": elapsed + time.perf_counter() - session_start,
+                "epoch_losses": [float(v) for v in losses] if step_in_epoch else []}
         checkpoint.save_arrays(state_path, arrays, meta)
+        last_saved = global_step
 
     decay = jnp.float32(config.ema)
     session_start = time.perf_counter()
@@ -314,7 +575,7 @@ def fit(
             batches = plan(lengths, config.batch_size, edges, np.random.default_rng([config.seed, epoch]))
             task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(batches), info="",
                                 completed=step_in_epoch)
-            losses = []
+            losses, epoch_losses = epoch_losses, []
             for T, rows in batches[step_in_epoch:]:
                 b = make(ids, lengths, train.labels, T, rows, config.batch_size, weight)
                 params, ema, opt_state, loss = _train_step(
@@ -329,6 +590,7 @@ def fit(
                     bar.update(task, advance=20, info=f"loss {float(np.mean(losses[-20:])):.4f}")
                 if config.checkpoint_every and global_step % config.checkpoint_every == 0:
                     save_state()
+            check_finite(params)
             kept = ema if config.ema > 0 else params
             members = eqx.combine(kept, static)
             score = evaluate(members, vocab, val, labels, dataset.task, config.maxlen)["score"]
@@ -337,7 +599,7 @@ def fit(
             if score > best_score:
                 best_score, best_epoch, bad_epochs, best_params = score, epoch, 0, kept
                 if out is not None:
-                    checkpoint.save_model(out / checkpoint.MODEL, members)
+                    checkpoint.save_model(out / checkpoint.MODEL, members, epoch)
             else:
                 bad_epochs += 1
             seconds = elapsed + time.perf_counter() - session_start
@@ -357,7 +619,7 @@ def fit(
     if evaluate_test and "test" in dataset:
         result.test = evaluate(members, vocab, dataset["test"], labels, dataset.task, config.maxlen)
     if out is not None:
-        checkpoint.save_model(out / checkpoint.MODEL, members)
+        checkpoint.save_model(out / checkpoint.MODEL, members, best_epoch)
         checkpoint.write_json(out / checkpoint.METRICS, {
             "task": dataset.task, "metric": metric, "best_epoch": best_epoch,
             "val": {metric: result.val["score"], **result.val},
@@ -365,4 +627,7 @@ def fit(
             "history": history, "train_seconds": result.seconds,
             "wall_seconds": time.perf_counter() - start,
         })
+        if not keep_state:
+            state_path.unlink(missing_ok=True)
+            checkpoint.fsync_dir(out)
     return result

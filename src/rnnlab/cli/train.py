@@ -98,8 +98,7 @@ def train(
     data: str = typer.Argument(..., help="A TweetEval-format folder, tweeteval:NAME, or a CSV/TSV/JSONL file "
                                "(or a folder of train/val/test files)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to write (checkpoints, config, metrics)."),
-    cell: str | None = typer.Option(
-        None, help=f"elman | gru | lstm | mingru | minlstm \\[default: {_d('cell')}; elman for elman:NAME]."),
+    cell: str | None = typer.Option(None, help=f"elman | gru | lstm \\[default: {_d('cell')}; elman for elman:NAME]."),
     units: int | None = typer.Option(None, help=f"p: units of the state a_t (per direction) \\[default: "
                                      f"{_d('units')}; elman:NAME: the task's own]."),
     layers: int = typer.Option(_d("layers"), help="Recurrent layers stacked."),
@@ -140,6 +139,8 @@ def train(
     label_column: str = typer.Option("label", help="Label column of CSV/JSONL data."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint "
                                 "(with the settings it started with)."),
+    keep_state: bool = typer.Option(False, "--keep-state", help="Keep RUN/state.safetensors (the optimiser's "
+                                    "state, several times the model's size) when the run finishes."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     as_json: bool = typer.Option(False, "--json", help="Print the result (scores, best epoch, run folder) as JSON."),
 ) -> None:
@@ -148,7 +149,7 @@ def train(
     On elman:xor, elman:letters or elman:sentences: a many-to-many network, y_t at every step."""
     from rnnlab import data as rdata
     from rnnlab.checkpoint import CONFIG
-    from rnnlab.train import Config, fit
+    from rnnlab.train import Config, RunFinishedError, fit
 
     if data.startswith("elman:"):
         from rnnlab.cli.explain import train_elman
@@ -172,7 +173,7 @@ def train(
             pretrain_epochs=pretrain_epochs,
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, clip=clip,
             class_weights=class_weights, patience=patience, max_seconds=max_seconds, seed=seed,
-            checkpoint_every=checkpoint_every, val_fraction=val_fraction)
+            checkpoint_every=checkpoint_every, val_fraction=val_fraction).validate()
         if not 0 < val_fraction < 1:
             raise ValueError(f"--val-fraction must lie between 0 and 1 (a share of train); got {val_fraction}")
         dataset = rdata.load(data, text_column=text_column, label_column=label_column, progress=not quiet)
@@ -182,7 +183,12 @@ def train(
             console.print(f"[bold]{dataset.task}[/]: {len(dataset.labels)} labels "
                           f"({', '.join(dataset.labels)}); {sizes}", highlight=False, soft_wrap=True)
         _held_out(dataset, config)
-        result = fit(config, dataset, out, progress=not quiet, resume=resume)
+        try:
+            result = fit(config, dataset, out, progress=not quiet, resume=resume, keep_state=keep_state,
+                         exist_ok=False, say=lambda line: console.print(line, highlight=False, soft_wrap=True))
+        except RunFinishedError as e:
+            console.print(str(e), highlight=False, soft_wrap=True)
+            raise typer.Exit(0) from None
     if as_json:
         print(json.dumps({"run": str(out), "task": dataset.task, "metric": result.metric,
                           "best_epoch": result.best_epoch, "seconds": round(result.seconds, 3),
@@ -260,6 +266,8 @@ def evaluate(
         per.add_row(name, f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}", str(s["support"]),
                     *([described.get(name, "")] if described else []))
     out_console.print(per)
+    if report["confusion"] is None:   # too many classes to list whole: --json gives its non-zero cells
+        return
     cm = Table(title="confusion matrix (rows: true, columns: predicted)")
     cm.add_column("")
     for name in r.labels:
@@ -308,7 +316,8 @@ def predict(
         label = r.labels[int(p.argmax())]
         probs = {name: round(float(v), 6) for name, v in zip(r.labels, p, strict=True)}
         if as_json:
-            print(json.dumps({"text": text, "label": label, "probabilities": probs}, ensure_ascii=False))
+            print(json.dumps({"text": text, "label": label, "probabilities": probs}, ensure_ascii=False,
+                             allow_nan=False))
         else:
             shown = "  ".join(f"{name} {v:.3f}" for name, v in probs.items())
             out_console.print(f"[bold]{escape(label)}[/]\t{escape(shown)}\t[dim]{escape(text)}[/]",
