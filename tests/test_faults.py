@@ -115,6 +115,13 @@ def test_bad_options_are_refused_in_one_line(toy_csv, tmp_path, option, words):
     assert not (out / checkpoint.CONFIG).exists() and not (out / MODEL).exists()
 
 
+def test_an_out_that_is_a_file_is_refused(toy_csv, tmp_path):
+    (tmp_path / "run").write_text("not a folder")
+    result = invoke("train", toy_csv, "--out", tmp_path / "run", "--embeddings", "none", "--quiet")
+    one_line_error(result, "is a file, not a run folder")
+    assert (tmp_path / "run").read_text() == "not a folder"
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e39"])
 def test_a_non_finite_word_vector_is_refused_with_its_line(tmp_path, toy_csv, value):
     path = tmp_path / "vectors.txt"

@@ -4,6 +4,7 @@ checksum is checked, files are written atomically (folder fsynced, mode from the
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -258,6 +259,19 @@ def test_a_write_is_renamed_then_its_folder_fsynced(tmp_path, monkeypatch):
     checkpoint.write_json(tmp_path / "x.json", {"a": 1})
     assert synced[0][:1] == (False,) and not synced[0][2]          # the temporary file, before the rename
     assert synced[-1] == (True, tmp_path.stat().st_ino, True)     # then the folder, after it
+
+
+def test_a_failed_write_names_the_file_and_leaves_the_old_one(tmp_path, monkeypatch):
+    checkpoint.write_json(tmp_path / "x.json", {"a": 1})
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(checkpoint.RunError, match=r"x\.json: cannot write it \(No space left on device\)"):
+        checkpoint.write_json(tmp_path / "x.json", {"a": 2})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 
 def test_orphans_of_killed_writes_are_removed_and_nothing_else(tmp_path):

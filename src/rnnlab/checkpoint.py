@@ -87,7 +87,10 @@ def _umask() -> int:
 
 def fsync_dir(path: str | Path) -> None:
     """Flush a folder's entries (a rename in it) to disk."""
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(fd)
     except OSError:
@@ -98,10 +101,14 @@ def fsync_dir(path: str | Path) -> None:
 
 def atomic_write(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` so that a reader (or a crash) sees the old file or the new one, never half.
-    The file gets the mode a plain `open` would give it (0666 less the umask)."""
+    The file gets the mode a plain `open` would give it (0666 less the umask). An OS error (a full disk, a
+    folder that cannot be written) is a RunError naming the file, the old file left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise RunError(f"{path}: cannot write it ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o666 & ~_umask())
@@ -109,6 +116,9 @@ def atomic_write(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise RunError(f"{path}: cannot write it ({e.strerror or e}); the file as it was is left in place") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -131,9 +141,14 @@ def lock(run_dir: str | Path) -> Iterator[Path]:
     time trains the run; another process (or another `lock` of the same folder) is refused at once with
     `RunLockedError`, naming the holder's process id. The OS releases the lock when its holder dies."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir} is a file, not a run folder: choose another --out")
     path = run_dir / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise RunError(f"{run_dir}: cannot make or lock the run folder ({e.strerror or e})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -188,6 +188,8 @@ def train(
                          exist_ok=False, say=lambda line: console.print(line, highlight=False, soft_wrap=True))
         except RunFinishedError as e:
             console.print(str(e), highlight=False, soft_wrap=True)
+            if as_json:
+                print(json.dumps({"run": str(out), "finished": True, "message": str(e)}))
             raise typer.Exit(0) from None
     if as_json:
         print(json.dumps({"run": str(out), "task": dataset.task, "metric": result.metric,
