@@ -57,7 +57,15 @@ def tiny(n: int = 48) -> Dataset:
     return Dataset("toy", ("neg", "neu", "pos"), {"train": split(n), "val": split(24), "test": split(24)})
 
 
-SMALL = dict(embeddings=None, k=8, units=8, maxlen=16, epochs=2, batch_size=8, checkpoint_every=0)
+SMALL = dict(embeddings=None, k=8, units=8, bidirectional=False, maxlen=16, epochs=2, batch_size=8,
+             checkpoint_every=0, subwords=512, seed=3)  # one compiled step for every fit of this file
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> tuple[Path, object]:
+    """A tiny run on disk with subwords and the floor (the default), and its FitResult."""
+    out = tmp_path_factory.mktemp("quality") / "run"
+    return out, fit(Config(**SMALL), tiny(), out, progress=False)
 
 
 # -- readers ---------------------------------------------------------------------------------------------
@@ -102,19 +110,17 @@ def test_floor_chooses_C_on_val_and_scores_it():
     assert floor.val["score"] > 0.9  # one cue word per class: the n-grams find it
 
 
-def test_a_run_reports_the_floor_beside_the_model(tmp_path):
+def test_a_run_reports_the_floor_beside_the_model(run):
+    out, result = run
     d = tiny()
-    result = fit(Config(**SMALL), d, tmp_path / "run", progress=False)
-    m = json.loads((tmp_path / "run" / METRICS).read_text())
+    m = json.loads((out / METRICS).read_text())
     floor = fit_floor(d["train"], d["val"], d.labels, d.task)
     assert m["baseline"]["val"] == pytest.approx(floor.val["score"]) and m["baseline"]["C"] == floor.C
     assert m["baseline"]["test"] == pytest.approx(floor.evaluate(d["test"])["score"])
     assert result.baseline == m["baseline"]
-    fit(Config(**SMALL, baseline=False), d, tmp_path / "off", progress=False)
-    assert json.loads((tmp_path / "off" / METRICS).read_text())["baseline"] is None
 
 
-def test_cli_train_prints_the_floor_and_no_baseline_turns_it_off(tmp_path):
+def test_cli_train_prints_the_floor_and_no_baseline_turns_it_off(run, tmp_path):
     from typer.testing import CliRunner
 
     from rnnlab.cli import app
@@ -126,26 +132,29 @@ def test_cli_train_prints_the_floor_and_no_baseline_turns_it_off(tmp_path):
     for s in ("train", "val", "test"):
         (folder / f"{s}_text.txt").write_text("\n".join(d[s].texts) + "\n")
         (folder / f"{s}_labels.txt").write_text("\n".join(map(str, d[s].labels)) + "\n")
-    common = ["--embeddings", "none", "--k", "8", "--units", "8", "--maxlen", "16", "--epochs", "1", "--quiet"]
+    common = ["--embeddings", "none", "--k", "8", "--units", "8", "--unidirectional", "--maxlen", "16", "--epochs",
+              "1", "--batch-size", "8", "--subwords", "512", "--quiet"]
     runner = CliRunner()
-    on = runner.invoke(app, ["train", str(folder), "--out", str(tmp_path / "on"), *common])
-    assert on.exit_code == 0, on.output
-    assert "floor (TF-IDF" in on.output
-    shown = runner.invoke(app, ["evaluate", str(tmp_path / "on"), str(folder), "--json"])
-    assert shown.exit_code == 0 and json.loads(shown.output)["baseline"]["C"] in CS
+    shown = runner.invoke(app, ["evaluate", str(run[0]), str(folder), "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["baseline"] == run[1].baseline
+    shown = runner.invoke(app, ["evaluate", str(run[0]), str(folder)])
+    assert shown.exit_code == 0 and "floor (TF-IDF" in shown.output
     off = runner.invoke(app, ["train", str(folder), "--out", str(tmp_path / "off"), *common, "--no-baseline"])
-    assert off.exit_code == 0 and "floor (TF-IDF" not in off.output
+    assert off.exit_code == 0, off.output
+    assert "floor (TF-IDF" not in off.output
+    assert json.loads((tmp_path / "off" / METRICS).read_text())["baseline"] is None
 
 
 # -- seeds -----------------------------------------------------------------------------------------------
 
-def test_seeded_runs_give_the_same_scores():
-    d = tiny()
-    runs = [fit(Config(**SMALL, subwords=512, seed=s), d, progress=False) for s in (3, 3)]
-    assert [h["val_score"] for h in runs[0].history] == [h["val_score"] for h in runs[1].history]
-    assert runs[0].test["score"] == runs[1].test["score"]
-    a, b = (np.asarray(r.model.H) for r in runs)
-    assert np.array_equal(a, b) and np.abs(a).max() > 0
+def test_seeded_runs_give_the_same_scores(run):
+    first = run[1]
+    again = fit(Config(**SMALL), tiny(), progress=False)
+    assert [h["val_score"] for h in first.history] == [h["val_score"] for h in again.history]
+    assert first.test["score"] == again.test["score"]
+    a, b = np.asarray(first.model.H), np.asarray(again.model.H)
+    assert np.array_equal(a, b) and np.abs(a).max() > 0 and not a[0].any()  # row 0 (no n-gram) never learns
 
 
 # -- subwords --------------------------------------------------------------------------------------------
@@ -159,12 +168,13 @@ def test_grams_are_fasttexts_with_boundary_marks():
 def test_hashing_is_the_same_in_every_process():
     words = ["happy", "joyeux", "😂😂", "#blessed"]
     here = subwords.table(words, 1000).tolist()
-    code = ("import json; from rnnlab.data import subwords; "
-            f"print(json.dumps(subwords.table({words!r}, 1000).tolist()))")
-    for seed in ("1", "2"):
-        env = dict(os.environ, PYTHONHASHSEED=seed)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-        assert json.loads(out.stdout) == here
+    code = ("import importlib.util, json, sys; spec = importlib.util.spec_from_file_location('s', sys.argv[1]); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+            f"print(json.dumps(m.table({words!r}, 1000).tolist()))")
+    env = dict(os.environ, PYTHONHASHSEED="1")  # this process's string hashes are salted otherwise
+    out = subprocess.run([sys.executable, "-c", code, subwords.__file__], capture_output=True, text=True, env=env,
+                         check=True)
+    assert json.loads(out.stdout) == here
     assert subwords.bucket("<ha", 1000) == 1 + zlib.crc32(b"<ha") % 1000
 
 
@@ -197,17 +207,18 @@ def test_padding_does_not_change_a_text_with_subwords():
     vocab = ["<pad>", "<unk>", "happy", "sad", "day", "today"]
     model = _model(vocab)
     texts = [[2, 4, 5], [3, 5, 2, 4, 4]]
-    alone = [model(jnp.array([t]), jnp.array([len(t)])) for t in texts]
+    call = eqx.filter_jit(lambda m, tokens, lengths: m(tokens, lengths))
+    alone = [call(model, jnp.array([t]), jnp.array([len(t)])) for t in texts]
     tokens = jnp.array([t + [0] * (8 - len(t)) for t in texts])
-    both = model(tokens, jnp.array([len(t) for t in texts]))
+    both = call(model, tokens, jnp.array([len(t) for t in texts]))
     assert np.allclose(np.asarray(both), np.concatenate([np.asarray(a) for a in alone]), atol=1e-5)
 
 
-def test_a_subword_run_loads_back_with_its_table(tmp_path):
+def test_a_subword_run_loads_back_with_its_table(run):
+    out, result = run
     d = tiny()
-    result = fit(Config(**SMALL, subwords=512, baseline=False), d, tmp_path / "run", progress=False)
-    run = load_run(tmp_path / "run")
-    assert np.array_equal(np.asarray(run.model.grams), np.asarray(result.model.grams))
-    assert np.array_equal(np.asarray(run.model.H), np.asarray(result.model.H))
-    pred = run.predict_proba(d["test"].texts).argmax(axis=1)
+    loaded = load_run(out)
+    assert np.array_equal(np.asarray(loaded.model.grams), np.asarray(result.model.grams))
+    assert np.array_equal(np.asarray(loaded.model.H), np.asarray(result.model.H))
+    pred = loaded.predict_proba(d["test"].texts).argmax(axis=1)
     assert report(d["test"].labels, pred, d.labels, d.task)["score"] == pytest.approx(result.test["score"])
