@@ -29,6 +29,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from rnnlab.serve import limits, playground
+from rnnlab.serve.batching import Batcher
 from rnnlab.serve.limits import RequestError
 
 STATIC = Path(__file__).parent / "static"
@@ -37,6 +38,7 @@ STATIC = Path(__file__).parent / "static"
 def create_app(runs: dict | None = None) -> Starlette:
     """The application serving `runs` ({name: `runs.Classifier` or `runs.Sequence`}, loaded already)."""
     runs = dict(runs or {})
+    batchers = {name: Batcher(run.predict) for name, run in runs.items()}
 
     def pick(body: dict, name: str | None = None):
         if name is None:
@@ -63,7 +65,9 @@ def create_app(runs: dict | None = None) -> Starlette:
         only(body, ("texts", "run"), "/predict")
         texts = limits.texts(body)
         run = pick(body, request.path_params.get("name"))
-        return JSONResponse({"run": run.name, "predictions": await run_in_threadpool(run.predict, texts)})
+        if run.kind != "classifier":
+            run.predict(texts)  # refuses, saying why
+        return JSONResponse({"run": run.name, "predictions": await batchers[run.name](texts)})
 
     async def trace(request: Request) -> JSONResponse:
         body = await limits.read_json(request)

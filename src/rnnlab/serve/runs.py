@@ -25,6 +25,7 @@ from rnnlab.models import TextClassifier
 from rnnlab.serve.limits import RequestError
 
 MAX_SEQUENCE_TOKENS = 500  # tokens of one /trace on an Elman run (a classifier reads at most its maxlen)
+BATCH_SIZES = (8, 32, 256)  # rows of a compiled /predict batch: the smallest that holds the texts
 
 
 class ServeError(Exception):
@@ -69,7 +70,10 @@ class Classifier:
         }
 
     def predict(self, texts: list[str]) -> list[dict]:
-        proba = self.run.predict_proba(texts)
+        """{"label", "probabilities"} for each text, in batches of the smallest of BATCH_SIZES that holds
+        them (a text alone is not padded to 256 rows)."""
+        rows = next((b for b in BATCH_SIZES if b >= len(texts)), BATCH_SIZES[-1])
+        proba = self.run.predict_proba(texts, batch_size=rows)
         labels = self.run.labels
         return [{"label": labels[int(np.argmax(row))],
                  "probabilities": {name: round(float(v), 6) for name, v in zip(labels, row, strict=True)}}
@@ -106,8 +110,9 @@ class Classifier:
         return out
 
     def warm(self) -> None:
-        """Compile what a request runs: predict in each length bucket, and trace."""
-        self.predict(["a", " ".join(["a"] * self.run.maxlen)])
+        """Compile what a request runs: predict at each batch size in each length bucket, and trace."""
+        for rows in BATCH_SIZES:
+            self.predict(["a"] * (rows - 1) + [" ".join(["a"] * self.run.maxlen)])
         self.trace("a")
 
 
