@@ -12,4 +12,7 @@ from rnnlab.cli.app import app
 
 
 def main() -> None:
+    from rnnlab import compile_cache
+
+    compile_cache.enable()  # a second run of the same shapes loads its programs (RNNLAB_COMPILE_CACHE=0: off)
     app()

@@ -7,7 +7,11 @@ a bucket is filled up with rows of weight 0 (length 1, label 0) that change neit
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from jaxtyping import Float, Int
@@ -78,3 +82,44 @@ def make(
     index = np.full(B, -1, np.int64)
     index[:n] = rows
     return Batch(tokens, lens, labs, weights, index)
+
+
+Item = TypeVar("Item")
+_DONE = object()
+
+
+def prefetch(items: Iterable[Item], depth: int = 2) -> Iterator[Item]:
+    """The items of `items` in order, each computed ahead in a background thread (at most `depth` ready
+    and waiting), so that preparing batch i + 1 overlaps step i. An exception in the thread is raised here,
+    at the item where it happened; leaving the loop early stops the thread."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                ready.put((item, None))
+        except BaseException as e:  # handed to the consumer, raised there
+            ready.put((_DONE, e))
+            return
+        ready.put((_DONE, None))
+
+    thread = threading.Thread(target=produce, name="rnnlab-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if item is _DONE:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                ready.get_nowait()
+            except queue.Empty:
+                thread.join(0.01)
