@@ -201,6 +201,12 @@ def test_a_nan_loss_stops_training_and_the_last_good_checkpoint_resumes_exactly(
     assert not (out / STATE).exists()  # removed when the run finished
 
 
+def test_a_learning_rate_that_diverges_is_stopped_in_memory_too():
+    at = r"became (nan|inf|NaN or inf) at step \d+ \(epoch 1, step \d+ of 15\): training stopped"
+    with pytest.raises(TrainingDivergedError, match=at):
+        fit(Config(**{**THREE, "lr": 1e30}), toy_dataset(), progress=False)
+
+
 # -- kills (issue 19 items 2 and 11) ------------------------------------------------------------------------
 
 KILL_IN_WRITE = """
