@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -33,8 +34,8 @@ import numpy as np
 import optax
 from jaxtyping import Float, Int
 
-from rnnlab import checkpoint, metrics
-from rnnlab.data.batches import bucket_edges, encode, make, plan
+from rnnlab import checkpoint, compile_cache, metrics, optim
+from rnnlab.data.batches import bucket_edges, encode, make, plan, prefetch
 from rnnlab.data.dataset import Dataset, Split
 from rnnlab.data.embeddings import embedding_matrix, load_vectors
 from rnnlab.data.tokenize import tokenize
@@ -335,56 +336,167 @@ def trainable(model: TextClassifier) -> TextClassifier:
     return spec
 
 
-def optimizer(config: Config, total_steps: int) -> optax.GradientTransformation:
-    """AdamW with a linear warm-up and cosine decay of the rate (gradients are clipped in the step)."""
+def schedule(config: Config, total_steps: int) -> Float[np.ndarray, " S"]:
+    """The learning rate of each of the run's steps: a linear warm-up over `warmup` of them, then cosine
+    decay to 5 % of lr; S = total_steps rounded up to a power of two (the last rate repeated). Given to the
+    step as an array, so that one compiled step serves every run of the same shapes and configuration."""
     warmup = max(1, int(config.warmup * total_steps))
-    schedule = optax.warmup_cosine_decay_schedule(
+    rate = optax.warmup_cosine_decay_schedule(
         0.0, config.lr, warmup, max(total_steps, warmup + 1), end_value=config.lr * 0.05)
-    return optax.adamw(schedule, weight_decay=config.weight_decay)
+    size = 1 << max(total_steps - 1, 0).bit_length()  # a power of two: runs of other lengths share the step
+    return np.asarray(jax.vmap(rate)(jnp.minimum(jnp.arange(size), max(total_steps - 1, 0))), np.float32)
 
 
-def _clip(grads, max_norm: float):
-    """grads scaled down to global norm max_norm when above it."""
-    norm = optax.tree.norm(grads)
-    scale = jnp.minimum(1.0, max_norm / jnp.maximum(norm, 1e-12))
-    return jax.tree.map(lambda g: g * scale, grads)
+class StepConfig(NamedTuple):
+    """What the compiled step depends on besides shapes (hashable: the step is compiled once per value)."""
+
+    hyper: optim.Hyper
+    clip: float       # global gradient norm of each member
+    embed_lr: float   # E's rate relative to lr
+    ema: float        # the moving average's decay (0: off)
+
+    @classmethod
+    def of(cls, config: Config) -> StepConfig:
+        return cls(optim.Hyper(weight_decay=config.weight_decay), config.clip, config.embed_lr, config.ema)
+
+
+class TrainState(NamedTuple):
+    """params, ema (the moving average; E's rows lazily, see `rnnlab.optim`), adam, ema_state."""
+
+    params: tuple
+    ema: tuple
+    adam: optim.AdamWState
+    ema_state: optim.EMAState
+
+
+def _E(tree):
+    return tree.E
+
+
+def _no_E(tree):
+    return eqx.tree_at(_E, tree, None) if tree.E is not None else tree
+
+
+def init_state(params: tuple) -> TrainState:
+    """Zero moments; the average starts at the weights (its own copy: the step donates its buffers)."""
+    return TrainState(params, jax.tree.map(jnp.copy, params), optim.adamw_init(params),
+                      optim.ema_init(tuple(p.E for p in params)))
+
+
+def _loss(models, tokens, lengths, labels, weights, key):
+    """The members' mean class-weighted cross-entropy; tokens: each member's (B, T) ids."""
+    total = 0.0
+    for i, (model, toks) in enumerate(zip(models, tokens, strict=True)):
+        logits = model(toks, lengths, key=jax.random.fold_in(key, i))
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        total = total + (ce * weights).sum() / jnp.maximum(weights.sum(), 1e-9)
+    return total / len(models)
+
+
+def _update_member(p, e, g, m, v, row_log, log_decay, rows, lr, count, d, cfg: StepConfig):
+    """AdamW and the moving average for one member whose clipped gradient is g; E (when trained) row by
+    row on `rows`, g.E holding those rows' gradients. Returns (p, e, m, v, row_log) after the step."""
+    flat_p, treedef = jax.tree.flatten(_no_E(p))
+    flat_g, flat_m, flat_v, flat_e = (jax.tree.leaves(_no_E(t)) for t in (g, m, v, e))
+    out = [optim.adamw_dense(*leaf, lr, count, cfg.hyper) for leaf in zip(flat_p, flat_g, flat_m, flat_v, strict=True)]
+    p2, m2, v2 = (jax.tree.unflatten(treedef, [o[j] for o in out]) for j in range(3))
+    e2 = jax.tree.unflatten(treedef, [optim.ema_dense(el, o[0], d) if cfg.ema > 0 else el
+                                      for el, o in zip(flat_e, out, strict=True)])
+    if p.E is None:
+        return p2, e2, m2, v2, row_log
+    E, mE, vE = optim.adamw_rows(p.E, m.E, v.E, rows, g.E, lr, count, cfg.hyper, cfg.embed_lr)
+    eE = e.E
+    if cfg.ema > 0:
+        eE, row_log = optim.ema_rows(e.E, row_log, log_decay, p.E, E, rows, d)
+    put = lambda tree, x: eqx.tree_at(_E, tree, x, is_leaf=lambda y: y is None)  # noqa: E731
+    return put(p2, E), put(e2, eE), put(m2, mE), put(v2, vE), row_log
+
+
+@eqx.filter_jit(donate="all-except-first")
+def _train_step(fixed, state: TrainState, tokens, lengths, labels, weights):
+    """One AdamW step for each member on its class-weighted cross-entropy, each member's gradient clipped to
+    global norm `clip`, and the moving average stepped with d = `optim.ema_decay`. fixed = (static,
+    StepConfig, rates (S,), key), not donated; state's buffers are donated (updated in place). E's
+    gradient is taken through its n = B·T lookups x = E[tokens] (n, k), summed per distinct row, and only
+    those rows are updated (`rnnlab.optim`). Returns the state after the step and the members' mean loss."""
+    static, cfg, rates, key = fixed
+    params, ema, adam, ema_state = state
+    count = adam.count
+    lr = rates[jnp.minimum(count, rates.shape[0] - 1)]
+    key = jax.random.fold_in(key, count + 1)
+    B, T = tokens.shape
+    tables = [p.E for p in params if p.E is not None]
+    rows, inverse = optim.unique_rows(tokens, tables[0].shape[0]) if tables else (None, None)
+    by_position = jnp.arange(B * T, dtype=tokens.dtype).reshape(B, T)
+    # a trained E enters as its lookups x = E[tokens], read back by position: the gradient is that of x
+    looked = tuple(p if p.E is None else eqx.tree_at(_E, p, p.E[tokens.reshape(-1)]) for p in params)
+
+    def loss_fn(looked):
+        models = [eqx.combine(p, st) for p, st in zip(looked, static, strict=True)]
+        models = [m if m.grams is None or p.E is None else  # each position's n-grams, as E's rows are
+                  eqx.tree_at(lambda m: m.grams, m, m.grams[tokens.reshape(-1)])
+                  for m, p in zip(models, looked, strict=True)]
+        return _loss(models, [tokens if p.E is None else by_position for p in looked], lengths, labels, weights,
+                     key)
+
+    loss, grads = eqx.filter_value_and_grad(loss_fn)(looked)
+    grads = tuple(g if g.E is None else eqx.tree_at(_E, g, optim.row_gradients(g.E, inverse)) for g in grads)
+    grads = tuple(jax.tree.map(lambda x, c=optim.clip_scale(optim.global_norm(g), cfg.clip): x * c, g)
+                  for g in grads)
+    d = optim.ema_decay(cfg.ema, count)
+    new = [_update_member(*member, ema_state.log_decay, rows, lr, count, d, cfg)
+           for member in zip(params, ema, grads, adam.m, adam.v, ema_state.row_log_decay, strict=True)]
+    p2, e2, m2, v2, logs = (tuple(x) for x in zip(*new, strict=True))
+    log_decay = ema_state.log_decay + jnp.log(d) if cfg.ema > 0 else ema_state.log_decay
+    return TrainState(p2, e2, optim.AdamWState(count + 1, m2, v2), optim.EMAState(log_decay, logs)), loss
 
 
 @eqx.filter_jit
-def _train_step(params, ema, static, opt_state, optim, clip, embed_lr, decay, step, tokens, lengths, labels, weights,
-                key):
-    """One AdamW step for each member on its class-weighted cross-entropy, each member's gradient clipped
-    to global norm `clip`; ema <- d·ema + (1 - d)·params with d = min(decay, (1 + step) / (10 + step)),
-    so that early averages do not dwell on the initial weights. Returns the members' mean loss."""
-    def loss_fn(params):
-        total = 0.0
-        for i, model in enumerate(eqx.combine(params, static)):
-            logits = model(tokens, lengths, key=jax.random.fold_in(key, i))
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-            total = total + (ce * weights).sum() / jnp.maximum(weights.sum(), 1e-9)
-        return total
-
-    loss, grads = eqx.filter_value_and_grad(loss_fn)(params)
-    grads = tuple(_clip(g, clip) for g in grads)
-    loss = loss / len(grads)
-    updates, opt_state = optim.update(grads, opt_state, params)
-    if embed_lr != 1.0:
-        updates = tuple(u if u.E is None else eqx.tree_at(lambda m: m.E, u, u.E * embed_lr) for u in updates)
-    params = eqx.apply_updates(params, updates)
-    d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
-    ema = jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema, params)
-    return params, ema, opt_state, loss
+def averaged(state: TrainState, ema_on: bool = True) -> tuple:
+    """The weights to evaluate and keep: the moving average (every row of E brought up to date), or the
+    weights themselves when the average is off. Fresh buffers, safe from the step's donation."""
+    if not ema_on:
+        return jax.tree.map(jnp.copy, state.params)
+    out = []
+    for p, e, row_log in zip(state.params, state.ema, state.ema_state.row_log_decay, strict=True):
+        if p.E is not None:
+            e = eqx.tree_at(_E, e, optim.ema_rows_read(e.E, row_log, state.ema_state.log_decay, p.E))
+        out.append(jax.tree.map(jnp.copy, e))
+    return tuple(out)
 
 
 def evaluate(
     members: tuple[TextClassifier, ...] | TextClassifier, vocab: Vocabulary, split: Split,
     labels: tuple[str, ...], task: str, maxlen: int,
+    encoded: tuple[Int[np.ndarray, "N T"], Int[np.ndarray, " N"]] | None = None,
 ) -> dict:
     """`metrics.report` (official metric, accuracy, per class, confusion matrix) for one split, from the
-    members' mean probabilities."""
-    ids, lengths = encode(split.texts, vocab, maxlen)
-    proba = checkpoint.predict_proba(members, ids, lengths)
+    members' mean probabilities. encoded: the split's (ids, lengths) when already encoded."""
+    ids, lengths = encoded if encoded is not None else encode(split.texts, vocab, maxlen)
+    proba = predict_proba(members, ids, lengths)
     return metrics.report(split.labels, proba.argmax(axis=1), labels, task)
+
+
+EVAL_BATCH = 512  # texts per evaluation call, all padded to maxlen: one compiled shape
+
+
+@eqx.filter_jit
+def _proba(members: tuple[TextClassifier, ...], tokens, lengths):
+    return jnp.mean(jnp.stack([m.predict_proba(tokens, lengths) for m in members]), axis=0)
+
+
+def predict_proba(members: tuple[TextClassifier, ...] | TextClassifier, ids: Int[np.ndarray, "N T"],
+                  lengths: Int[np.ndarray, " N"], batch_size: int = EVAL_BATCH) -> Float[np.ndarray, "N C"]:
+    """The members' mean probabilities (N, C), in batches of one shape (batch_size, T) whatever N is."""
+    members = (members,) if isinstance(members, TextClassifier) else tuple(members)
+    N = len(lengths)
+    out = np.zeros((N, members[0].config.classes), np.float32)
+    zeros = np.zeros(N, np.int32)
+    for i in range(0, N, batch_size):
+        rows = np.arange(i, min(i + batch_size, N))
+        b = make(ids, lengths, zeros, ids.shape[1], rows, batch_size)
+        out[rows] = np.asarray(_proba(members, jnp.asarray(b.tokens), jnp.asarray(b.lengths)))[: len(rows)]
+    return out
 
 
 class _Lines:
@@ -459,6 +571,7 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
          ) -> FitResult:
     """`fit`'s body, with out_dir locked."""
     start = time.perf_counter()
+    compile_cache.enable()
     fingerprint = data_fingerprint(dataset)
     if len(dataset.labels) > len(dataset["train"]):
         raise ValueError(f"{dataset.source or dataset.task}: {len(dataset.labels)} labels for "
@@ -500,7 +613,9 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
     members = tuple(TextClassifier(model_config, E, key=k) for k in member_keys)
     params, static = eqx.partition(members, tuple(trainable(m) for m in members))
 
-    ids, lengths = encode(train.texts, vocab, config.maxlen)
+    ids, lengths = (vocab.encode_batch(tokenized, config.maxlen) if not resuming
+                    else encode(train.texts, vocab, config.maxlen))
+    val_encoded = encode(val.texts, vocab, config.maxlen)
     if config.pretrain_epochs and not resuming:
         members = tuple(pretrain(m, ids, lengths, epochs=config.pretrain_epochs, lr=config.lr,
                                  batch_size=config.batch_size, clip=config.clip, seed=config.seed + i)[0]
@@ -509,12 +624,13 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
     edges = bucket_edges(config.maxlen)
     weight = class_weight(train.labels, C, config.class_weights)
     steps_per_epoch = len(plan(lengths, config.batch_size, edges, None))
-    optim = optimizer(config, steps_per_epoch * config.epochs)
-    opt_state = optim.init(params)
+    rates = schedule(config, steps_per_epoch * config.epochs)
+    state = init_state(params)
+    opt_state = (state.adam, state.ema_state)
 
     epoch, step_in_epoch, global_step, elapsed = 0, 0, 0, 0.0
     best_score, best_epoch, bad_epochs, history = -math.inf, -1, 0, []
-    best_params = ema = params
+    ema, best_params = state.ema, jax.tree.map(jnp.copy, params)
     epoch_losses: list[float] = []   # the losses of the epoch a checkpoint was written in, so far
     last_saved = 0
     if resuming:
@@ -568,7 +684,8 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
         checkpoint.save_arrays(state_path, arrays, meta)
         last_saved = global_step
 
-    decay = jnp.float32(config.ema)
+    state = TrainState(params, ema, *opt_state)
+    fixed = (static, StepConfig.of(config), jnp.asarray(rates), key)
     session_start = time.perf_counter()
     stop = bad_epochs >= config.patience or epoch >= config.epochs
     with _progress(progress) as bar:
@@ -577,13 +694,13 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
             task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(batches), info="",
                                 completed=step_in_epoch)
             losses, epoch_losses = epoch_losses, []
-            for T, rows in batches[step_in_epoch:]:
-                b = make(ids, lengths, train.labels, T, rows, config.batch_size, weight)
-                params, ema, opt_state, loss = _train_step(
-                    params, ema, static, opt_state, optim, config.clip, config.embed_lr, decay,
-                    jnp.float32(global_step),
-                    jnp.asarray(b.tokens), jnp.asarray(b.lengths),
-                    jnp.asarray(b.labels), jnp.asarray(b.weights), jax.random.fold_in(key, global_step + 1))
+            def feed(batch):  # run ahead in a thread: the next batch is on the device before it is asked for
+                b = make(ids, lengths, train.labels, *batch, config.batch_size, weight)
+                return jax.device_put((b.tokens, b.lengths, b.labels, b.weights))
+
+            for b in prefetch(map(feed, batches[step_in_epoch:])):
+                state, loss = _train_step(fixed, state, *b)
+                params, ema, opt_state = state.params, state.ema, (state.adam, state.ema_state)
                 losses.append(loss)
                 step_in_epoch += 1
                 global_step += 1
@@ -592,9 +709,9 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
                 if config.checkpoint_every and global_step % config.checkpoint_every == 0:
                     save_state()
             check_finite(params)
-            kept = ema if config.ema > 0 else params
+            kept = averaged(state, config.ema > 0)
             members = eqx.combine(kept, static)
-            score = evaluate(members, vocab, val, labels, dataset.task, config.maxlen)["score"]
+            score = evaluate(members, vocab, val, labels, dataset.task, config.maxlen, val_encoded)["score"]
             epoch, step_in_epoch = epoch + 1, 0
             train_loss = float(np.mean([float(v) for v in losses])) if losses else float("nan")
             if score > best_score:
@@ -616,7 +733,7 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
     members = eqx.combine(best_params, static)
     result = FitResult(best_score, best_epoch, metric, members, vocab, labels, history, out_dir=out,
                        seconds=elapsed + time.perf_counter() - session_start)
-    result.val = evaluate(members, vocab, val, labels, dataset.task, config.maxlen)
+    result.val = evaluate(members, vocab, val, labels, dataset.task, config.maxlen, val_encoded)
     if evaluate_test and "test" in dataset:
         result.test = evaluate(members, vocab, dataset["test"], labels, dataset.task, config.maxlen)
     if out is not None:
