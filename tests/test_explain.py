@@ -207,3 +207,58 @@ def test_cli_explain_refuses_a_model_too_large_to_build():
     result = runner.invoke(app, ["explain", "--units", "100000", "--features", "5"])
     assert result.exit_code == 2
     assert "10,000,600,000 parameters" in result.output.replace("\n", " ")
+
+
+# -- 80 columns, and what a bidirectional or stacked model adds -------------------------------------------
+
+
+def rendered(obj, width: int = 80) -> list[str]:
+    from rich.console import Console
+
+    console = Console(width=width, record=True, color_system=None)
+    console.print(obj)
+    return console.export_text().splitlines()
+
+
+def test_the_unrolled_loop_fits_80_columns_and_says_what_it_left_out():
+    from rich.console import Console
+
+    explained = ex.explain(ex.build("lstm", features=100, units=64, outputs=2), timesteps=2000)
+    lines = rendered(explained, 80)
+    assert max(len(line) for line in lines) <= 80
+    drawing = next(i for i, line in enumerate(lines) if "the loop, unrolled" in line)
+    loop = next(line for line in lines[drawing:] if "a_0 (" in line)
+    assert "···" in loop and "a_2000 (64)" in loop           # the whole chain on one line, the gap marked
+    wide = Console(width=200, record=True, color_system=None)
+    wide.print(explained)
+    assert max(line.count("[ cell ]") for line in wide.export_text().splitlines()) == 4  # room: 4 steps drawn
+
+
+def test_array_names_are_folded_never_cut():
+    model = ex.build("gru", features=50, units=8, outputs=2, bidirectional=True, layers=2)
+    lines = rendered(ex.explain(model), 80)
+    assert "…" not in "".join(lines)
+    first_column = "".join(line.split("│")[1].strip() for line in lines if line.count("│") == 5)
+    for p in ex.parameters(model):
+        assert p.name in first_column                    # its folded pieces follow one another
+
+
+def test_a_bidirectional_model_names_its_backward_direction():
+    bidirectional = ex.explain(ex.build("gru", features=5, units=8, outputs=2, bidirectional=True))
+    said = " ".join(bidirectional.equations)
+    assert "the backward direction" in said and "a_t (16,) = [forward a_t; backward a_t]" in said
+    assert "layer below" not in said
+    stacked = ex.explain(ex.build("lstm", features=5, units=4, layers=3))
+    assert "2 more layer(s)" in " ".join(stacked.equations) and "backward" not in " ".join(stacked.equations)
+    assert "[forward a_t; backward a_t]" in "\n".join(rendered(bidirectional, 120))  # as written, not markup
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--svg", "{tmp}"], "is a folder: give the file to write"),
+    (["--svg", "/proc/no/such/loop.svg"], "cannot write it"),
+    (["--json", "true"], "switches take no value"),
+])
+def test_cli_explain_bad_paths_are_one_line(tmp_path, args, words):
+    result = runner.invoke(app, ["explain", *[a.format(tmp=tmp_path) for a in args]])
+    assert result.exit_code == 2 and words in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output

@@ -379,3 +379,92 @@ def test_the_kernels_pool_of_temporaries_is_kept_up_to_its_cap():
         held[cap] = int(out.stdout.split()[-1])
     assert held["0"] == 0
     assert held["1024"] >= 4 * 50 * (4 + 1 + 1) * 32 * 4  # at least the gates, c_t and a_t of the batch
+
+
+def hlo_of(model, x) -> str:
+    return jax.jit(lambda model, x: model(x)).lower(model, x).as_text()
+
+
+@pytest.mark.parametrize("kind", ["elman-tanh", "gru", "gru-cho", "lstm"])
+def test_engine_fused_and_engine_scan_agree_whatever_rnnlab_fast_says(kind):
+    # the argument, not the environment, picks the path: RNNLAB_FAST=0 only sets what "auto" means
+    cell = make(kind, 4, 5, jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (3, 6, 4))
+    lengths = jnp.array([6, 2, 4])
+    fused, scan = Recurrent(cell, engine="fused", reverse=True), Recurrent(cell, engine="scan", reverse=True)
+    old = os.environ.get("RNNLAB_FAST")
+    os.environ["RNNLAB_FAST"] = "0"
+    try:
+        assert "rnnlab_forward" in hlo_of(fused, x) and "rnnlab_forward" not in hlo_of(scan, x)
+        (_, out_f), grad_f = grads_of(lambda m, x, L, a_0: m(x, L, a_0))((fused, x), lengths, None)
+        (_, out_s), grad_s = grads_of(lambda m, x, L, a_0: m(x, L, a_0))((scan, x), lengths, None)
+    finally:
+        if old is None:
+            del os.environ["RNNLAB_FAST"]
+        else:
+            os.environ["RNNLAB_FAST"] = old
+    assert_trees_close(out_f, out_s, "outputs")
+    (layer_f, x_f), (layer_s, x_s) = grad_f, grad_s  # (the layers differ in engine: compare what they hold)
+    assert_trees_close((layer_f.cell, x_f), (layer_s.cell, x_s), "gradients")
+    assert "rnnlab_forward" not in hlo_of(Recurrent(cell, engine="scan"), x)  # auto's default aside
+
+
+@pytest.mark.parametrize("kind", ["elman-relu", "lstm"])
+def test_engine_fused_runs_one_sequence_as_a_batch_of_one(kind):
+    cell = make(kind, 4, 5, jax.random.key(2))
+    x = jax.random.normal(jax.random.key(3), (7, 4))
+    a_0 = jnp.linspace(-1, 1, 5)
+    fused = Recurrent(cell, engine="fused", reverse=True)
+    assert "rnnlab_forward" in hlo_of(fused, x)
+    for L in (None, jnp.array(4)):
+        assert_trees_close(fused(x, L, a_0), Recurrent(cell, engine="scan", reverse=True)(x, L, a_0), "one sequence")
+
+
+def test_engine_fused_says_why_it_cannot_run_and_auto_falls_back_to_the_scan():
+    softplus = rnnlab.Elman(4, 3, "softplus", key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"engine=\"fused\": the fused engine runs Elman with tanh, relu or "
+                                         r"sigmoid; got 'softplus' \(engine=\"auto\" falls back to the scan\)"):
+        Recurrent(softplus, engine="fused")
+    auto = Recurrent(softplus)
+    x = jnp.ones((2, 3, 4))
+    assert "rnnlab_forward" not in hlo_of(auto, x)
+    np.testing.assert_allclose(auto(x)[0], Recurrent(softplus, engine="scan")(x)[0])
+    fused = Recurrent(rnnlab.GRU(4, 3, key=jax.random.key(0)), engine="fused")
+    with pytest.raises(ValueError, match=r"engine=\"fused\": the fused engine runs float32 inputs; got x of float16"):
+        fused(jnp.ones((2, 3, 4), jnp.float16))
+    with pytest.raises(ValueError, match=r"engine must be one of auto, scan, fused; got 'gpu'"):
+        Recurrent(softplus, engine="gpu")
+    with pytest.raises(ValueError, match=r"engine must be one of auto, scan, fused; got 'Fused'"):
+        rnnlab.RNN("gru", 4, 3, engine="Fused", key=jax.random.key(0))
+
+
+def test_rnn_and_with_engine_set_every_layer_and_keep_the_weights():
+    from rnnlab.layers import with_engine
+
+    rnn = rnnlab.RNN("lstm", features=4, units=3, layers=2, bidirectional=True, engine="scan", key=jax.random.key(0))
+    engines = lambda m: [leaf.engine for leaf in jax.tree.leaves(m, is_leaf=lambda n: isinstance(n, Recurrent))  # noqa: E731
+                         if isinstance(leaf, Recurrent)]
+    assert engines(rnn) == ["scan"] * 4
+    fused = with_engine(rnn, "fused")
+    assert engines(fused) == ["fused"] * 4 and engines(rnn) == ["scan"] * 4
+    assert all(a is b for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(rnn), strict=True))
+    x = jax.random.normal(jax.random.key(1), (2, 5, 4))
+    assert_trees_close(fused(x, jnp.array([5, 3])), rnn(x, jnp.array([5, 3])), "stack")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        with_engine(rnn, "cuda")
+
+
+def test_the_kernel_or_onednn_is_chosen_in_config_alone():
+    # the GRU without reset_after runs on oneDNN; RNNLAB_FAST_ENGINE=onednn puts every cell there
+    gru, cho, lstm = (make(kind, 3, 4, jax.random.key(0)) for kind in ("gru", "gru-cho", "lstm"))
+    assert fast.config(gru).kernel and fast.config(lstm).kernel and not fast.config(cho).kernel
+    x = jax.random.normal(jax.random.key(1), (3, 5, 3))
+    os.environ["RNNLAB_FAST_ENGINE"] = "onednn"
+    try:
+        assert not fast.config(gru).kernel and not fast.config(lstm).kernel
+        layer = Recurrent(lstm, engine="fused")
+        hlo = eqx.filter_jit(eqx.filter_grad(lambda m: jnp.sum(m(x)[0] ** 2))).lower(layer).as_text()
+        assert "rnnlab_backward" in hlo and "rnnlab_kernel_backward" not in hlo and "kernel = 0" in hlo
+        compare(layer, x, jnp.array([5, 1, 3]))
+    finally:
+        del os.environ["RNNLAB_FAST_ENGINE"]

@@ -164,3 +164,33 @@ def test_cli_demo_wrong_arguments():
     assert result.exit_code == 2 and "unknown --only" in result.output
     result = runner.invoke(app, ["demo", "--epochs", "0"])
     assert result.exit_code == 2 and "--epochs must be at least 1" in result.output
+
+
+def test_the_terminal_matrix_fits_80_columns_and_says_what_it_left_out():
+    from rich.console import Console
+
+    T = 40
+    result = ins.Inspection(np.linspace(-1, 1, 8 * T).reshape(8, T), [f"token{t}" for t in range(T)],
+                            np.full((T, 2), 0.5), ("neg", "pos"))
+    console = Console(width=80, record=True, color_system=None)
+    console.print(ins.terminal(result, width=80))
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    said = " ".join(" ".join(lines).split())
+    shown = int(said.split("shown: the first ")[1].split(" of 40 steps")[0])
+    assert 8 <= shown < T and "all of them in the picture and in --json" in said
+    assert len(lines[1].split()) == shown                        # every column it keeps, whole
+
+
+def test_a_bidirectional_run_says_what_its_y_t_shows(run_dir):
+    from rnnlab.checkpoint import load_run
+
+    result = ins.inspect_run(load_run(run_dir), "i love this")
+    assert "after reading tokens 1..t" not in result.y_label
+    assert "backward rows have each read the text from its end" in result.y_label
+
+
+def test_an_unwritable_out_is_one_line(run_dir):
+    result = runner.invoke(app, ["inspect", str(run_dir), "so sad", "--out", "/proc/no/such/heatmap"])
+    assert result.exit_code == 2 and "--out /proc/no/such/heatmap: cannot write" in " ".join(result.output.split())
+    assert "Traceback" not in result.output

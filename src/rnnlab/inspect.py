@@ -143,6 +143,10 @@ def inspect_run(run, text: str) -> Inspection:
     ]
     if len(dirs) == 2:
         notes.append("the backward rows of column t have read the text from its last token back to token t")
+        y_label = ("y_t: the label probabilities from columns 1..t, whose backward rows have each read the text "
+                   "from its end: only the last column is the prediction")
+    else:
+        y_label = "y_t: the label probabilities after reading tokens 1..t (the last column is the prediction)"
     return Inspection(
         np.asarray(a).T,
         list(tokens),
@@ -151,7 +155,7 @@ def inspect_run(run, text: str) -> Inspection:
         dirs,
         title=f"{getattr(run, 'task', '')}".strip(),
         notes=notes,
-        y_label="y_t: the label probabilities after reading tokens 1..t (the last column is the prediction)",
+        y_label=y_label,
     )
 
 
@@ -187,6 +191,8 @@ def inspect_sequence(model, data, words: list[str]) -> Inspection:
 
 
 # ------------------------------------------------------------------------------------------ rendering
+
+COLUMN = 6  # characters of a token's column in the terminal: its first 6, or a value such as +0.3 or -1.0
 
 
 def render(ins: Inspection, stem: str | Path) -> list[Path]:
@@ -270,22 +276,23 @@ def render(ins: Inspection, stem: str | Path) -> list[Path]:
     return paths
 
 
-def terminal(ins: Inspection, max_units: int = 24, max_steps: int = 40):
-    """A Rich table of the matrix (rows = units, columns = tokens; colour = value) and y_t's argmax."""
+def terminal(ins: Inspection, max_units: int = 24, max_steps: int = 40, width: int | None = None):
+    """A Rich table of the matrix (rows = units, columns = tokens; colour = value) and y_t's argmax, as many
+    columns as fit `width` (each token's column 5 wide); the title says which rows and columns it leaves out."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
     p, T = ins.a.shape
     rows = min(p, max_units)
-    cols = min(T, max_steps)
+    label = len(f"{rows} ") if ins.y is None else max(len(f"{rows} "), 4)
+    fit = max(1, (width - label - 1) // (COLUMN + 1)) if width else max_steps
+    cols = min(T, max_steps, fit)
     lim = float(np.abs(ins.a).max()) or 1.0
     signed = float(ins.a.min()) < 0
-    title = (
-        f"a_t: p={p} units (rows) × T={T} timesteps (columns)"
-        + (f", first {rows} units" if rows < p else "")
-        + (f", first {cols} steps" if cols < T else "")
-    )
+    title = f"a_t: p={p} units (rows) × T={T} timesteps (columns)"
+    cut = [f"the first {n} of {of} {what}" for n, of, what in ((rows, p, "units"), (cols, T, "steps")) if n < of]
+    left_out = f"shown: {' and '.join(cut)}; all of them in the picture and in --json" if cut else ""
     table = Table(
         box=None,
         pad_edge=False,
@@ -293,7 +300,8 @@ def terminal(ins: Inspection, max_units: int = 24, max_steps: int = 40):
     )
     table.add_column("", justify="right")
     for t in range(cols):
-        table.add_column(Text(ins.tokens[t][:7], style="bold"), justify="center", min_width=4)
+        table.add_column(Text(ins.tokens[t][:COLUMN], style="bold"), justify="center", min_width=4,
+                         max_width=COLUMN, no_wrap=True, overflow="crop")
     for i in range(rows):
         cells = []
         for t in range(cols):
@@ -304,8 +312,8 @@ def terminal(ins: Inspection, max_units: int = 24, max_steps: int = 40):
                 if v > 0
                 else (f"rgb({255 - shade},{255 - shade},{255 - shade // 3})")
             )
-            cells.append(Text(f"{ins.a[i, t]:{'+' if signed else ''}.1f}", style=f"black on {colour}"))
+            cells.append(Text(f"{ins.a[i, t]:{'+' if signed else ''}.1f}"[:COLUMN], style=f"black on {colour}"))
         table.add_row(f"{i + 1} ", *cells)
     if ins.y is not None:
-        table.add_row("y_t ", *[Text(w[:7], style="italic") for w in ins.predictions()[:cols]])
-    return Group(Text(title, style="bold"), table)
+        table.add_row("y_t ", *[Text(w[:COLUMN], style="italic") for w in ins.predictions()[:cols]])
+    return Group(Text(title, style="bold"), table, *([Text(left_out, style="dim")] if left_out else []))

@@ -18,23 +18,12 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree, Shaped
+from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from rnnlab import _checks, fast
 from rnnlab.cells import Activation, Arrayish, Cell, MinCell, make_cell
 from rnnlab.linear_scan import linear_scan
-
-
-def reverse_within(x: Shaped[Array, "T ..."], length: Int[Array, ""] | None) -> Shaped[Array, "T ..."]:
-    """x with its first `length` steps in reverse order and the padding left where it is.
-
-    This is how the backward direction reads a padded sequence: x_L, ..., x_1, then padding. It is its own
-    inverse, so the same call puts the backward outputs back in time order.
-    """
-    if length is None:
-        return jnp.flip(x, axis=0)
-    t = jnp.arange(x.shape[0])
-    return x[jnp.where(t < length, length - 1 - t, t)]
+from rnnlab.padding import reverse_within
 
 
 def scan(
@@ -112,6 +101,10 @@ class Recurrent(eqx.Module):
     which the backward keeps only each one's starting state and recomputes the rest: under `jax.checkpoint`
     on the scan (`scan_in_pieces`), inside the kernel on the fused path.
 
+    `engine` says where the loop runs: "auto" (the default) the fused CPU engine for a batch where it runs
+    this cell (`rnnlab.fast`; RNNLAB_FAST=0 turns it off), else the scan; "scan" the `lax.scan` always;
+    "fused" the engine always, a batch or one sequence, with a ValueError saying why where it cannot run.
+
     ```python
     layer = Recurrent(Elman(features=100, units=10, key=key))
     a, a_T = layer(jnp.ones((20, 100)))     # 20 timesteps, 10 units: a is (20, 10), a_T is (10,)
@@ -122,14 +115,21 @@ class Recurrent(eqx.Module):
     a_0: Float[Array, " p"] | None
     reverse: bool = eqx.field(static=True)
     chunk: int | None = eqx.field(static=True)
+    engine: str = eqx.field(static=True)
 
-    def __init__(self, cell: Cell, *, reverse: bool = False, learn_a_0: bool = False, chunk: int | None = None):
+    def __init__(self, cell: Cell, *, reverse: bool = False, learn_a_0: bool = False, chunk: int | None = None,
+                 engine: str = "auto"):
         if chunk is not None and chunk < 1:
             raise ValueError(f"chunk must be >= 1 timesteps; got {chunk}")
+        if engine not in fast.ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(fast.ENGINES)}; got {engine!r}")
+        if engine == "fused" and (reason := fast.why_not(cell)) is not None:
+            raise ValueError(f'engine="fused": {reason} (engine="auto" falls back to the scan)')
         self.cell = cell
         self.reverse = reverse
         self.a_0 = jnp.zeros(cell.units, cell.W_a.dtype) if learn_a_0 else None
         self.chunk = chunk
+        self.engine = engine
 
     @property
     def features(self) -> int:
@@ -168,10 +168,15 @@ class Recurrent(eqx.Module):
         x = jnp.asarray(x)
         batch = x.shape[0] if x.ndim == 3 else None
         state_0 = self.initial_state(None if a_0 is None else jnp.asarray(a_0), batch)
+        if fast.uses_engine(self.engine, self.cell, x):  # the whole batch on the fused CPU engine
+            if batch is None:  # one sequence as a batch of one
+                a, final = fast.sequence(self.cell, x[None], None if lengths is None else lengths.reshape(1),
+                                         jax.tree.map(lambda s: s[None], state_0), reverse=self.reverse,
+                                         chunk=self.chunk)
+                return a[0], jax.tree.map(lambda s: s[0], final)
+            return fast.sequence(self.cell, x, lengths, state_0, reverse=self.reverse, chunk=self.chunk)
         if batch is None:
             return self._sequence(x, lengths, state_0)
-        if fast.applies(self.cell, x):  # the whole batch on the fused CPU engine (RNNLAB_FAST=0: the scan)
-            return fast.sequence(self.cell, x, lengths, state_0, reverse=self.reverse, chunk=self.chunk)
         return jax.vmap(self._sequence, in_axes=(0, None if lengths is None else 0, 0))(x, lengths, state_0)
 
     def _sequence(
@@ -315,6 +320,7 @@ def RNN(
     reset_after: bool = True,
     learn_a_0: bool = False,
     chunk: int | None = None,
+    engine: str = "auto",
     key: PRNGKeyArray,
 ) -> Stack:
     """A stack of recurrent layers built like `torch.nn.RNN/GRU/LSTM`.
@@ -323,6 +329,7 @@ def RNN(
     direction.
     Layer l > 0 reads the outputs of layer l-1: p features, or 2p when bidirectional.
     chunk: rematerialise in pieces of this many steps for long sequences (see `scan_in_pieces`).
+    engine: "auto" | "scan" | "fused", for every layer (see `Recurrent`).
 
     ```python
     rnn = RNN("gru", features=100, units=64, layers=2, bidirectional=True, key=jax.random.key(0))
@@ -337,8 +344,28 @@ def RNN(
     for _ in range(layers):
         def build(reverse: bool, k=k) -> Recurrent:
             c = make_cell(cell, k, units, activation=activation, reset_after=reset_after, key=next(keys))
-            return Recurrent(c, reverse=reverse, learn_a_0=learn_a_0, chunk=chunk)
+            return Recurrent(c, reverse=reverse, learn_a_0=learn_a_0, chunk=chunk, engine=engine)
 
         stack.append(Bidirectional(build(False), build(True)) if bidirectional else build(False))
         k = stack[-1].output_size
     return Stack(stack, dropout)
+
+
+def with_engine(module: PyTree, engine: str) -> PyTree:
+    """`module` (a layer, a stack, a model holding them) with every `Recurrent` in it set to `engine`:
+    "auto" | "scan" | "fused" (see `Recurrent`); the weights are the same arrays."""
+    if engine not in fast.ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(fast.ENGINES)}; got {engine!r}")
+
+    def set_engine(node):
+        if not isinstance(node, Recurrent):
+            return node
+        if engine == "fused" and (reason := fast.why_not(node.cell)) is not None:
+            raise ValueError(f'engine="fused": {reason} (engine="auto" falls back to the scan)')
+        layer = object.__new__(Recurrent)  # the same fields, engine changed (static, so not a leaf)
+        for name in ("cell", "a_0", "reverse", "chunk"):
+            object.__setattr__(layer, name, getattr(node, name))
+        object.__setattr__(layer, "engine", engine)
+        return layer
+
+    return jax.tree.map(set_engine, module, is_leaf=lambda node: isinstance(node, Recurrent))

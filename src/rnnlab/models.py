@@ -21,6 +21,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from rnnlab.cells import Readout
 from rnnlab.layers import RNN, Bidirectional, Stack
+from rnnlab.padding import valid_steps
 
 POOLINGS = ("last", "mean", "max")
 
@@ -59,8 +60,7 @@ def pool(a: Float[Array, "B T q"], lengths: Int[Array, " B"], how: str, bidirect
     """h from the states a_1..a_L of each sequence. `last`: a_L (for two directions, the forward a_L and
     the backward a_1: each direction's final state); `mean`/`max`: over t <= L only."""
     B, T, q = a.shape
-    t = jnp.arange(T)
-    mask = (t[None, :] < lengths[:, None])[..., None]  # (B, T, 1)
+    mask = valid_steps(lengths, T)[..., None]  # (B, T, 1)
     if how == "max":
         return jnp.where(mask, a, -jnp.inf).max(axis=1)
     if how == "mean":

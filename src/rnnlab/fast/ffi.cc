@@ -1,5 +1,8 @@
-// XLA FFI handlers for one recurrent layer (forward, forward training, backward), and a C function that
-// reports a shape's buffer sizes so that the Python side can ask XLA for them.
+// XLA FFI handlers for one recurrent layer (forward, forward training, backward; whole or in pieces), and a
+// C function that reports a shape's buffer sizes so that the Python side can ask XLA for them. Every
+// handler takes the layer's attributes (engine.py's Config): cell, act, reverse, masked, and kernel, which
+// says whether the hand-written kernel (kernel.h) or oneDNN's primitives (plan.h) run it: Python decides
+// that (fast/layer.py's config), these handlers follow.
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -12,8 +15,10 @@
 
 #include <sys/mman.h>
 
+#include "cells.h"
 #include "kernel.h"
 #include "lstm_registers.h"
+#include "pieces.h"
 #include "plan.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -33,21 +38,10 @@ Shape shape_of(const F32& x, const F32& U, int32_t cell, int32_t act, int32_t re
   return Shape{cell, act, reverse, masked, int(xd[0]), int(xd[1]), int(xd[2]), int(ud[1])};
 }
 
-// Which engine runs a shape: the hand-written kernel (kernel.h) wherever it applies, oneDNN's primitives
-// (plan.h) elsewhere. RNNLAB_FAST_ENGINE=onednn puts every cell on oneDNN (to compare the two).
-bool on_kernel(const Shape& s) {
-  static const bool onednn_only = [] {
-    const char* env = std::getenv("RNNLAB_FAST_ENGINE");
-    return env != nullptr && std::string(env) == "onednn";
-  }();
-  return !onednn_only && kernel_applies(s);
-}
-
 // Asks the OS to back a result buffer of XLA's with 2 MB pages where it can (transparent huge pages,
 // `madvise` mode). XLA allocates a result afresh at every call, and glibc maps a block of over 32 MB
-// (S3's LSTM workspace: 39 MB) straight from the OS, so that every call first touches new pages: at
-// 4 KB a page, about 10,000 page faults for that workspace, which cost S3's LSTM forward in training 20 ms
-// more than the same kernel on buffers already touched. Only the whole 2 MB pages inside the buffer.
+// straight from the OS, so that every call first touches new pages, a fault for every 4 KB page of a
+// large workspace (benchmarks/README.md has what that costs). Only the whole 2 MB pages inside the buffer.
 void huge_pages(void* data, size_t bytes) {
   constexpr uintptr_t kHuge = uintptr_t(2) << 20;
   const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
@@ -55,10 +49,10 @@ void huge_pages(void* data, size_t bytes) {
   if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);  // (a hint: errors ignored)
 }
 
-Inputs inputs_of(const Shape& s, const F32& x, const F32& h0, const F32& c0, const F32& W, const F32& U,
+Inputs inputs_of(const Shape& s, const F32& x, const F32& a0, const F32& c0, const F32& W, const F32& U,
                  const F32& b, const F32& c_n, const S32& lengths) {
   return Inputs{x.typed_data(),
-                h0.typed_data(),
+                a0.typed_data(),
                 s.cell == kLstm ? c0.typed_data() : nullptr,
                 W.typed_data(),
                 U.typed_data(),
@@ -67,21 +61,21 @@ Inputs inputs_of(const Shape& s, const F32& x, const F32& h0, const F32& c0, con
                 s.masked ? lengths.typed_data() : nullptr};
 }
 
-ffi::Error Forward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, Out y, Out hT, Out cT,
+ffi::Error Forward(F32 x, F32 a0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, Out a, Out aT, Out cT,
                    Bytes ws, Bytes scratch, int32_t cell, int32_t act, int32_t reverse, int32_t masked,
-                   int32_t train) {
+                   int32_t kernel, int32_t train) {
   try {
     const Shape s = shape_of(x, U, cell, act, reverse, masked);
-    const Inputs in = inputs_of(s, x, h0, c0, W, U, b, c_n, lengths);
+    const Inputs in = inputs_of(s, x, a0, c0, W, U, b, c_n, lengths);
     float* c_out = cell == kLstm ? cT->typed_data() : nullptr;
     void* keep = train ? ws->untyped_data() : nullptr;
-    if (on_kernel(s)) {  // on the kernel's own threads
+    if (kernel) {  // on the kernel's own threads
       if (keep) huge_pages(keep, ws->size_bytes());
-      huge_pages(y->typed_data(), y->size_bytes());
-      Kernel(s).forward(in, y->typed_data(), hT->typed_data(), c_out, keep);
+      huge_pages(a->typed_data(), a->size_bytes());
+      Kernel(s).forward(in, a->typed_data(), aT->typed_data(), c_out, keep);
     } else {
       run_with_threads(threads_for(s), [&] {
-        plan_for(s).forward(in, y->typed_data(), hT->typed_data(), c_out, keep, scratch->untyped_data());
+        plan_for(s).forward(in, a->typed_data(), aT->typed_data(), c_out, keep, scratch->untyped_data());
       });
     }
   } catch (const std::exception& e) {
@@ -90,19 +84,21 @@ ffi::Error Forward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 leng
   return ffi::Error::Success();
 }
 
-ffi::Error Backward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, F32 y, F32 hT, F32 cT,
-                    ffi::Buffer<ffi::U8> ws, F32 dy, F32 dhT, F32 dcT, Out dx, Out dh0, Out dc0, Out dW,
+// oneDNN's backward (the kernel's is KernelBackward).
+ffi::Error Backward(F32 x, F32 a0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, F32 a, F32 aT, F32 cT,
+                    ffi::Buffer<ffi::U8> ws, F32 da, F32 daT, F32 dcT, Out dx, Out da0, Out dc0, Out dW,
                     Out dU, Out db, Out dc_n, Bytes scratch, int32_t cell, int32_t act, int32_t reverse,
-                    int32_t masked) {
+                    int32_t masked, int32_t kernel) {
   try {
+    if (kernel) throw std::invalid_argument("the kernel's backward is rnnlab_kernel_backward");
     const Shape s = shape_of(x, U, cell, act, reverse, masked);
     const bool lstm = cell == kLstm;
-    Grads g{dx->typed_data(), dh0->typed_data(), lstm ? dc0->typed_data() : nullptr,
+    Grads g{dx->typed_data(), da0->typed_data(), lstm ? dc0->typed_data() : nullptr,
             dW->typed_data(), dU->typed_data(),  db->typed_data(),
             cell == kGruResetAfter ? dc_n->typed_data() : nullptr};
     run_with_threads(threads_for(s), [&] {
-      plan_for(s).backward(inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), y.typed_data(), hT.typed_data(),
-                           lstm ? cT.typed_data() : nullptr, ws.untyped_data(), dy.typed_data(), dhT.typed_data(),
+      plan_for(s).backward(inputs_of(s, x, a0, c0, W, U, b, c_n, lengths), a.typed_data(), aT.typed_data(),
+                           lstm ? cT.typed_data() : nullptr, ws.untyped_data(), da.typed_data(), daT.typed_data(),
                            lstm ? dcT.typed_data() : nullptr, g, scratch->untyped_data());
     });
   } catch (const std::exception& e) {
@@ -113,10 +109,10 @@ ffi::Error Backward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 len
 
 // The kernel's backward: as Backward, dx only where `with_dx` is 1 (else its result is a placeholder of one
 // float). Where x needs no gradient (the caller knows it when tracing), its GEMM is not run.
-ffi::Error KernelBackward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths,
-                          ffi::Buffer<ffi::U8> ws, F32 dy, F32 dhT, F32 dcT, Out dx, Out dh0, Out dc0, Out dW,
+ffi::Error KernelBackward(F32 x, F32 a0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths,
+                          ffi::Buffer<ffi::U8> ws, F32 da, F32 daT, F32 dcT, Out dx, Out da0, Out dc0, Out dW,
                           Out dU, Out db, Out dc_n, int32_t cell, int32_t act, int32_t reverse, int32_t masked,
-                          int32_t with_dx) {
+                          int32_t kernel, int32_t with_dx) {
   try {
     const Shape s = shape_of(x, U, cell, act, reverse, masked);
     const bool lstm = cell == kLstm;
@@ -124,30 +120,31 @@ ffi::Error KernelBackward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S
       throw std::invalid_argument("dx holds " + std::to_string(dx->element_count()) + " floats; x holds " +
                                   std::to_string(x.element_count()));
     Grads g{with_dx ? dx->typed_data() : nullptr,
-            dh0->typed_data(),
+            da0->typed_data(),
             lstm ? dc0->typed_data() : nullptr,
             dW->typed_data(),
             dU->typed_data(),
             db->typed_data(),
             cell == kGruResetAfter ? dc_n->typed_data() : nullptr};
-    Kernel(s).backward(inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), ws.untyped_data(), dy.typed_data(),
-                       dhT.typed_data(), lstm ? dcT.typed_data() : nullptr, g);
+    Kernel(s).backward(inputs_of(s, x, a0, c0, W, U, b, c_n, lengths), ws.untyped_data(), da.typed_data(),
+                       daT.typed_data(), lstm ? dcT.typed_data() : nullptr, g);
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("rnnlab kernel backward: ") + e.what());
   }
   return ffi::Error::Success();
 }
 
-// A long sequence in pieces of `chunk` steps (kernel.h): the forward, which keeps the state at the start
-// of every piece, and the backward, which runs each piece forward again and back.
+// A long sequence in pieces of `chunk` steps (pieces.h), on the kernel only: the forward, which keeps the
+// state at the start of every piece, and the backward, which runs each piece forward again and back.
 
-void check_chunk(int32_t chunk) {
+void check_chunk(int32_t chunk, int32_t kernel) {
   if (chunk < 1) throw std::invalid_argument("chunk must be >= 1 steps; got " + std::to_string(chunk));
+  if (!kernel) throw std::invalid_argument("pieces run on the kernel only");
 }
 
 // Throws unless chunk >= 1 and `starts` (what is named `what`) holds one (B, p) state per piece.
-void check_pieces(const Shape& s, int32_t chunk, size_t starts, const char* what) {
-  check_chunk(chunk);
+void check_pieces(const Shape& s, int32_t chunk, int32_t kernel, size_t starts, const char* what) {
+  check_chunk(chunk, kernel);
   const size_t n = size_t(piece_count(s, chunk));
   if (starts != n * s.B * s.p)
     throw std::invalid_argument(std::string(what) + " holds " + std::to_string(starts) + " floats; expected (" +
@@ -155,40 +152,42 @@ void check_pieces(const Shape& s, int32_t chunk, size_t starts, const char* what
                                 "): one state per piece of " + std::to_string(chunk) + " steps");
 }
 
-ffi::Error PiecesForward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, Out y, Out hT, Out cT,
-                         Out starts, Out cstarts, int32_t cell, int32_t act, int32_t reverse, int32_t masked,
-                         int32_t chunk) {
+ffi::Error PiecesForward(F32 x, F32 a0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, Out a, Out aT, Out cT,
+                         Out a_starts, Out c_starts, int32_t cell, int32_t act, int32_t reverse, int32_t masked,
+                         int32_t kernel, int32_t chunk) {
   try {
     const Shape s = shape_of(x, U, cell, act, reverse, masked);
     const bool lstm = cell == kLstm;
-    check_pieces(s, chunk, starts->element_count(), "starts");
+    check_pieces(s, chunk, kernel, a_starts->element_count(), "a_starts");
     if (lstm) {
-      check_pieces(s, chunk, cstarts->element_count(), "cstarts");
+      check_pieces(s, chunk, kernel, c_starts->element_count(), "c_starts");
     } else {  // placeholders
       std::fill_n(cT->typed_data(), cT->element_count(), 0.0f);
-      std::fill_n(cstarts->typed_data(), cstarts->element_count(), 0.0f);
+      std::fill_n(c_starts->typed_data(), c_starts->element_count(), 0.0f);
     }
-    forward_pieces(s, chunk, inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), y->typed_data(), hT->typed_data(),
-                   lstm ? cT->typed_data() : nullptr, starts->typed_data(), lstm ? cstarts->typed_data() : nullptr);
+    forward_pieces(s, chunk, inputs_of(s, x, a0, c0, W, U, b, c_n, lengths), a->typed_data(), aT->typed_data(),
+                   lstm ? cT->typed_data() : nullptr, a_starts->typed_data(),
+                   lstm ? c_starts->typed_data() : nullptr);
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("rnnlab forward in pieces: ") + e.what());
   }
   return ffi::Error::Success();
 }
 
-ffi::Error PiecesBackward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, F32 starts,
-                          F32 cstarts, F32 dy, F32 dhT, F32 dcT, Out dx, Out dh0, Out dc0, Out dW, Out dU, Out db,
-                          Out dc_n, int32_t cell, int32_t act, int32_t reverse, int32_t masked, int32_t chunk) {
+ffi::Error PiecesBackward(F32 x, F32 a0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, F32 a_starts,
+                          F32 c_starts, F32 da, F32 daT, F32 dcT, Out dx, Out da0, Out dc0, Out dW, Out dU, Out db,
+                          Out dc_n, int32_t cell, int32_t act, int32_t reverse, int32_t masked, int32_t kernel,
+                          int32_t chunk) {
   try {
     const Shape s = shape_of(x, U, cell, act, reverse, masked);
     const bool lstm = cell == kLstm;
-    check_pieces(s, chunk, starts.element_count(), "starts");
-    if (lstm) check_pieces(s, chunk, cstarts.element_count(), "cstarts");
-    Grads g{dx->typed_data(), dh0->typed_data(), lstm ? dc0->typed_data() : nullptr,
+    check_pieces(s, chunk, kernel, a_starts.element_count(), "a_starts");
+    if (lstm) check_pieces(s, chunk, kernel, c_starts.element_count(), "c_starts");
+    Grads g{dx->typed_data(), da0->typed_data(), lstm ? dc0->typed_data() : nullptr,
             dW->typed_data(), dU->typed_data(), db->typed_data(),
             cell == kGruResetAfter ? dc_n->typed_data() : nullptr};
-    backward_pieces(s, chunk, inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), starts.typed_data(),
-                    lstm ? cstarts.typed_data() : nullptr, dy.typed_data(), dhT.typed_data(),
+    backward_pieces(s, chunk, inputs_of(s, x, a0, c0, W, U, b, c_n, lengths), a_starts.typed_data(),
+                    lstm ? c_starts.typed_data() : nullptr, da.typed_data(), daT.typed_data(),
                     lstm ? dcT.typed_data() : nullptr, g);
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("rnnlab backward in pieces: ") + e.what());
@@ -196,18 +195,18 @@ ffi::Error PiecesBackward(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S
   return ffi::Error::Success();
 }
 
-// The forward in pieces (as PiecesForward) with y as its only result: XLA can reuse the buffer of a call's
-// only result for an elementwise function of it (the loss's dy, in place), not that of one of several.
-// For Elman and the GRU, whose states the caller reads from y.
-ffi::Error PiecesForwardY(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, Out y, int32_t cell,
-                          int32_t act, int32_t reverse, int32_t masked, int32_t chunk) {
+// The forward in pieces (as PiecesForward) with a as its only result: XLA can reuse the buffer of a call's
+// only result for an elementwise function of it (the loss's da, in place), not that of one of several.
+// For Elman and the GRU, whose states the caller reads from a.
+ffi::Error PiecesForwardA(F32 x, F32 a0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, Out a, int32_t cell,
+                          int32_t act, int32_t reverse, int32_t masked, int32_t kernel, int32_t chunk) {
   try {
     const Shape s = shape_of(x, U, cell, act, reverse, masked);
-    if (cell == kLstm) throw std::invalid_argument("the LSTM's state is not in y: use PiecesForward");
-    check_chunk(chunk);
+    if (cell == kLstm) throw std::invalid_argument("the LSTM's state is not in a: use PiecesForward");
+    check_chunk(chunk, kernel);
     const size_t Bp = size_t(s.B) * s.p;
-    std::unique_ptr<float[]> states(new float[(size_t(piece_count(s, chunk)) + 1) * Bp]);  // starts, then hT
-    forward_pieces(s, chunk, inputs_of(s, x, h0, c0, W, U, b, c_n, lengths), y->typed_data(),
+    std::unique_ptr<float[]> states(new float[(size_t(piece_count(s, chunk)) + 1) * Bp]);  // starts, then aT
+    forward_pieces(s, chunk, inputs_of(s, x, a0, c0, W, U, b, c_n, lengths), a->typed_data(),
                    states.get() + piece_count(s, chunk) * Bp, nullptr, states.get(), nullptr);
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("rnnlab forward in pieces: ") + e.what());
@@ -215,7 +214,7 @@ ffi::Error PiecesForwardY(F32 x, F32 h0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S
   return ffi::Error::Success();
 }
 
-// The layer's inputs, first in every whole-sequence call: x (B, T, k), h0 (B, p), c0 (B, p; LSTM only),
+// The layer's inputs, first in every whole-sequence call: x (B, T, k), a0 (B, p), c0 (B, p; LSTM only),
 // W_a (G·p, k), U_a (G·p, p), b_a (G·p,), c_n (p,; GRU reset_after only), lengths (B,; masked LSTM only).
 auto bind_layer_inputs() {
   return ffi::Ffi::Bind()
@@ -229,7 +228,7 @@ auto bind_layer_inputs() {
       .Arg<S32>();
 }
 
-// A backward's gradients after the input's: dh0, dc0, dW_a, dU_a, db_a, dc_n.
+// A backward's gradients after the input's: da0, dc0, dW_a, dU_a, db_a, dc_n.
 template <class Binding>
 auto with_state_and_weight_grads(Binding b) {
   return std::move(b).template Ret<F32>()
@@ -246,7 +245,8 @@ auto with_layer_attrs(Binding b) {
   return std::move(b).template Attr<int32_t>("cell")
       .template Attr<int32_t>("act")
       .template Attr<int32_t>("reverse")
-      .template Attr<int32_t>("masked");
+      .template Attr<int32_t>("masked")
+      .template Attr<int32_t>("kernel");
 }
 
 }  // namespace
@@ -254,8 +254,8 @@ auto with_layer_attrs(Binding b) {
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabForward, rnnlab::Forward,
                               rnnlab::with_layer_attrs(rnnlab::bind_layer_inputs()
-                                                           .Ret<rnnlab::F32>()  // y (B, T, p)
-                                                           .Ret<rnnlab::F32>()  // hT (B, p)
+                                                           .Ret<rnnlab::F32>()  // a (B, T, p)
+                                                           .Ret<rnnlab::F32>()  // aT (B, p)
                                                            .Ret<rnnlab::F32>()  // cT (B, p)
                                                            .Ret<ffi::Buffer<ffi::U8>>()   // workspace
                                                            .Ret<ffi::Buffer<ffi::U8>>())  // scratchpad
@@ -264,12 +264,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabForward, rnnlab::Forward,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabBackward, rnnlab::Backward,
                               rnnlab::with_layer_attrs(
                                   rnnlab::with_state_and_weight_grads(rnnlab::bind_layer_inputs()
-                                                                          .Arg<rnnlab::F32>()  // y
-                                                                          .Arg<rnnlab::F32>()  // hT
+                                                                          .Arg<rnnlab::F32>()  // a
+                                                                          .Arg<rnnlab::F32>()  // aT
                                                                           .Arg<rnnlab::F32>()  // cT
                                                                           .Arg<ffi::Buffer<ffi::U8>>()  // workspace
-                                                                          .Arg<rnnlab::F32>()  // dy
-                                                                          .Arg<rnnlab::F32>()  // dhT
+                                                                          .Arg<rnnlab::F32>()  // da
+                                                                          .Arg<rnnlab::F32>()  // daT
                                                                           .Arg<rnnlab::F32>()  // dcT
                                                                           .Ret<rnnlab::F32>())  // dx
                                       .Ret<ffi::Buffer<ffi::U8>>()));  // scratchpad
@@ -278,54 +278,52 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabKernelBackward, rnnlab::KernelBackward,
                               rnnlab::with_layer_attrs(
                                   rnnlab::with_state_and_weight_grads(rnnlab::bind_layer_inputs()
                                                                           .Arg<ffi::Buffer<ffi::U8>>()  // workspace
-                                                                          .Arg<rnnlab::F32>()  // dy
-                                                                          .Arg<rnnlab::F32>()  // dhT
+                                                                          .Arg<rnnlab::F32>()  // da
+                                                                          .Arg<rnnlab::F32>()  // daT
                                                                           .Arg<rnnlab::F32>()  // dcT
                                                                           .Ret<rnnlab::F32>()))  // dx, or 1 float
                                   .Attr<int32_t>("with_dx"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabPiecesForward, rnnlab::PiecesForward,
                               rnnlab::with_layer_attrs(rnnlab::bind_layer_inputs()
-                                                           .Ret<rnnlab::F32>()   // y (B, T, p)
-                                                           .Ret<rnnlab::F32>()   // hT (B, p)
+                                                           .Ret<rnnlab::F32>()   // a (B, T, p)
+                                                           .Ret<rnnlab::F32>()   // aT (B, p)
                                                            .Ret<rnnlab::F32>()   // cT (B, p)
-                                                           .Ret<rnnlab::F32>()   // starts (n, B, p)
-                                                           .Ret<rnnlab::F32>())  // cstarts (n, B, p)
+                                                           .Ret<rnnlab::F32>()   // a_starts (n, B, p)
+                                                           .Ret<rnnlab::F32>())  // c_starts (n, B, p)
                                   .Attr<int32_t>("chunk"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabPiecesBackward, rnnlab::PiecesBackward,
                               rnnlab::with_layer_attrs(
                                   rnnlab::with_state_and_weight_grads(rnnlab::bind_layer_inputs()
-                                                                          .Arg<rnnlab::F32>()  // starts
-                                                                          .Arg<rnnlab::F32>()  // cstarts
-                                                                          .Arg<rnnlab::F32>()  // dy
-                                                                          .Arg<rnnlab::F32>()  // dhT
+                                                                          .Arg<rnnlab::F32>()  // a_starts
+                                                                          .Arg<rnnlab::F32>()  // c_starts
+                                                                          .Arg<rnnlab::F32>()  // da
+                                                                          .Arg<rnnlab::F32>()  // daT
                                                                           .Arg<rnnlab::F32>()  // dcT
                                                                           .Ret<rnnlab::F32>()))  // dx
                                   .Attr<int32_t>("chunk"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabPiecesForwardY, rnnlab::PiecesForwardY,
-                              rnnlab::with_layer_attrs(rnnlab::bind_layer_inputs().Ret<rnnlab::F32>())  // y
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabPiecesForwardA, rnnlab::PiecesForwardA,
+                              rnnlab::with_layer_attrs(rnnlab::bind_layer_inputs().Ret<rnnlab::F32>())  // a
                                   .Attr<int32_t>("chunk"));
 
-// sizes[0..3] = workspace, training scratchpad, inference scratchpad, backward scratchpad (bytes);
-// sizes[4] = 1 where the hand-written kernel runs the shape (its backward is RnnlabKernelBackward), else 0.
-// Builds and caches the plan. Returns 0, or -1 with a message in `error`.
-extern "C" int rnnlab_sizes(int cell, int act, int reverse, int masked, int B, int T, int k, int p,
+// sizes[0..3] = workspace, training scratchpad, inference scratchpad, backward scratchpad (bytes) on the
+// kernel (`kernel` 1; its temporaries come from its own pool: 0) or on oneDNN (0; builds and caches the
+// plan). Returns 0, or -1 with a message in `error`.
+extern "C" int rnnlab_sizes(int cell, int act, int reverse, int masked, int kernel, int B, int T, int k, int p,
                             int64_t* sizes, char* error, int error_len) {
   try {
     const rnnlab::Shape s{cell, act, reverse, masked, B, T, k, p};
-    if (rnnlab::on_kernel(s)) {  // its temporaries come from its own pool
+    if (kernel) {
       sizes[0] = int64_t(rnnlab::Kernel(s).workspace_bytes());
       sizes[1] = sizes[2] = sizes[3] = 0;
-      sizes[4] = 1;
     } else {
       const rnnlab::Plan& plan = rnnlab::plan_for(s);
       sizes[0] = int64_t(plan.workspace_bytes());
       sizes[1] = int64_t(plan.train_scratch_bytes());
       sizes[2] = int64_t(plan.infer_scratch_bytes());
       sizes[3] = int64_t(plan.backward_scratch_bytes());
-      sizes[4] = 0;
     }
     return 0;
   } catch (const std::exception& e) {

@@ -17,31 +17,32 @@ int lstm_registers_width();
 // W·q + j holding gate q of unit W·g + j, so that one row of a panel is a step's four gates for W units.
 void pack_lstm_panels(const float* U, int p, int W, int g0, int g1, float* panels);
 
-// One step of B sequences (rows of p floats):
-//   z = W_a x (gx, B rows of 4p floats, gx_ld apart) + U_a a_prev + b_a;  i, f, o = σ(z_i, z_f, z_o), g = tanh(z_g)
-//   c = f ⊙ c_prev + i ⊙ g,  a = o ⊙ tanh(c), written to a and, where y is not null, to y (rows y_ld apart)
+// One step of B sequences (rows of p floats), cells.h's lstm_row in vector registers:
+//   s = W_a x_t (wx, B rows of 4p floats, wx_ld apart) + U_a a_prev + b_a;  i, f, o = σ(s_i, s_f, s_o),
+//   g = tanh(s_g);  c = f ⊙ c_prev + i ⊙ g,  a = o ⊙ tanh(c), written to a and, where out is not null, to
+//   out (the layer's output a_t, rows out_ld apart)
 // keep[n] = 0 on a padding step of sequence n (i = 0, f = 1: c stays), else 1.
-// With keep_gates, i, f, g, o are written over gx (the workspace the backward reads).
+// With keep_gates, i, f, g, o are written over wx (the workspace the backward reads).
 struct LstmStep {
   int B, p;
   const float* a_prev;
   const float* panels;  // U_a as pack_lstm_panels gives it for this CPU's width
-  float* gx;
-  int64_t gx_ld;
+  float* wx;
+  int64_t wx_ld;
   bool keep_gates;
   const float* b;
   const float* c_prev;
   float* c;
   float* a;
-  float* y;
-  int64_t y_ld;
+  float* out;
+  int64_t out_ld;
   const float* keep;
   // Units walked last to first: taken on every other step, the panels a core used last, still in its cache
   // (U_a's share of a core about fills it), are the first it needs.
   bool units_last_first;
 };
 
-// Units u0..u1 (multiples of the width) of the step. y is written around the caches where it is 64-byte
+// Units u0..u1 (multiples of the width) of the step. out is written around the caches where it is 64-byte
 // aligned (it is not read again here, and would push U_a's panels out of this core's cache).
 void lstm_step_units(const LstmStep& s, int u0, int u1);
 

@@ -8,7 +8,7 @@
 //   V::NB, V::KC               sequences and panel rows in the blocks a panel is walked in (step_units)
 //   zero, set1, load and store (aligned), loadu, storeu, stream (aligned, around the caches), fence (after streams),
 //   add, sub, mul, fmadd (a·b + c), fnmadd (c - a·b), fmsub (a·b - c), min, max, round (to nearest),
-//   scale (q · 2^n, n a whole number in [-126, 127] held as a float), rcp_estimate (1/d to at least 11 bits)
+//   scale (v · 2^n, n a whole number in [-126, 127] held as a float), rcp_estimate (1/d to at least 11 bits)
 // Not built with -ffast-math: min and max return their second operand where one is NaN, and exp below puts
 // x second so that a NaN stays one.
 
@@ -20,15 +20,15 @@ inline typename V::reg vexp(typename V::reg x) {
   const auto n = V::round(V::mul(x, V::set1(1.44269504f)));
   auto r = V::fnmadd(n, V::set1(0.693145751953125f), x);
   r = V::fnmadd(n, V::set1(1.428606765330187e-06f), r);
-  auto q = V::set1(1.0f / 5040);
-  q = V::fmadd(q, r, V::set1(1.0f / 720));
-  q = V::fmadd(q, r, V::set1(1.0f / 120));
-  q = V::fmadd(q, r, V::set1(1.0f / 24));
-  q = V::fmadd(q, r, V::set1(1.0f / 6));
-  q = V::fmadd(q, r, V::set1(0.5f));
-  q = V::fmadd(q, r, V::set1(1.0f));
-  q = V::fmadd(q, r, V::set1(1.0f));
-  return V::scale(q, n);
+  auto poly = V::set1(1.0f / 5040);
+  poly = V::fmadd(poly, r, V::set1(1.0f / 720));
+  poly = V::fmadd(poly, r, V::set1(1.0f / 120));
+  poly = V::fmadd(poly, r, V::set1(1.0f / 24));
+  poly = V::fmadd(poly, r, V::set1(1.0f / 6));
+  poly = V::fmadd(poly, r, V::set1(0.5f));
+  poly = V::fmadd(poly, r, V::set1(1.0f));
+  poly = V::fmadd(poly, r, V::set1(1.0f));
+  return V::scale(poly, n);
 }
 
 // 1 / d: the estimate and one Newton step
@@ -59,13 +59,13 @@ struct Block {
 // Sequences n0..n0+MR × W units from u: the four gates' U_a a_prev accumulated in registers over a block of
 // k, then (at the last block) the equations.
 template <class V, int MR>
-inline void tile(const LstmStep& s, int n0, int u, const float* panel, const Block& blk, bool stream_y) {
+inline void tile(const LstmStep& s, int n0, int u, const float* panel, const Block& blk, bool stream_out) {
   using reg = typename V::reg;
   constexpr int W = V::W;
   const int p = s.p;
-  const int64_t gx_ld = s.gx_ld;
+  const int64_t wx_ld = s.wx_ld;
   const float *a_prev = s.a_prev, *b = s.b, *c_prev = s.c_prev, *keep = s.keep;
-  float *gx = s.gx, *c = s.c, *a = s.a, *y = s.y;
+  float *wx = s.wx, *c = s.c, *a = s.a, *out = s.out;
   const bool first = blk.k0 == 0, last = blk.k1 == p;
   reg acc[MR][4];
   for (int r = 0; r < MR; ++r)
@@ -73,7 +73,7 @@ inline void tile(const LstmStep& s, int n0, int u, const float* panel, const Blo
   const float* A = a_prev + int64_t(n0) * p;
   if (last) {
     for (int r = 0; r < MR; ++r) {  // what the equations below read, fetched while the products run
-      const float* g = gx + (n0 + r) * gx_ld + u;
+      const float* g = wx + (n0 + r) * wx_ld + u;
       for (int q = 0; q < 4; ++q) _mm_prefetch(reinterpret_cast<const char*>(g + q * p), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(c_prev + (n0 + r) * int64_t(p) + u), _MM_HINT_T0);
     }
@@ -98,15 +98,15 @@ inline void tile(const LstmStep& s, int n0, int u, const float* panel, const Blo
   const reg one = V::set1(1.0f);
   for (int r = 0; r < MR; ++r) {
     const int64_t n = n0 + r;
-    float* g = gx + n * gx_ld + u;
-    reg z[4];  // W_a x + U_a a + b_a, gates i, f, g, o
-    for (int q = 0; q < 4; ++q) z[q] = V::add(acc[r][q], V::add(V::loadu(g + q * p), V::loadu(b + q * p + u)));
+    float* g = wx + n * wx_ld + u;
+    reg pre[4];  // s = W_a x_t + U_a a_{t-1} + b_a, gates i, f, g, o (lstm_row in cells.h)
+    for (int q = 0; q < 4; ++q) pre[q] = V::add(acc[r][q], V::add(V::loadu(g + q * p), V::loadu(b + q * p + u)));
     const reg kp = V::set1(keep[n]);
-    const reg i = V::mul(kp, vsigmoid<V>(z[0]));
-    const reg f = V::add(V::mul(kp, vsigmoid<V>(z[1])), V::sub(one, kp));
-    const reg gg = vtanh<V>(z[2]);
-    const reg o = vsigmoid<V>(z[3]);
-    if (s.keep_gates) {  // for the backward, in place of W_a x
+    const reg i = V::mul(kp, vsigmoid<V>(pre[0]));
+    const reg f = V::add(V::mul(kp, vsigmoid<V>(pre[1])), V::sub(one, kp));
+    const reg gg = vtanh<V>(pre[2]);
+    const reg o = vsigmoid<V>(pre[3]);
+    if (s.keep_gates) {  // for the backward, in place of W_a x_t
       V::storeu(g, i);
       V::storeu(g + p, f);
       V::storeu(g + 2 * p, gg);
@@ -116,22 +116,22 @@ inline void tile(const LstmStep& s, int n0, int u, const float* panel, const Blo
     const reg an = V::mul(o, vtanh<V>(cn));
     V::storeu(c + n * p + u, cn);
     V::storeu(a + n * p + u, an);
-    if (stream_y) {
-      V::stream(y + n * s.y_ld + u, an);
-    } else if (y) {
-      V::storeu(y + n * s.y_ld + u, an);
+    if (stream_out) {
+      V::stream(out + n * s.out_ld + u, an);
+    } else if (out) {
+      V::storeu(out + n * s.out_ld + u, an);
     }
   }
 }
 
 // The last `rows` < MR sequences of a row block, from n, R or fewer: one tile of that many.
 template <class V, int R>
-inline void last_tile(const LstmStep& s, int n, int rows, int u, const float* panel, const Block& blk, bool stream_y) {
+inline void last_tile(const LstmStep& s, int n, int rows, int u, const float* panel, const Block& blk, bool stream_out) {
   if constexpr (R > 0) {
     if (rows == R) {
-      tile<V, R>(s, n, u, panel, blk, stream_y);
+      tile<V, R>(s, n, u, panel, blk, stream_out);
     } else {
-      last_tile<V, R - 1>(s, n, rows, u, panel, blk, stream_y);
+      last_tile<V, R - 1>(s, n, rows, u, panel, blk, stream_out);
     }
   }
 }
@@ -144,7 +144,7 @@ void step_units(const LstmStep& s, int u0, int u1) {
   constexpr int W = V::W, MR = V::MR, NB = V::NB, KC = V::KC;
   static_assert(NB % MR == 0);
   alignas(64) float part[NB * 4 * W];  // the row block's sums between blocks of k
-  const bool stream_y = s.y && reinterpret_cast<uintptr_t>(s.y) % 64 == 0 && s.y_ld % 16 == 0;
+  const bool stream_out = s.out && reinterpret_cast<uintptr_t>(s.out) % 64 == 0 && s.out_ld % 16 == 0;
   for (int j = 0; j < (u1 - u0) / W; ++j) {
     const int u = s.units_last_first ? u1 - W * (j + 1) : u0 + W * j;
     const float* panel = s.panels + int64_t(u / W) * s.p * 4 * W;
@@ -153,10 +153,10 @@ void step_units(const LstmStep& s, int u0, int u1) {
       for (int k0 = 0; k0 < s.p; k0 += KC) {
         const int k1 = k0 + KC < s.p ? k0 + KC : s.p;
         int n = nb;
-        for (; n + MR <= n1; n += MR) tile<V, MR>(s, n, u, panel, {k0, k1, part + (n - nb) * 4 * W}, stream_y);
-        last_tile<V, MR - 1>(s, n, n1 - n, u, panel, {k0, k1, part + (n - nb) * 4 * W}, stream_y);
+        for (; n + MR <= n1; n += MR) tile<V, MR>(s, n, u, panel, {k0, k1, part + (n - nb) * 4 * W}, stream_out);
+        last_tile<V, MR - 1>(s, n, n1 - n, u, panel, {k0, k1, part + (n - nb) * 4 * W}, stream_out);
       }
     }
   }
-  if (stream_y) V::fence();  // the streamed stores seen by whoever reads y after this step
+  if (stream_out) V::fence();  // the streamed stores seen by whoever reads out after this step
 }

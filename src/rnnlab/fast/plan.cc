@@ -63,8 +63,7 @@ int threads_for(const Shape& s) {
 }
 
 bool large_steps(const Shape& s) {
-  const int G = s.cell == kElman ? 1 : s.cell == kLstm ? 4 : 3;
-  return double(s.B) * G * s.p * (s.k + s.p) >= 8e6;  // multiply-adds per step
+  return double(s.B) * s.G() * s.p * (s.k + s.p) >= 8e6;  // multiply-adds per step
 }
 
 void run_with_threads(int n, const std::function<void()>& job) {
@@ -117,7 +116,7 @@ ThreadScope::~ThreadScope() { omp_set_num_threads(old_); }
 Plan::Plan(const Shape& s) : s_(s), threads_(threads_for(s)) {
   ThreadScope scope(threads_);
   const bool lstm = s.cell == kLstm;
-  G_ = s.cell == kElman ? 1 : lstm ? 4 : 3;
+  G_ = s.G();
   Gb_ = s.cell == kGruResetAfter ? 4 : G_;
   kin_ = s.k + (lstm && s.masked ? 1 : 0);
   perm_.resize(G_);
@@ -260,7 +259,7 @@ const float* Plan::src_layer(const Inputs& in) {
   return x_aug_.data();
 }
 
-void Plan::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws, void* scratch) {
+void Plan::forward(const Inputs& in, float* a, float* aT, float* cT, void* ws, void* scratch) {
   std::lock_guard<std::mutex> lock(mu_);
   ThreadScope scope(threads_);
   const bool train = ws != nullptr;
@@ -270,12 +269,12 @@ void Plan::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws, v
   const auto& pd = train ? fwd_ : inf_;
   std::unordered_map<int, memory> args = {
       {DNNL_ARG_SRC_LAYER, mem(x_md_, src_layer(in))},
-      {DNNL_ARG_SRC_ITER, mem(iter_md_, in.h0)},
+      {DNNL_ARG_SRC_ITER, mem(iter_md_, in.a0)},
       {DNNL_ARG_WEIGHTS_LAYER, wl},
       {DNNL_ARG_WEIGHTS_ITER, wi},
       {DNNL_ARG_BIAS, mem(bias_md_, bias_plain_.data())},
-      {DNNL_ARG_DST_LAYER, mem(y_md_, y)},
-      {DNNL_ARG_DST_ITER, mem(iter_md_, hT)},
+      {DNNL_ARG_DST_LAYER, mem(y_md_, a)},
+      {DNNL_ARG_DST_ITER, mem(iter_md_, aT)},
       {DNNL_ARG_SCRATCHPAD, mem(pd.scratchpad_desc(), scratch)},
   };
   if (s_.cell == kLstm) {
@@ -287,8 +286,8 @@ void Plan::forward(const Inputs& in, float* y, float* hT, float* cT, void* ws, v
   stream().wait();
 }
 
-void Plan::backward(const Inputs& in, const float* y, const float* hT, const float* cT, void* ws,
-                    const float* dy, const float* dhT, const float* dcT, const Grads& g, void* scratch) {
+void Plan::backward(const Inputs& in, const float* a, const float* aT, const float* cT, void* ws,
+                    const float* da, const float* daT, const float* dcT, const Grads& g, void* scratch) {
   std::lock_guard<std::mutex> lock(mu_);
   ThreadScope scope(threads_);
   pack_weights(in);
@@ -302,17 +301,17 @@ void Plan::backward(const Inputs& in, const float* y, const float* hT, const flo
   memory dwl = mem(diff_.layer, diff_.layer_buf.data()), dwi = mem(diff_.iter, diff_.iter_buf.data());
   std::unordered_map<int, memory> args = {
       {DNNL_ARG_SRC_LAYER, mem(x_md_, src_layer(in))},
-      {DNNL_ARG_SRC_ITER, mem(iter_md_, in.h0)},
+      {DNNL_ARG_SRC_ITER, mem(iter_md_, in.a0)},
       {DNNL_ARG_WEIGHTS_LAYER, wl},
       {DNNL_ARG_WEIGHTS_ITER, wi},
       {DNNL_ARG_BIAS, mem(bias_md_, bias_plain_.data())},
-      {DNNL_ARG_DST_LAYER, mem(y_md_, y)},
-      {DNNL_ARG_DST_ITER, mem(iter_md_, hT)},
+      {DNNL_ARG_DST_LAYER, mem(y_md_, a)},
+      {DNNL_ARG_DST_ITER, mem(iter_md_, aT)},
       {DNNL_ARG_WORKSPACE, mem(ws_md_, ws)},
-      {DNNL_ARG_DIFF_DST_LAYER, mem(y_md_, dy)},
-      {DNNL_ARG_DIFF_DST_ITER, mem(iter_md_, dhT)},
+      {DNNL_ARG_DIFF_DST_LAYER, mem(y_md_, da)},
+      {DNNL_ARG_DIFF_DST_ITER, mem(iter_md_, daT)},
       {DNNL_ARG_DIFF_SRC_LAYER, mem(x_md_, aug ? dx_aug_.data() : g.dx)},
-      {DNNL_ARG_DIFF_SRC_ITER, mem(iter_md_, g.dh0)},
+      {DNNL_ARG_DIFF_SRC_ITER, mem(iter_md_, g.da0)},
       {DNNL_ARG_DIFF_WEIGHTS_LAYER, dwl},
       {DNNL_ARG_DIFF_WEIGHTS_ITER, dwi},
       {DNNL_ARG_DIFF_BIAS, mem(bias_md_, dbias_.data())},

@@ -2,8 +2,10 @@
 // buffers for weights in the primitives' own formats.
 //
 // Layouts seen by callers (row-major, rnnlab's and PyTorch's):
-//   x (B, T, k)   h0, c0, hT, cT (B, p)   y (B, T, p)
+//   x (B, T, k)   a0, c0, aT, cT (B, p)   a (B, T, p) every a_t
 //   W_a (G·p, k)  U_a (G·p, p)  b_a (G·p,)  c_n (p,)   gates in PyTorch order (GRU r,z,n; LSTM i,f,g,o)
+//   the workspace (workspace_bytes) and scratchpads (*_scratch_bytes) in oneDNN's own formats
+// oneDNN writes the equations itself; the GRU's gates are reordered to its u, r, o (perm_).
 #pragma once
 
 #include <cstdint>
@@ -12,40 +14,10 @@
 #include <mutex>
 #include <vector>
 
+#include "cells.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
 namespace rnnlab {
-
-enum Cell : int { kElman = 0, kGru = 1, kGruResetAfter = 2, kLstm = 3 };
-enum Act : int { kTanh = 0, kRelu = 1, kSigmoid = 2 };
-
-struct Shape {
-  int cell, act, reverse, masked, B, T, k, p;
-  // Where a call runs steps t0..t0+T of longer sequences (a piece, kernel.h): their full length, the
-  // distance between two sequences' rows in x, y, dy and dx (0: T). Only the kernel runs pieces.
-  int T_all = 0;
-  int64_t seq_rows() const { return T_all > 0 ? T_all : T; }
-  bool operator==(const Shape&) const = default;
-};
-
-struct ShapeHash {
-  size_t operator()(const Shape& s) const {
-    size_t h = 0;
-    for (int v : {s.cell, s.act, s.reverse, s.masked, s.B, s.T, s.k, s.p}) h = h * 1000003u + size_t(v);
-    return h;
-  }
-};
-
-// Inputs of one call. c0, c_n and lengths may be null where the cell or mode has none.
-struct Inputs {
-  const float *x, *h0, *c0, *W, *U, *b, *c_n;
-  const int32_t* lengths;
-};
-
-// Gradients written by one backward call; null where the cell has none.
-struct Grads {
-  float *dx, *dh0, *dc0, *dW, *dU, *db, *dc_n;
-};
 
 class Plan {
  public:
@@ -57,11 +29,11 @@ class Plan {
   size_t infer_scratch_bytes() const { return inf_.scratchpad_desc().get_size(); }
   size_t backward_scratch_bytes() const { return bwd_.scratchpad_desc().get_size(); }
 
-  // y, hT, cT from the inputs; `ws` non-null selects forward training (it keeps what backward needs).
-  void forward(const Inputs& in, float* y, float* hT, float* cT, void* ws, void* scratch);
-  // Gradients wrt every input from the cotangents dy, dhT, dcT (dcT null unless LSTM).
-  void backward(const Inputs& in, const float* y, const float* hT, const float* cT, void* ws,
-                const float* dy, const float* dhT, const float* dcT, const Grads& g, void* scratch);
+  // a, aT, cT from the inputs; `ws` non-null selects forward training (it keeps what backward needs).
+  void forward(const Inputs& in, float* a, float* aT, float* cT, void* ws, void* scratch);
+  // Gradients wrt every input from the cotangents da, daT, dcT (dcT null unless LSTM).
+  void backward(const Inputs& in, const float* a, const float* aT, const float* cT, void* ws,
+                const float* da, const float* daT, const float* dcT, const Grads& g, void* scratch);
 
  private:
   struct Weights {  // weights as one primitive wants them
@@ -106,8 +78,8 @@ class ThreadScope {
 
 // Runs `job` with n OpenMP threads, and waits for it. With n > 1 the job runs on one long-lived thread of
 // the engine's own: XLA calls the handlers from whichever of its threads is free, GNU OpenMP keeps one team
-// of workers per calling thread, and two teams spinning on two cores slow each other down (S3 forward
-// and backward took 1.5× their time alone). Jobs from several callers run one after another.
+// of workers per calling thread, and two teams spinning on two cores slow each other down. Jobs from
+// several callers run one after another.
 void run_with_threads(int n, const std::function<void()>& job);
 
 // The cached plan for a shape (built on first use; thread-safe).

@@ -32,14 +32,14 @@ def stepper(layer: eqx.Module) -> Callable[[PyTree, Float[Array, "*B k"]], PyTre
 
     def on_engine(state: PyTree, x_t: Array) -> PyTree:
         lstm = isinstance(cell, LSTM)
-        h, c = state if lstm else (state, jnp.zeros((1,), jnp.float32))
+        a, c = state if lstm else (state, jnp.zeros((1,), jnp.float32))
         one = x_t.ndim == 1
         if one:
-            x_t, h, c = x_t[None], h[None], (c[None] if lstm else c)
-        h, c = engine.step(cfg, x_t, h, c, W_aT, U_aT, cell.b_a, c_n)
+            x_t, a, c = x_t[None], a[None], (c[None] if lstm else c)
+        a, c = engine.step(cfg, x_t, a, c, W_aT, U_aT, cell.b_a, c_n)
         if one:
-            h, c = h[0], (c[0] if lstm else c)
-        return (h, c) if lstm else h
+            a, c = a[0], (c[0] if lstm else c)
+        return (a, c) if lstm else a
 
     def on_cell(state: PyTree, x_t: Array) -> PyTree:
         return cell(x_t, state) if x_t.ndim == 1 else jax.vmap(cell)(x_t, state)
@@ -76,25 +76,25 @@ class Stream:
         c_n = cell.c_n if getattr(cell, "c_n", None) is not None else np.zeros((1,), f32)
         self._weights = [np.ascontiguousarray(np.asarray(a, f32)) for a in (cell.W_a.T, cell.U_a.T, cell.b_a, c_n)]
         self._x = np.zeros((B, self.k), f32)
-        self._h = [np.zeros((B, self.p), f32) for _ in range(2)]  # read one, write the other, swap
+        self._a = [np.zeros((B, self.p), f32) for _ in range(2)]  # read one, write the other, swap
         self._c = [np.zeros((B, self.p) if self._lstm else (1,), f32) for _ in range(2)]
         self._now = 0
         fn = engine.raw_step()
-        ptr = [a.ctypes.data for a in (self._x, *self._h, *self._c, *self._weights)]
-        x, h0, h1, c0, c1, Wt, Ut, b, cn = ptr
+        ptr = [v.ctypes.data for v in (self._x, *self._a, *self._c, *self._weights)]
+        x, a_0, a_1, c_0, c_1, W_aT, U_aT, b_a, c_n = ptr  # buffers 0 and 1 of a and c, taken in turn
         head = (cfg.cell, cfg.act, B, self.k, self.p, x)
         # the two argument lists, one per direction of the swap, built once
-        self._calls = [lambda: fn(*head, h0, c0, Wt, Ut, b, cn, h1, c1),
-                       lambda: fn(*head, h1, c1, Wt, Ut, b, cn, h0, c0)]
+        self._calls = [lambda: fn(*head, a_0, c_0, W_aT, U_aT, b_a, c_n, a_1, c_1),
+                       lambda: fn(*head, a_1, c_1, W_aT, U_aT, b_a, c_n, a_0, c_0)]
         self.reset()
 
     def reset(self, state: PyTree | None = None) -> None:
         """Start again from `state` (as `layer.initial_state` gives it), else from the layer's a_0."""
         if state is None:
             state = self.layer.initial_state(batch=self.batch)
-        h, c = state if self._lstm else (state, None)
+        a, c = state if self._lstm else (state, None)
         self._now = 0
-        self._h[0][...] = np.asarray(h, np.float32).reshape(self._h[0].shape)
+        self._a[0][...] = np.asarray(a, np.float32).reshape(self._a[0].shape)
         if self._lstm:
             self._c[0][...] = np.asarray(c, np.float32).reshape(self._c[0].shape)
 
@@ -102,8 +102,8 @@ class Stream:
     def state(self) -> PyTree:
         """The current state as NumPy copies: a_t, or (a_t, c_t) for an LSTM; (p,) or (B, p)."""
         one = (lambda a: a[0].copy()) if self.batch is None else (lambda a: a.copy())
-        h = one(self._h[self._now])
-        return (h, one(self._c[self._now])) if self._lstm else h
+        a = one(self._a[self._now])
+        return (a, one(self._c[self._now])) if self._lstm else a
 
     def __call__(self, x_t: Float[Arrayish, "*B k"]) -> np.ndarray:
         """a_t, (p,) or (B, p), after one step on x_t, (k,) or (B, k)."""
@@ -116,5 +116,5 @@ class Stream:
         if self._calls[self._now]() != 0:
             raise RuntimeError("the engine's step refused the cell")
         self._now = 1 - self._now
-        h = self._h[self._now]
-        return h[0].copy() if self.batch is None else h.copy()
+        a = self._a[self._now]
+        return a[0].copy() if self.batch is None else a.copy()
