@@ -34,7 +34,8 @@ import numpy as np
 import optax
 from jaxtyping import Float, Int
 
-from rnnlab import checkpoint, compile_cache, metrics, optim
+from rnnlab import baseline, checkpoint, compile_cache, metrics, optim
+from rnnlab.data import subwords
 from rnnlab.data.batches import bucket_edges, encode, make, plan, prefetch
 from rnnlab.data.dataset import Dataset, Split
 from rnnlab.data.embeddings import embedding_matrix, load_vectors
@@ -65,6 +66,7 @@ class Config:
     pooling: str = "max"             # last | mean | max over the valid steps
     dropout: float = 0.3             # between layers and before the head
     embed_dropout: float = 0.0       # on x_t
+    subwords: int = 0                # rows of H, hashed character 3-5-grams added to x_t (0: none; data.subwords)
     pretrain_epochs: int = 0         # passes of next-word pretraining of E and the layer first (rnnlab.pretrain)
     # optimisation
     epochs: int = 20
@@ -80,13 +82,15 @@ class Config:
     max_seconds: float | None = None  # stop (keeping the best model) after this much training time
     val_fraction: float = 0.1        # held out from train when the dataset has no val split
     seed: int = 0
+    baseline: bool = True            # a run on disk also fits the TF-IDF + logistic regression floor (rnnlab.baseline)
     checkpoint_every: int = 100      # steps between mid-epoch checkpoints (with an out_dir)
 
     def model_config(self, vocab_size: int, classes: int, k: int | None = None) -> ModelConfig:
         return ModelConfig(
             vocab_size=vocab_size, classes=classes, k=k or self.k, cell=self.cell, units=self.units,
             layers=self.layers, bidirectional=self.bidirectional, pooling=self.pooling, dropout=self.dropout,
-            embed_dropout=self.embed_dropout, freeze_embeddings=self.freeze_embeddings)
+            embed_dropout=self.embed_dropout, freeze_embeddings=self.freeze_embeddings,
+            subword_buckets=self.subwords, subword_grams=subwords.MAX_GRAMS if self.subwords else 0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,6 +130,7 @@ class Config:
         need(self.pooling in POOLINGS, "pooling", f"the pooling is one of {' | '.join(POOLINGS)}")
         real("dropout", 0, 1, "dropout (a fraction of units zeroed)", open_high=True)
         real("embed_dropout", 0, 1, "dropout on x_t (a fraction zeroed)", open_high=True)
+        whole("subwords", 0, "the rows of the n-grams' table H (0: none)")
         whole("pretrain_epochs", 0, "the pretraining epochs")
         whole("epochs", 1, "the epochs")
         whole("batch_size", 1, "B, the texts per step,")
@@ -167,6 +172,7 @@ class FitResult:
     test: dict | None = None
     seconds: float = 0.0
     out_dir: Path | None = None
+    baseline: dict | None = None     # the floor's scores (`rnnlab.baseline.floor_report`) when fitted
 
     @property
     def model(self) -> TextClassifier:
@@ -610,7 +616,9 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
     if config.members < 1:
         raise ValueError(f"members must be >= 1; got {config.members}")
     member_keys = [jax.random.fold_in(key, 0), *(jax.random.fold_in(key, 1000 + i) for i in range(1, config.members))]
-    members = tuple(TextClassifier(model_config, E, key=k) for k in member_keys)
+    grams = (subwords.table(vocab.tokens, model_config.subword_buckets, model_config.subword_grams)
+             if model_config.subword_buckets else None)
+    members = tuple(TextClassifier(model_config, E, key=k, grams=grams) for k in member_keys)
     params, static = eqx.partition(members, tuple(trainable(m) for m in members))
 
     ids, lengths = (vocab.encode_batch(tokenized, config.maxlen) if not resuming
@@ -736,13 +744,16 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
     result.val = evaluate(members, vocab, val, labels, dataset.task, config.maxlen, val_encoded)
     if evaluate_test and "test" in dataset:
         result.test = evaluate(members, vocab, dataset["test"], labels, dataset.task, config.maxlen)
+    if config.baseline and out is not None:  # runs on disk (a tuning trial in memory skips it)
+        result.baseline = baseline.floor_report(train, val, dataset["test"] if result.test is not None else None,
+                                                labels, dataset.task)
     if out is not None:
         checkpoint.save_model(out / checkpoint.MODEL, members, best_epoch)
         checkpoint.write_json(out / checkpoint.METRICS, {
             "task": dataset.task, "metric": metric, "best_epoch": best_epoch,
             "val": {metric: result.val["score"], **result.val},
             "test": None if result.test is None else {metric: result.test["score"], **result.test},
-            "history": history, "train_seconds": result.seconds,
+            "history": history, "train_seconds": result.seconds, "baseline": result.baseline,
             "wall_seconds": time.perf_counter() - start,
         })
         if not keep_state:
