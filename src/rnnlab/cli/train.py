@@ -53,6 +53,25 @@ def _scores_table(title: str, rows: list[tuple[str, dict | None]], metric: str) 
     return table
 
 
+def floor_line(floor: dict, val: float, metric: str) -> str:
+    """The TF-IDF floor's scores beside the model's validation score, in one line."""
+    test = "" if floor.get("test") is None else f", test {floor['test']:.4f}"
+    return (f"floor (TF-IDF n-grams + logistic regression, C={floor['C']:g}): val {metric} {floor['val']:.4f}"
+            f"{test}; the network {100 * (val - floor['val']):+.1f} points on val")
+
+
+def _recorded_floor(run: Path) -> dict | None:
+    """The floor's scores that `rnnlab train` wrote to the run's metrics.json, where it has them."""
+    from rnnlab.checkpoint import METRICS
+
+    path = run / METRICS
+    try:
+        floor = json.loads(path.read_text(encoding="utf-8")).get("baseline") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return floor if isinstance(floor, dict) else None
+
+
 def _notes(lines: list[str]) -> None:
     """What the data's readers decided, one line each, on stderr (warnings in yellow)."""
     for line in lines:
@@ -117,6 +136,10 @@ def train(
     max_vocab: int = typer.Option(_d("max_vocab"), help="Vocabulary size at most."),
     dropout: float = typer.Option(_d("dropout"), help="Dropout between layers and before the head."),
     embed_dropout: float = typer.Option(_d("embed_dropout"), help="Dropout on x_t."),
+    subwords: int = typer.Option(_d("subwords"), help="Rows of the table of hashed character 3-5-grams whose "
+                                 "mean is added to each token's x_t (0: none)."),
+    baseline: bool = typer.Option(_d("baseline"), "--baseline/--no-baseline", help="Also fit the TF-IDF + "
+                                  "logistic regression floor on train (C chosen on val) and report it."),
     pretrain_epochs: int = typer.Option(_d("pretrain_epochs"), help="Passes of next-word pretraining of the "
                                         "embedding and the layer on the training texts, before the labels."),
     members: int = typer.Option(_d("members"), help="Models trained side by side, probabilities averaged."),
@@ -170,7 +193,7 @@ def train(
             vector_words=vector_words, members=members, ema=ema,
             freeze_embeddings=freeze_embeddings, cell=cell, units=units, layers=layers,
             bidirectional=bidirectional, pooling=pooling, dropout=dropout, embed_dropout=embed_dropout,
-            pretrain_epochs=pretrain_epochs,
+            pretrain_epochs=pretrain_epochs, subwords=subwords, baseline=baseline,
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, clip=clip,
             class_weights=class_weights, patience=patience, max_seconds=max_seconds, seed=seed,
             checkpoint_every=checkpoint_every, val_fraction=val_fraction).validate()
@@ -194,10 +217,12 @@ def train(
     if as_json:
         print(json.dumps({"run": str(out), "task": dataset.task, "metric": result.metric,
                           "best_epoch": result.best_epoch, "seconds": round(result.seconds, 3),
-                          "val": result.val, "test": result.test}))
+                          "val": result.val, "test": result.test, "baseline": result.baseline}))
         return
     title = f"{dataset.task}: best epoch {result.best_epoch}, {result.seconds:.0f} s"
     out_console.print(_scores_table(title, [("val", result.val), ("test", result.test)], result.metric))
+    if result.baseline is not None:
+        out_console.print(floor_line(result.baseline, result.val["score"], result.metric), highlight=False)
     out_console.print(f"run written to {out}")
 
 
@@ -256,11 +281,16 @@ def evaluate(
         y_pred = r.predict_proba(part.texts).argmax(axis=1)
         report = metrics.report(y_true, y_pred, r.labels, r.task)
         described = dict(zip(dataset.labels, dataset.descriptions, strict=True)) if dataset.descriptions else {}
+        floor = _recorded_floor(run)
     if as_json:
         extra = {"descriptions": [described.get(name, "") for name in r.labels]} if described else {}
-        print(json.dumps({"split": split, report["metric"]: report["score"], **report, **extra}))
+        print(json.dumps({"split": split, report["metric"]: report["score"], **report, **extra, "baseline": floor}))
         return
     out_console.print(_scores_table(f"{r.task} ({run})", [(split, report)], report["metric"]))
+    if floor is not None and floor.get(split) is not None:
+        out_console.print(f"floor (TF-IDF n-grams + logistic regression, fitted with the run, C={floor['C']:g}): "
+                          f"{split} {report['metric']} {floor[split]:.4f}; the network "
+                          f"{100 * (report['score'] - floor[split]):+.1f} points", highlight=False)
     per = Table(title="per class")
     for col in ("label", "precision", "recall", "f1", "support", *(["description"] if described else [])):
         per.add_column(col, justify="left" if col in ("label", "description") else "right")
