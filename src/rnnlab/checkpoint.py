@@ -465,8 +465,6 @@ def load_run(run_dir: str | Path) -> Run:
     that is not a run, a run with no finished epoch, or a file that is cut, malformed, damaged or holds
     NaN weights is refused with one line naming the file."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no such run folder (write one with `rnnlab train`)")
     info = read_info(run_dir)
     model_path = run_dir / MODEL
     if not model_path.is_file():

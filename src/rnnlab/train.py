@@ -144,7 +144,6 @@ class Config:
         whole("patience", 1, "the epochs without a better score before stopping")
         if self.max_seconds is not None:
             real("max_seconds", 0, math.inf, "the time limit in seconds", open_low=True, open_high=True)
-        real("val_fraction", 0, 1, "the fraction held out for validation", open_low=True, open_high=True)
         whole("checkpoint_every", 0, "the steps between checkpoints (0: at the end of each epoch only)")
         return self
 
