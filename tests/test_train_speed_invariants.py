@@ -168,3 +168,23 @@ def test_compilation_cache_serves_a_second_process(tmp_path):
     second = _run(env)
     assert second[1] == first[1] and int(second[2]) >= 1
     assert _run({"RNNLAB_COMPILE_CACHE": "0"})[0] == "None"
+
+
+def test_pretraining_compiles_once_for_the_same_shapes():
+    from rnnlab.pretrain import pretrain
+
+    compiles = []
+    listener = lambda event, seconds, **kw: compiles.append(event) if event.endswith("backend_compile_duration") \
+        else None  # noqa: E731
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 20, (16, 8)).astype(np.int32)
+    lengths = rng.integers(2, 9, 16).astype(np.int32)
+    model = TextClassifier(ModelConfig(vocab_size=20, classes=2, k=6, units=4), key=jax.random.key(0))
+    pretrain(model, ids, lengths, epochs=1, words=10, batch_size=8)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        for seed in (1, 2):
+            pretrain(model, ids, lengths, epochs=1, words=10, batch_size=8, seed=seed)
+        assert compiles == []
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)

@@ -11,6 +11,8 @@ backward direction saw of the future, and predicting the next token would be cop
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -59,6 +61,23 @@ class NextWord(eqx.Module):
         return total / jnp.maximum(count, 1.0)
 
 
+@functools.lru_cache(maxsize=16)
+def _optimizer(lr: float, clip: float) -> optax.GradientTransformation:
+    """One optimiser object per (lr, clip), so that the step compiled for it is found again."""
+    return optax.chain(optax.clip_by_global_norm(clip), optax.adamw(lr, weight_decay=1e-4))
+
+
+@eqx.filter_jit
+def _step(static, optim, params, opt_state, tokens, lengths, targets, key):
+    """One AdamW step of next-word prediction (module level: compiled once per shape and optimiser)."""
+    def loss_fn(params):
+        return eqx.combine(params, static).loss(tokens, lengths, targets, key)
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = optim.update(grads, opt_state, params)
+    return eqx.apply_updates(params, updates), opt_state, loss
+
+
 def pretrain(
     model: TextClassifier,
     ids: Int[np.ndarray, "N T"],
@@ -78,19 +97,11 @@ def pretrain(
     lm = NextWord(model, words, key=k_init)
     trainable = eqx.tree_at(lambda m: m.model.head, jax.tree.map(eqx.is_inexact_array, lm), replace_fn=lambda h: False)
     params, static = eqx.partition(lm, trainable)
-    optim = optax.chain(optax.clip_by_global_norm(clip), optax.adamw(lr, weight_decay=1e-4))
+    optim = _optimizer(lr, clip)
     opt_state = optim.init(params)
     targets_all = np.minimum(ids, words + 1) - 1  # ids 1.. (unk, then most frequent first) -> classes 0..words
     targets_all = np.clip(targets_all, 0, words)
-
-    @eqx.filter_jit
-    def step(params, opt_state, tokens, lengths, targets, key):
-        def loss_fn(params):
-            return eqx.combine(params, static).loss(tokens, lengths, targets, key)
-
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = optim.update(grads, opt_state, params)
-        return eqx.apply_updates(params, updates), opt_state, loss
+    step = functools.partial(_step, static, optim)
 
     rng = np.random.default_rng(seed)
     edges = bucket_edges(ids.shape[1])
