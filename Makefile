@@ -27,7 +27,7 @@ $(STAMP): $(BIN)/python pyproject.toml $(FAST_SOURCES)
 # An extra's requirements, read from pyproject.toml (rnnlab itself stays as built). torch first:
 # `torch==2.13.0` is a CPU wheel on disk; any other spelling downloads a CUDA build.
 $(EXTRAS)-%: $(STAMP) pyproject.toml
-	$(BIN)/python -c "import tomllib, sys; print(*tomllib.load(open('pyproject.toml', 'rb'))\
+	$(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))\
 	    ['project']['optional-dependencies']['$*'], sep='\n')" > $(VENV)/requirements-$*.txt
 	if grep -q '^torch' $(VENV)/requirements-$*.txt; then $(BIN)/pip install -q torch==2.13.0; fi
 	$(BIN)/pip install -q -r $(VENV)/requirements-$*.txt

@@ -146,3 +146,47 @@ def test_version_and_help_show_every_default():
     for command in ("train", "evaluate", "predict", "explain", "inspect", "tune", "demo"):
         text = runner.invoke(app, [command, "--help"], env=env).output
         assert "<bool>" not in text and "the seed's case" not in text, command
+
+
+# -- set-up: what `make demo` installs, where .ci/postgres finds PostgreSQL -------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_n(target: str, tmp_path: Path) -> str:
+    """The commands `make TARGET` would run on a fresh clone (nothing installed yet), without running them."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    return subprocess.run(["make", "-n", target], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+
+
+def test_make_demo_installs_the_runtime_alone_and_test_its_extra_torch_first(tmp_path):
+    demo = make_n("demo", tmp_path)
+    assert "torch" not in demo and "keras" not in demo.lower() and "[test" not in demo and "[bench" not in demo
+    assert "pip install -q --no-build-isolation -e ." in demo and "rnnlab demo" in demo
+    for target, extra in (("test", "test"), ("bench", "bench")):
+        commands = make_n(target, tmp_path).splitlines()
+        torch = next(i for i, c in enumerate(commands) if "pip install -q torch==2.13.0" in c)
+        extra_at = next(i for i, c in enumerate(commands) if f"-r .venv/requirements-{extra}.txt" in c)
+        assert torch < extra_at and sum("-e ." in c for c in commands) == 1  # torch first; one build of rnnlab
+
+
+def test_ci_postgres_finds_postgresql_on_the_path(tmp_path):
+    import subprocess
+
+    bin_dir = tmp_path / "pg" / "bin"
+    bin_dir.mkdir(parents=True)
+    for tool in ("initdb", "pg_ctl", "postgres"):
+        (bin_dir / tool).write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / tool).chmod(0o755)
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    script = ("eval \"$(sed -n '/^_rnnlab_pg_bindir()/,/^}/p' .ci/postgres)\"; _rnnlab_pg_bindir")
+    found = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True,
+                           env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == (str(debian[-1].parent) if debian else str(bin_dir))
