@@ -39,12 +39,13 @@ demo: $(STAMP)
 lint: $(EXTRAS)-test
 	$(BIN)/ruff check .
 
-# Two workers, each taking whole files (a file's fixtures are made once): 6 min 41 s on 2 cores, against
-# 8 min 37 s in one process.
+# Two workers, each taking whole files (a file's fixtures are made once, and two files' compilations
+# overlap).
 test: $(EXTRAS)-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
+# The speed benchmark (rnnlab.bench); its JSON goes to ./speed.json.
 bench: $(EXTRAS)-bench
 	$(BIN)/python benchmarks/speed.py
 

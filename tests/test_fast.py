@@ -468,3 +468,16 @@ def test_the_kernel_or_onednn_is_chosen_in_config_alone():
         compare(layer, x, jnp.array([5, 1, 3]))
     finally:
         del os.environ["RNNLAB_FAST_ENGINE"]
+
+
+def test_training_takes_the_engine_as_a_setting():
+    from typer.testing import CliRunner
+
+    from rnnlab.cli import app
+    from rnnlab.train import Config
+
+    with pytest.raises(ValueError, match=r"--engine gpu: the engine is one of auto \| scan \| fused"):
+        Config(engine="gpu").validate()
+    assert Config().engine == "auto" and Config(engine="fused").validate().engine == "fused"
+    res = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert "--engine" in res.output and "default: auto" in res.output

@@ -41,6 +41,7 @@ from rnnlab.data.dataset import Dataset, Split
 from rnnlab.data.embeddings import embedding_matrix, load_vectors
 from rnnlab.data.tokenize import tokenize
 from rnnlab.data.vocab import Vocabulary
+from rnnlab.layers import with_engine
 from rnnlab.models import POOLINGS, ModelConfig, TextClassifier
 from rnnlab.pretrain import pretrain
 
@@ -84,6 +85,7 @@ class Config:
     seed: int = 0
     baseline: bool = True            # a run on disk also fits the TF-IDF + logistic regression floor (rnnlab.baseline)
     checkpoint_every: int = 100      # steps between mid-epoch checkpoints (with an out_dir)
+    engine: str = "auto"             # where the layers run: auto | scan | fused (rnnlab.Recurrent's engine)
 
     def model_config(self, vocab_size: int, classes: int, k: int | None = None) -> ModelConfig:
         return ModelConfig(
@@ -145,6 +147,7 @@ class Config:
         if self.max_seconds is not None:
             real("max_seconds", 0, math.inf, "the time limit in seconds", open_low=True, open_high=True)
         whole("checkpoint_every", 0, "the steps between checkpoints (0: at the end of each epoch only)")
+        need(self.engine in ("auto", "scan", "fused"), "engine", "the engine is one of auto | scan | fused")
         return self
 
     @classmethod
@@ -617,7 +620,8 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
     member_keys = [jax.random.fold_in(key, 0), *(jax.random.fold_in(key, 1000 + i) for i in range(1, config.members))]
     grams = (subwords.table(vocab.tokens, model_config.subword_buckets, model_config.subword_grams)
              if model_config.subword_buckets else None)
-    members = tuple(TextClassifier(model_config, E, key=k, grams=grams) for k in member_keys)
+    members = tuple(with_engine(TextClassifier(model_config, E, key=k, grams=grams), config.engine)
+                    for k in member_keys)
     params, static = eqx.partition(members, tuple(trainable(m) for m in members))
 
     ids, lengths = (vocab.encode_batch(tokenized, config.maxlen) if not resuming

@@ -156,6 +156,8 @@ def train(
     max_seconds: float | None = typer.Option(None, help="Stop training after this many seconds (best model kept)."),
     seed: int = typer.Option(_d("seed"), help="Same seed, same data: same model."),
     checkpoint_every: int = typer.Option(_d("checkpoint_every"), help="Steps between checkpoints in an epoch."),
+    engine: str = typer.Option(_d("engine"), help="Where the recurrent layers run: auto (the fused CPU engine "
+                               "where it runs, else the scan), scan, or fused (an error says why where it cannot)."),
     val_fraction: float = typer.Option(_d("val_fraction"), help="Share of each label's training texts held out to "
                                        "validate on, where the data has no val split."),
     text_column: str = typer.Option("text", help="Text column of CSV/JSONL data."),
@@ -196,7 +198,7 @@ def train(
             pretrain_epochs=pretrain_epochs, subwords=subwords, baseline=baseline,
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, clip=clip,
             class_weights=class_weights, patience=patience, max_seconds=max_seconds, seed=seed,
-            checkpoint_every=checkpoint_every, val_fraction=val_fraction).validate()
+            checkpoint_every=checkpoint_every, val_fraction=val_fraction, engine=engine).validate()
         if not 0 < val_fraction < 1:
             raise ValueError(f"--val-fraction must lie between 0 and 1 (a share of train); got {val_fraction}")
         dataset = rdata.load(data, text_column=text_column, label_column=label_column, progress=not quiet)
