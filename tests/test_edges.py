@@ -190,3 +190,52 @@ def test_ci_postgres_finds_postgresql_on_the_path(tmp_path):
                            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
     assert found.returncode == 0, found.stderr
     assert found.stdout.strip() == (str(debian[-1].parent) if debian else str(bin_dir))
+
+
+# -- real data formats: descriptions, no mapping.txt, a task's name, a split that lacks labels -----------
+
+
+@pytest.fixture(scope="module")
+def irony_like(tmp_path_factory) -> tuple[Path, Path, object]:
+    """(run, data, the train command's result): a folder named `irony` whose labels are not irony's, with a
+    mapping.txt of three columns (emoji's form), and a val split holding one of its two labels."""
+    d = tmp_path_factory.mktemp("irony-like")
+    data = d / "irony"
+    data.mkdir()
+    (data / "mapping.txt").write_text("0\t❤\t_red_heart_\t\n1\t😂\t_face_with_tears_of_joy_\t\n")
+    words = ("love heart dear sweet", "lol haha funny joke")
+    (data / "train_text.txt").write_text("".join(f"{words[i % 2]} {i}\n" for i in range(40)))
+    (data / "train_labels.txt").write_text("".join(f"{i % 2}\n" for i in range(40)))
+    (data / "val_text.txt").write_text("love you\nsweet heart\n")
+    (data / "val_labels.txt").write_text("0\n0\n")
+    result = runner.invoke(app, ["train", str(data), "--out", str(d / "run"), *FAST])
+    return d / "run", data, result
+
+
+def test_a_folder_named_like_a_task_trains_scored_by_macro_f1_and_warns_of_missing_labels(irony_like):
+    run, _, result = irony_like
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "metrics.json").read_text())["metric"] == "macro_f1"
+    said_ = " ".join(result.stderr.split())
+    assert "named like a TweetEval task" in said_ and "scored by macro_f1" in said_
+    assert "warning: val has no text labelled 😂" in said_
+
+
+def test_evaluate_shows_each_label_s_description(irony_like):
+    run, data, _ = irony_like
+    table = runner.invoke(app, ["evaluate", str(run), str(data)], env={**os.environ, "COLUMNS": "120"})
+    assert table.exit_code == 0, table.output
+    row = next(line for line in table.stdout.splitlines() if "❤" in line and "_red_heart_" in line)
+    assert "description" in table.stdout and row
+    assert "warning: val has no text labelled 😂" in " ".join(table.stderr.split())
+    report = json.loads(runner.invoke(app, ["evaluate", str(run), str(data), "--json"]).stdout)
+    assert report["split"] == "val" and report["descriptions"] == ["_red_heart_", "_face_with_tears_of_joy_"]
+
+
+def test_a_folder_without_mapping_trains_and_says_how_it_named_the_labels(tmp_path):
+    data = folder(tmp_path / "umsab", "".join(f"w{i % 3} x\n" for i in range(30)),
+                  "".join(f"{(i % 3) * 5}\n" for i in range(30)), mapping=None)
+    result = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), *FAST])
+    assert result.exit_code == 0, result.output
+    assert "no mapping.txt, so the labels are named by their own values: 0, 5, 10" in " ".join(result.stderr.split())
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["labels"] == ["0", "5", "10"]
