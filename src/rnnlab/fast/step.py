@@ -51,8 +51,8 @@ class Stream:
     """A `Recurrent` layer run one timestep at a time from Python, on the engine's step without JAX.
 
     Each call is one call into the compiled step through ctypes, on NumPy buffers made once: no tracing,
-    no dispatch, a few µs a step at tweet sizes. The state (a_t, and c_t for an LSTM) stays inside between
-    calls; a call returns a fresh copy of a_t. For inference (no gradient), on CPU with the engine built.
+    no dispatch (benchmarks/README.md, S2, has its time). The state (a_t, and c_t for an LSTM) stays inside
+    between calls; a call returns a fresh copy of a_t. For inference (no gradient), on CPU with the engine built.
 
         stream = Stream(layer)             # one sequence, from the layer's a_0 (or zeros)
         for x_t in xs:                     # x_t (k,)
