@@ -6,8 +6,9 @@
 The server runs in its own process (`rnnlab serve RUN --port 0`, loopback), so that its memory is its own;
 the clients are threads here, each with its own connection. Timings are the clients' (HTTP and JSON
 included); `in_process_ms` is `Run.predict_proba` on the same 200 texts without the server, for the
-difference. Without --run, a classifier with `rnnlab train`'s default shapes (bidirectional GRU, 64 units a
-direction, k=50, max-pooling) is saved untrained: its speed is a trained one's. Tweets are TweetEval
+difference, and `tokenize_ms` the part of it that turns the texts into ids. Without --run, a classifier
+with `rnnlab train`'s default shapes (bidirectional GRU, 64 units a direction, k=50, max-pooling) is saved
+untrained: its speed is a trained one's. Tweets are TweetEval
 emotion's validation texts where ../shared/data is present, else generated.
 """
 
@@ -138,20 +139,23 @@ def main() -> None:
         loaded = load_run(run)
         for _ in range(3):
             loaded.predict_proba(texts[: args.texts])
-        in_process = []
+        in_process, encode = [], []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             loaded.predict_proba(texts[: args.texts])
             in_process.append((time.perf_counter() - t0) * 1e3)
+            t0 = time.perf_counter()
+            loaded.encode(texts[: args.texts])
+            encode.append((time.perf_counter() - t0) * 1e3)
         c = loaded.model.config
     result = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(), "load_average_1min": os.getloadavg()[0]},
         "run": {"path": str(args.run) if args.run else "default shapes, untrained", "cell": c.cell, "p": c.units,
                 "bidirectional": c.bidirectional, "k": c.k, "maxlen": loaded.maxlen, "vocab": len(loaded.vocab)},
         "predict": {"texts": args.texts, "repeats": args.repeats, "median_ms": statistics.median(batch),
                     "p90_ms": percentile(batch, 90), "goal_ms": 100,
-                    "in_process_ms": statistics.median(in_process)},
+                    "in_process_ms": statistics.median(in_process), "tokenize_ms": statistics.median(encode)},
         "predict_one_text": {"median_ms": statistics.median(single), "p90_ms": percentile(single, 90)},
         "concurrent": loads,
         "server_rss_mb": {"loaded": rss_loaded / 2**20, "after_load": rss_after / 2**20},

@@ -18,14 +18,15 @@ import numpy as np
 from jaxtyping import Array, Int
 
 from rnnlab import experiments
-from rnnlab.checkpoint import CONFIG, Run, load_run
+from rnnlab.checkpoint import CONFIG, Run, load_run, predict_proba
+from rnnlab.data.batches import bucket_edges, plan
 from rnnlab.data.tokenize import tokenize
 from rnnlab.layers import Bidirectional
 from rnnlab.models import TextClassifier
 from rnnlab.serve.limits import RequestError
 
 MAX_SEQUENCE_TOKENS = 500  # tokens of one /trace on an Elman run (a classifier reads at most its maxlen)
-BATCH_SIZES = (8, 32, 256)  # rows of a compiled /predict batch: the smallest that holds the texts
+BATCH_SIZES = (8, 32, 128, 256)  # rows of a compiled /predict batch: the smallest that holds a bucket's texts
 
 
 class ServeError(Exception):
@@ -70,10 +71,14 @@ class Classifier:
         }
 
     def predict(self, texts: list[str]) -> list[dict]:
-        """{"label", "probabilities"} for each text, in batches of the smallest of BATCH_SIZES that holds
-        them (a text alone is not padded to 256 rows)."""
-        rows = next((b for b in BATCH_SIZES if b >= len(texts)), BATCH_SIZES[-1])
-        proba = self.run.predict_proba(texts, batch_size=rows)
+        """{"label", "probabilities"} for each text. Texts go to length buckets as in `Run.predict_proba`,
+        each bucket in batches of the smallest of BATCH_SIZES rows that holds it (a text alone, or the
+        few long tweets of a request, are not padded to 256 rows)."""
+        ids, lengths = self.run.encode(texts)
+        proba = np.zeros((len(texts), len(self.run.labels)), np.float32)
+        for _, rows in plan(lengths, BATCH_SIZES[-1], bucket_edges(ids.shape[1]), None):
+            size = next(b for b in BATCH_SIZES if b >= len(rows))
+            proba[rows] = predict_proba(self.run.members, ids[rows], lengths[rows], size)
         labels = self.run.labels
         return [{"label": labels[int(np.argmax(row))],
                  "probabilities": {name: round(float(v), 6) for name, v in zip(labels, row, strict=True)}}
@@ -111,8 +116,9 @@ class Classifier:
 
     def warm(self) -> None:
         """Compile what a request runs: predict at each batch size in each length bucket, and trace."""
+        long = " ".join(["a"] * self.run.maxlen)
         for rows in BATCH_SIZES:
-            self.predict(["a"] * (rows - 1) + [" ".join(["a"] * self.run.maxlen)])
+            self.predict(["a"] * rows + [long] * rows)
         self.trace("a")
 
 
