@@ -27,6 +27,7 @@ import functools
 import importlib.util
 import os
 import sys
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -139,6 +140,12 @@ def _forward(cfg: Config, train: bool, *args):
     call = jax.ffi.ffi_call("rnnlab_forward", out, vmap_method="sequential")
     a, aT, cT, workspace, _ = call(*args, **_attrs(cfg), train=np.int32(train))
     return a, aT, cT, workspace
+
+
+def on_kernel(cfg: Config, B: int, T: int, k: int, p: int) -> bool:
+    """Deprecated: `cfg.kernel` says whether the hand-written kernel runs a layer (`layer.config` decides)."""
+    warnings.warn("rnnlab.fast.engine.on_kernel is deprecated: read cfg.kernel", DeprecationWarning, stacklevel=2)
+    return cfg.kernel
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
