@@ -117,8 +117,8 @@ void Slab::forward(const Inputs& in, float* a, float* aT, float* cT, void* ws) c
   }
   Scratch scratch((ws ? train_scratch_bytes() : infer_scratch_bytes()) / sizeof(float));
   float* a_tm = ws ? static_cast<float*>(ws) : scratch.data();  // (T, B, p): every a_t
-  float* gates = elman ? a_tm : a_tm + TB * p;              // (T, B, G·p): W_a x_t, then the gate values
-  float* extra = elman ? nullptr : gates + TB * Gp;     // (T, B, p): GRU hn, LSTM c_t
+  float* gates = elman ? a_tm : a_tm + TB * p;                  // (T, B, G·p): W_a x_t, then the gate values
+  float* extra = elman ? nullptr : gates + TB * Gp;             // (T, B, p): GRU un, LSTM c_t
   float* x_tm = scratch.data() + (ws ? 0 : workspace_bytes() / sizeof(float));
   float* ua = x_tm + TB * k;  // (B, G·p): GRU U_a a_{t-1}
   Team::get().run(P_, [&](int part) {
