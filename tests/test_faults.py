@@ -216,19 +216,19 @@ from test_train import toy_dataset
 from test_faults import THREE
 from rnnlab.train import Config, fit
 
-# SIGKILL in the middle of the 4th write of state.safetensors (at step 12): its temporary file holds half of
-# the bytes, the rename has not happened
+# SIGKILL in the middle of the 8th write of state.safetensors (at step 21, epoch 2; steps 3, 6, ..., 15, the end
+# of epoch 1, 18, 21): its temporary file holds half of the bytes, the rename has not happened
 fsync, writes = os.fsync, []
 def fsync_or_die(fd):
     name = os.readlink(f"/proc/self/fd/{{fd}}")
     if os.path.basename(name).startswith(".state.safetensors.") and name.endswith(".tmp"):
         writes.append(name)
-        if len(writes) == 4:
+        if len(writes) == 8:
             os.ftruncate(fd, os.fstat(fd).st_size // 2)
             os.kill(os.getpid(), signal.SIGKILL)
     fsync(fd)
 os.fsync = fsync_or_die
-fit(Config(**THREE), toy_dataset(), {out!r}, progress=False)
+fit(Config(**THREE), toy_dataset(), {out!r}, progress=True)
 """
 
 
@@ -238,13 +238,16 @@ def test_a_kill_during_the_checkpoint_write_resumes_exactly(tmp_path, whole):
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"},
                           timeout=600, capture_output=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-3000:]
+    # progress off a terminal is flushed line by line: the killed process's log shows the epoch it finished
+    assert [line.split("  ")[0] for line in proc.stderr.decode().splitlines() if line.startswith("epoch")] == [
+        "epoch 1/3"]
     orphans = list(out.glob(".state.safetensors.*.tmp"))
     assert len(orphans) == 1 and orphans[0].stat().st_size < (out / STATE).stat().st_size
-    assert load_arrays(out / STATE)[1]["global_step"] == 9   # the checkpoint before the killed write
+    assert load_arrays(out / STATE)[1]["global_step"] == 18   # the checkpoint before the killed write
     said = []
     resumed = fit(Config(**THREE), toy_dataset(), out, resume=True, progress=False, say=said.append)
     assert said[0] == f"removed 1 temporary file(s) a killed write left in {out}"
-    assert said[1] == f"resuming {out} at epoch 1 of 3, step 9 of 15 (9 steps done)"
+    assert said[1] == f"resuming {out} at epoch 2 of 3, step 3 of 15 (18 steps done)"
     assert not list(out.glob(".*.tmp"))
     assert_same_run(resumed, whole)
 

@@ -295,12 +295,18 @@ def evaluate(
                           f"{100 * (report['score'] - floor[split]):+.1f} points", highlight=False)
     per = Table(title="per class")
     for col in ("label", "precision", "recall", "f1", "support", *(["description"] if described else [])):
-        per.add_column(col, justify="left" if col in ("label", "description") else "right")
+        per.add_column(col, justify="left" if col in ("label", "description") else "right", overflow="fold")
     for name, s in report["per_class"].items():
         per.add_row(name, f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}", str(s["support"]),
                     *([described.get(name, "")] if described else []))
     out_console.print(per)
     if report["confusion"] is None:   # too many classes to list whole: --json gives its non-zero cells
+        return
+    widest = max(len(str(n)) for row in report["confusion"] for n in row)
+    needed = max(map(len, r.labels)) + 4 + sum(max(len(name), widest) + 3 for name in r.labels)
+    if needed > out_console.width:       # Rich would cut the counts: say so instead of printing them cut
+        out_console.print(f"confusion matrix: {len(r.labels)} labels need {needed} columns, the terminal has "
+                          f"{out_console.width}: --json gives it whole", highlight=False)
         return
     cm = Table(title="confusion matrix (rows: true, columns: predicted)")
     cm.add_column("")
