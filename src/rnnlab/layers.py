@@ -13,6 +13,7 @@ The same cell (the same W_a, U_a, b_a) serves every one of the T steps, so a lay
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import equinox as eqx
@@ -362,10 +363,9 @@ def with_engine(module: PyTree, engine: str) -> PyTree:
             return node
         if engine == "fused" and (reason := fast.why_not(node.cell)) is not None:
             raise ValueError(f'engine="fused": {reason} (engine="auto" falls back to the scan)')
-        layer = object.__new__(Recurrent)  # the same fields, engine changed (static, so not a leaf)
-        for name in ("cell", "a_0", "reverse", "chunk"):
-            object.__setattr__(layer, name, getattr(node, name))
-        object.__setattr__(layer, "engine", engine)
+        layer = object.__new__(type(node))  # the same fields, engine changed (static, so not a leaf)
+        for field in dataclasses.fields(node):
+            object.__setattr__(layer, field.name, engine if field.name == "engine" else getattr(node, field.name))
         return layer
 
     return jax.tree.map(set_engine, module, is_leaf=lambda node: isinstance(node, Recurrent))
