@@ -279,6 +279,21 @@ def test_a_second_process_is_refused_at_once_naming_the_holder(toy_csv, tmp_path
             pass
 
 
+def test_two_trainings_started_together_leave_one_run_that_loads(toy_csv, tmp_path):
+    out = tmp_path / "run"
+    rnnlab = str(Path(sys.executable).parent / "rnnlab")
+    cmd = lambda units: [rnnlab, "train", str(toy_csv), "--out", str(out), "--embeddings", "none", "--epochs", "1",  # noqa: E731
+                         "--units", units, "--maxlen", "16", "--quiet"]
+    procs = [subprocess.Popen(cmd(u), stdout=subprocess.PIPE, stderr=subprocess.PIPE) for u in ("8", "12")]
+    results = [(p.wait(timeout=600), p.stderr.read().decode()) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    refused = next(err for code, err in results if code == 2)
+    assert "is being trained by process" in refused or "already holds a run" in refused, refused
+    winner = next(u for u, (code, _) in zip(("8", "12"), results, strict=True) if code == 0)
+    run = load_run(out)   # the config and the model of one and the same training
+    assert run.model.config.units == int(winner) and json.loads((out / METRICS).read_text())["best_epoch"] == 1
+
+
 # -- resume only what the run was, on its data (issue 19 item 3, issue 15 item 6) --------------------------
 
 @pytest.fixture(scope="module")
