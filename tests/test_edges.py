@@ -146,6 +146,8 @@ def test_version_and_help_show_every_default():
     for command in ("train", "evaluate", "predict", "explain", "inspect", "tune", "demo"):
         text = runner.invoke(app, [command, "--help"], env=env).output
         assert "<bool>" not in text and "the seed's case" not in text, command
+        narrow = runner.invoke(app, [command, "--help"], env={**os.environ, "COLUMNS": "80"}).output
+        assert "…" not in narrow and max(map(len, narrow.splitlines())) <= 80, command  # folded, never cut
 
 
 # -- set-up: what `make demo` installs, where .ci/postgres finds PostgreSQL -------------------------------
@@ -239,3 +241,18 @@ def test_a_folder_without_mapping_trains_and_says_how_it_named_the_labels(tmp_pa
     assert result.exit_code == 0, result.output
     assert "no mapping.txt, so the labels are named by their own values: 0, 5, 10" in " ".join(result.stderr.split())
     assert json.loads((tmp_path / "run" / "config.json").read_text())["labels"] == ["0", "5", "10"]
+
+
+def test_evaluate_fits_80_columns_and_says_what_it_leaves_out(tmp_path):
+    labels = [f"class_number_{i}" for i in range(12)]
+    data = tmp_path / "many.csv"
+    data.write_text("text,label,split\n" + "".join(f"word{i} w{j},{y},{('train', 'train', 'val')[j % 3]}\n"
+                                                  for i, y in enumerate(labels) for j in range(6)))
+    assert runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), *FAST]).exit_code == 0
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "run"), str(data)], env={**os.environ, "COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in result.stdout
+    assert all(any(name in line for line in lines) for name in labels)      # per class: every label, whole
+    said_ = " ".join(result.stdout.split())
+    assert "confusion matrix: 12 labels need" in said_ and "--json gives it whole" in said_

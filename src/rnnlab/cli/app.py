@@ -3,7 +3,8 @@
 from importlib.metadata import PackageNotFoundError, version
 
 import typer
-from typer import core
+from rich.text import Text
+from typer import core, rich_utils
 
 app = typer.Typer(
     name="rnnlab",
@@ -22,6 +23,27 @@ def _flag_takes_no_value(self, ctx):
 
 
 core.TyperOption.display_type_rich = _flag_takes_no_value
+
+
+def _folded(make):
+    """A help cell that folds a long word (--freeze-embeddings, a URL) onto the next line instead of cutting it
+    with an ellipsis: help fits 80 columns and leaves nothing out."""
+
+    def make_folded(*args, **kwargs):
+        out = make(*args, **kwargs)
+        for part in getattr(out, "renderables", [out]):
+            if isinstance(part, Text):
+                part.overflow = "fold"
+        return out
+
+    return make_folded
+
+
+if hasattr(rich_utils, "_get_parameter_help"):
+    rich_utils._get_parameter_help = _folded(rich_utils._get_parameter_help)
+for _name in ("highlighter", "negative_highlighter"):
+    if hasattr(rich_utils, _name):
+        setattr(rich_utils, _name, _folded(getattr(rich_utils, _name)))
 
 
 def _version(value: bool | None) -> None:
