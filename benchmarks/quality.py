@@ -31,6 +31,7 @@ import platform
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -274,6 +275,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the small-data cuts and of every model")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")
     parser.add_argument("--md", type=Path, default=None, help="also write the Markdown table here")
+    parser.add_argument("--jobs", type=int, default=1, help="networks trained at once, each in its own process")
     parser.add_argument("--one", nargs=3, metavar=("TASK", "MODEL", "OVERRIDES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -302,36 +304,47 @@ def main() -> None:
     table = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "val_only": args.val_only,
              "seed": args.seed, "models": models, "variants": {m: variants[m] for m in models if m in variants},
              "command": " ".join(sys.argv), "tasks": {}}
-    for task in args.tasks:
-        dataset = load_task(task, args.data, args.seed)
-        row = table["tasks"][task] = {"metric": official_metric(dataset.task), "train": len(dataset["train"])}
-        for m in models:
-            load = os.getloadavg()[0]
-            if m == "floor":
-                row[m] = run_floor(dataset, args.val_only)
-            else:
-                cmd = [sys.executable, __file__, "--data", str(args.data), "--seed", str(args.seed),
-                       "--one", task, m, json.dumps(variants.get(m, {}))]
-                if args.val_only:
-                    cmd.append("--val-only")
-                child = subprocess.run(cmd, capture_output=True, text=True, check=False)
-                if child.returncode != 0:
-                    raise SystemExit(f"{task} {m} failed:\n{child.stderr[-3000:]}")
-                row[m] = json.loads(child.stdout.strip().splitlines()[-1])
-            row[m]["load_average"] = round((load + os.getloadavg()[0]) / 2, 1)
-            r = row[m]
-            test = "" if r.get("test") is None else f"  test {r['test']:.4f}"
-            print(f"{task:12s} {m:14s} {row['metric']:10s} val {r['val']:.4f}{test}  {r['train_seconds']:6.1f} s"
-                  f"  (load {r['load_average']})", flush=True)
-        for m in models:
-            if m != "floor":
-                table.setdefault("margins", {})[m] = margins(table, m, "val" if args.val_only else "test")
+    def child(task: str, m: str) -> dict:
+        """One network on one task in a process of its own: its JSON row."""
+        cmd = [sys.executable, __file__, "--data", str(args.data), "--seed", str(args.seed),
+               "--one", task, m, json.dumps(variants.get(m, {}))]
+        if args.val_only:
+            cmd.append("--val-only")
+        load = os.getloadavg()[0]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"{task} {m} failed:\n{done.stderr[-3000:]}")
+        return {**json.loads(done.stdout.strip().splitlines()[-1]),
+                "load_average": round((load + os.getloadavg()[0]) / 2, 1)}
+
+    def record(task: str, m: str, r: dict) -> None:
+        row = table["tasks"][task]
+        row[m] = r
+        test = "" if r.get("test") is None else f"  test {r['test']:.4f}"
+        print(f"{task:12s} {m:14s} {row['metric']:10s} val {r['val']:.4f}{test}  {r['train_seconds']:6.1f} s"
+              f"  (load {r['load_average']})", flush=True)
+        for name in models:
+            if name != "floor":
+                table.setdefault("margins", {})[name] = margins(table, name, "val" if args.val_only else "test")
         args.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.out.with_suffix(".tmp")
         tmp.write_text(json.dumps(table, indent=2) + "\n")
         tmp.replace(args.out)
         if args.md:
             args.md.write_text(markdown(table))
+
+    networks = []
+    for task in args.tasks:
+        dataset = load_task(task, args.data, args.seed)
+        table["tasks"][task] = {"metric": official_metric(dataset.task), "train": len(dataset["train"])}
+        if "floor" in models:
+            load = os.getloadavg()[0]
+            record(task, "floor", {**run_floor(dataset, args.val_only),
+                                   "load_average": round((load + os.getloadavg()[0]) / 2, 1)})
+        networks.extend((task, m) for m in models if m != "floor")
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        for (task, m), future in zip(networks, [pool.submit(child, t, m) for t, m in networks], strict=True):
+            record(task, m, future.result())
     print(markdown(table))
     print(f"written to {args.out}")
 
