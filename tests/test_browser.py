@@ -2,7 +2,7 @@
 server: the playground's parameter count against `explain`, a run's heatmap cells against p × T.
 
 Screenshots go to the test's folder; with RNNLAB_SCREENSHOTS=1 also to docs/figures/serve-*.png (the
-README's pictures).
+README's pictures). RNNLAB_SCREENSHOT_RUN=RUN adds one of a run trained elsewhere (serve-emotion.png).
 """
 
 from __future__ import annotations
@@ -129,3 +129,43 @@ def test_a_runs_page_draws_p_by_T_cells(server, page, tmp_path):
     shot = tmp_path / "serve-run.png"
     page.screenshot(path=str(shot), full_page=True)
     _keep(shot)
+
+
+@pytest.mark.skipif(not os.environ.get("RNNLAB_SCREENSHOT_RUN"), reason="RNNLAB_SCREENSHOT_RUN names no run")
+def test_a_trained_runs_page(browser, tmp_path):
+    """The README's picture of a real run: its page reads a tweet and draws a map of p × T cells."""
+    import uvicorn
+
+    from rnnlab.cli.serve import bind
+    from rnnlab.serve import create_app, load_runs
+
+    runs = load_runs([os.environ["RNNLAB_SCREENSHOT_RUN"]])
+    name, run = next(iter(runs.items()))
+    sock = bind("127.0.0.1", 0)
+    srv = uvicorn.Server(uvicorn.Config(create_app(runs), log_level="warning", access_log=False))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        for _ in range(200):
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                threading.Event().wait(0.05)
+        page.goto(f"{url}/run/{name}")
+        page.wait_for_selector("#about:not(:empty)")
+        tweet = "I can't believe how happy this makes me #blessed"
+        page.fill("#text", tweet)
+        page.wait_for_selector("svg.heatmap rect.cell", timeout=60_000)
+        T = len(httpx.post(url + "/trace", json={"text": tweet}).json()["tokens"])
+        assert page.locator("svg.heatmap").first.locator("rect.cell").count() == run.info()["p"] * T
+        page.wait_for_timeout(500)
+        shot = tmp_path / "serve-emotion.png"
+        page.screenshot(path=str(shot), full_page=True)
+        _keep(shot)
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+        sock.close()

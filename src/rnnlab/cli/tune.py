@@ -230,7 +230,7 @@ def _tune(*, data, units, cell, layers, k, dropout, lr, maxlen, trials, epochs, 
     note = (f"{data}: train texts have T = {statistics.median(lengths):g} tokens (median), "
             f"{int(sorted(lengths)[int(0.9 * (len(lengths) - 1))])} (90th percentile)")
     title = f"{name}: validation {task.metric} by units"
-    console.print(tune_report.table(rows, space, task.metric, title=title))
+    console.print(tune_report.table(rows, space, task.metric, title=title, width=console.width))
     if len(space.choices.get(sweep.REPEAT, ())) > 1:
         console.print(tune_report.summary(rows, space, task.metric, title=f"{name}: over the seeds"))
     console.print(f"[dim]{note}[/dim]")

@@ -3,7 +3,7 @@ import {api, debounce, el, nav} from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const name = decodeURIComponent(location.pathname.split("/").pop());
-const CELL_W = 30, CELL_H = 14, LEFT = 44, TOP = 64;
+const CELL_W = 30, CELL_H = 14, LEFT = 44, TOP = 56;
 let info = null, asked = 0;
 
 // blue (negative) - white - red (positive), |a| scaled by `lim`
@@ -24,7 +24,7 @@ function tip(event, text) {
 
 function heatmap(layer, tokens, lim) {
   const p = layer.a[0].length, T = tokens.length;
-  const svg = el("svg", {class: "heatmap", width: LEFT + T * CELL_W + 10, height: TOP + p * CELL_H + 8,
+  const svg = el("svg", {class: "heatmap", width: LEFT + T * CELL_W + 50, height: TOP + p * CELL_H + 8,
                          "data-layer": layer.layer, "data-direction": layer.direction,
                          "data-units": p, "data-steps": T});
   tokens.forEach((tok, t) => svg.append(el("text", {
@@ -45,13 +45,12 @@ function heatmap(layer, tokens, lim) {
     tip(e, `unit ${i}, step ${t} ("${tokens[t - 1]}"): a = ${layer.a[t - 1][i - 1].toFixed(4)}`);
   });
   svg.addEventListener("mouseleave", (e) => tip(e, ""));
-  const legend = el("g", {}, el("text", {x: LEFT, y: 14}, `a_t: blue -${lim.toFixed(2)}, white 0, red +${lim.toFixed(2)}`));
-  svg.append(legend);
   const read = layer.direction === "backward" ? "read right to left: column t has read tokens t..T"
                                               : "read left to right: column t has read tokens 1..t";
   return el("div", {class: "svgbox", style: "margin-bottom:0.8em"},
     el("p", {class: "note", style: "margin:0.3em 0.6em"},
-      `layer ${layer.layer}, ${layer.direction} (${read}): p = ${p} units × T = ${T} timesteps`), svg);
+      `layer ${layer.layer}, ${layer.direction} (${read}): p = ${p} units × T = ${T} timesteps; ` +
+      `blue -${lim.toFixed(2)}, white 0, red +${lim.toFixed(2)}`), svg);
 }
 
 // y_t: one row per output (labels), or the most expected next symbol (an Elman run)
