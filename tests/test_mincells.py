@@ -207,17 +207,18 @@ def test_ten_thousand_steps_in_float32_stay_exact_and_stable(kind, scan):
 
 
 def test_minlstm_is_defined_where_f_plus_i_underflows():
-    """Both gates' inputs at -100: f_t + i_t is 0 in float32 and f / (f + i) is 0/0; the cell's σ(d) form
-    gives the limit, f' = i' = 1/2 (equal inputs), and the loop's value where it is defined."""
+    """Both gates' inputs at -120: f_t and i_t are 0 in float32 and f / (f + i) is 0/0; the cell gives the
+    limit, σ(u_f - u_i) = 1/2 for equal inputs, and its gradients stay finite."""
     cell = cell_of("minlstm", 1, 1, seed=16)
-    cell = eqx.tree_at(lambda c: (c.W_a, c.b_a), cell, (jnp.zeros((3, 1)), jnp.array([-100.0, -100.0, 3.0])))
+    cell = eqx.tree_at(lambda c: (c.W_a, c.b_a), cell, (jnp.zeros((3, 1)), jnp.array([-120.0, -120.0, 3.0])))
+    f = jax.nn.sigmoid(jnp.float32(-120.0))
+    assert float(f) == 0.0 and np.isnan(float(f / (f + f)))  # the formula as written fails here
     alpha, beta = cell.coefficients(cell.project(jnp.ones(1)))
-    with np.errstate(invalid="ignore"):
-        f = np.float32(sigmoid(np.float32(-100.0)))
-        assert np.isnan(f / (f + f))  # the formula as written fails here
     np.testing.assert_allclose([float(alpha[0]), float(beta[0])], [0.5, 1.5], rtol=1e-6)
     a, _ = Recurrent(cell)(jnp.ones((5, 1)), a_0=jnp.array([1.0]))
     np.testing.assert_allclose(np.asarray(a[:, 0]), 3 - 2 * 0.5 ** np.arange(1, 6), rtol=1e-6)
+    g = jax.grad(lambda c: jnp.sum(Recurrent(c)(jnp.ones((5, 1)))[0]))(cell)
+    assert np.isfinite(np.asarray(g.W_a)).all() and np.isfinite(np.asarray(g.b_a)).all()
 
 
 @pytest.mark.parametrize("kind", KINDS)

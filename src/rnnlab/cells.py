@@ -341,10 +341,10 @@ class MinLSTM(MinCell):
         f'_t = f_t / (f_t + i_t)   i'_t = i_t / (f_t + i_t)
         a_t = f'_t ⊙ a_{t-1} + i'_t ⊙ ã_t                α_t = f'_t, β_t = i'_t ⊙ ã_t
 
-    W_a = [W_f; W_i; W_h]: (3p, k), b_a = [b_f; b_i; b_h]: (3p,), no U_a. f' and i' are computed as
-    σ(d) and σ(-d) with d = log f_t - log i_t = softplus(-u_i) - softplus(-u_f) (u the gates' inputs):
-    the same numbers, but defined where f_t + i_t underflows (both u below about -88 in float32), which
-    f / (f + i) is not (0 / 0). 3p(k + 1) parameters.
+    W_a = [W_f; W_i; W_h]: (3p, k), b_a = [b_f; b_i; b_h]: (3p,), no U_a. 3p(k + 1) parameters.
+    f'_t is f_t / (f_t + i_t) where f_t + i_t ≥ 1e-30 (float32's normal range: full precision), else
+    σ(u_f - u_i) (u the gates' inputs), which equals it there to float32's precision, where the quotient
+    would be 0/0 or lose digits to subnormals. i'_t = 1 - f'_t, so α_t + (1 - α_t) is exactly 1.
     """
 
     gate_names: ClassVar[tuple[str, ...]] = ("f", "i", "h")
@@ -356,8 +356,10 @@ class MinLSTM(MinCell):
     def coefficients(self, z: Float[Array, "*T Gp"]) -> tuple[Float[Array, "*T p"], Float[Array, "*T p"]]:
         p = self.units
         u_f, u_i, h = z[..., :p], z[..., p : 2 * p], z[..., 2 * p :]
-        d = jax.nn.softplus(-u_i) - jax.nn.softplus(-u_f)  # log f_t - log i_t
-        return jax.nn.sigmoid(d), jax.nn.sigmoid(-d) * h
+        f, i = jax.nn.sigmoid(u_f), jax.nn.sigmoid(u_i)
+        normal = f + i >= 1e-30
+        f_norm = jnp.where(normal, f / jnp.where(normal, f + i, 1.0), jax.nn.sigmoid(u_f - u_i))
+        return f_norm, (1.0 - f_norm) * h
 
 
 CELLS: dict[str, type[Cell]] = {"elman": Elman, "rnn": Elman, "gru": GRU, "lstm": LSTM,

@@ -79,6 +79,11 @@ def _steps(cell: Cell, z, t, state_0, length):
     return jax.lax.scan(step, state_0, (z, t))
 
 
+# A min cell's layer runs in pieces of this many steps (under `jax.checkpoint`) unless given `chunk`: its
+# per-step work is elementwise, so the time goes to moving (T, G·p) arrays, which pieces keep in cache.
+MIN_PIECE = 32
+
+
 def _linear_steps(cell: MinCell, z, t, state_0, length):
     """`_steps` for a min cell: (α_t, β_t) for every t at once, then a_t = α_t ⊙ a_{t-1} + β_t by the cell's
     scan (`linear_scan`). Past `length`, α = 1 and β = 0 carry the state unchanged and a_t is output as 0."""
@@ -100,7 +105,8 @@ class Recurrent(eqx.Module):
     a_0 is zeros, or `a_0` given at call time ((p,) or (B, p)), or learned (`learn_a_0=True`).
     `chunk=C` rematerialises for long sequences: ⌈T/C⌉ pieces of C steps (about √T holds the least), of
     which the backward keeps only each one's starting state and recomputes the rest: under `jax.checkpoint`
-    on the scan (`scan_in_pieces`), inside the kernel on the fused path.
+    on the scan (`scan_in_pieces`), inside the kernel on the fused path. A min cell (`MinGRU`, `MinLSTM`) runs
+    in pieces of `MIN_PIECE` steps when no chunk is given.
 
     `engine` says where the loop runs: "auto" (the default) the fused CPU engine for a batch where it runs
     this cell (`rnnlab.fast`; RNNLAB_FAST=0 turns it off), else the scan; "scan" the `lax.scan` always;
@@ -185,8 +191,9 @@ class Recurrent(eqx.Module):
     ) -> tuple[Float[Array, "T p"], PyTree]:
         if self.reverse:
             x = reverse_within(x, length)
-        if self.chunk is not None and self.chunk < x.shape[0]:
-            a, final = scan_in_pieces(self.cell, x, state_0, length, self.chunk)
+        chunk = MIN_PIECE if self.chunk is None and isinstance(self.cell, MinCell) else self.chunk
+        if chunk is not None and chunk < x.shape[0]:
+            a, final = scan_in_pieces(self.cell, x, state_0, length, chunk)
         else:
             z = self.cell.project(x)  # W_a x_t + b_a for all t: one matmul outside the loop
             a, final = scan(self.cell, z, state_0, length)
