@@ -510,3 +510,22 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
                 p.kill()
         with contextlib.suppress(KeyError):
             optuna.delete_study(study_name=name, storage=tune.storage(postgres_url))
+
+
+def test_the_table_fits_80_columns_cuts_no_number_and_says_what_it_left_out():
+    space = tune.Space.parse(units="4,8,16,32,64,128,256", cell="gru,lstm")
+    rows = [{"trial": i, "role": "trial", "state": "fail" if i == 5 else "complete", **c,
+             "params": 1_234_567 * (i + 1), "rnn_params": 123_456 * (i + 1), "score": None if i == 5 else 0.5 + i / 100,
+             "epochs": 8, "seconds": 123.4, "error": "RuntimeError: out of memory while allocating" if i == 5 else None}
+            for i, c in enumerate(space.grid())]
+    console = Console(width=80, record=True, color_system=None)
+    console.print(tune_report.table(rows, space, "macro_f1", title="t", width=80))
+    text = console.export_text()
+    assert max(map(len, text.splitlines())) <= 80 and "…" not in text
+    assert "17,283,938" in text and "0.63 ★" in text                      # the largest count, the best, whole
+    said = " ".join(text.split())
+    assert "trial 5 failed: RuntimeError: out of memory while allocating" in said
+    assert "left out at 80 columns: recurrent (trials.csv holds every column)" in said
+    wide = Console(width=160, record=True, color_system=None)
+    wide.print(tune_report.table(rows, space, "macro_f1", width=160))
+    assert "recurrent" in wide.export_text() and "left out" not in wide.export_text()

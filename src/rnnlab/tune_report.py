@@ -27,32 +27,53 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def table(rows: Sequence[dict[str, Any]], space: Space, metric: str, title: str | None = None) -> Table:
-    """One line per trial, sorted by the swept values; the best configuration's scores in bold, starred."""
+def table(rows: Sequence[dict[str, Any]], space: Space, metric: str, title: str | None = None,
+          width: int | None = None) -> Table:
+    """One line per trial, sorted by the swept values; the best configuration's scores in bold, starred.
+    Every column is as wide as its widest value or header word, never cut: where they do not fit `width`, the
+    columns recurrent, epochs, time, parameters are left out in that order, and the caption says so (as it
+    writes out each failed trial's error)."""
     top = best(rows, space)
     top_key = None if top is None else tuple(top.get(n) for n in space.config_names)
-    out = Table(title=title, title_justify="left", header_style="bold")
-    out.add_column("#", justify="right", style="dim")
-    for name in space.names:
-        out.add_column(name, justify="right" if name != "cell" else "left")
-    out.add_column("parameters", justify="right")
     recurrent = any(isinstance(r.get("rnn_params"), int) for r in rows)
-    if recurrent:
-        out.add_column("recurrent", justify="right")
-    out.add_column(f"val {metric}", justify="right")
-    out.add_column("epochs", justify="right")
-    out.add_column("time", justify="right")
-    out.add_column("state")
+    columns = ["#", *space.names, "parameters", *(["recurrent"] if recurrent else []), f"val {metric}", "epochs",
+               "time", "state"]
+    cells, errors = [], []
     for r in sorted(rows, key=lambda r: (*tuple(_key(r.get(n)) for n in space.names), r["trial"])):
         score = _fmt(r["score"])
         if r["state"] == "complete" and tuple(r.get(n) for n in space.config_names) == top_key:
-            score = f"[bold]{score} ★[/bold]"
+            score = f"{score} ★"
         params = [f"{r[c]:,}" if isinstance(r.get(c), int) else "—"
                   for c in ("params", "rnn_params")[: 1 + recurrent]]
         seconds = f"{r['seconds']:.1f} s" if r["seconds"] is not None else "—"
-        state = r["state"] if not r.get("error") else f"fail: {r['error'][:60]}"
-        out.add_row(str(r["trial"]), *(_fmt(r.get(n)) for n in space.names), *params, score,
-                    _fmt(r["epochs"]), seconds, f"[{STATE_STYLE.get(r['state'], '')}]{state}[/]")
+        if r.get("error"):
+            errors.append(f"trial {r['trial']} failed: {r['error']}")
+        cells.append([str(r["trial"]), *(_fmt(r.get(n)) for n in space.names), *params, score, _fmt(r["epochs"]),
+                      seconds, r["state"]])
+    widths = [max([len(c[i]) for c in cells] + [len(w) for w in name.split()]) for i, name in enumerate(columns)]
+    keep = list(range(len(columns)))
+    left_out = []
+    for optional in ("recurrent", "epochs", "time", "parameters"):
+        if width is None or sum(widths[i] + 3 for i in keep) + 1 <= width:
+            break
+        if optional in columns:
+            keep.remove(columns.index(optional))
+            left_out.append(optional)
+    caption = errors + ([f"left out at {width} columns: {', '.join(left_out)} (trials.csv holds every column)"]
+                        if left_out else [])
+    out = Table(title=title, title_justify="left", header_style="bold", caption="\n".join(caption) or None,
+                caption_justify="left")
+    for i in keep:
+        out.add_column(columns[i], justify="left" if columns[i] in ("cell", "state") else "right",
+                       min_width=widths[i], style="dim" if columns[i] == "#" else None)
+    score_at = columns.index(f"val {metric}")
+    for c, r in zip(cells, sorted(rows, key=lambda r: (*tuple(_key(r.get(n)) for n in space.names), r["trial"])),
+                    strict=True):
+        styled = [*c]
+        if c[score_at].endswith("★"):
+            styled[score_at] = f"[bold]{c[score_at]}[/bold]"
+        styled[-1] = f"[{STATE_STYLE.get(r['state'], '')}]{c[-1]}[/]"
+        out.add_row(*(styled[i] for i in keep))
     return out
 
 
