@@ -163,6 +163,8 @@ def demo(
     epochs: int | None = typer.Option(
         None, "--epochs", help="Passes over each stream (default: the task's own, 5 for the sentences)."
     ),
+    as_json: bool = typer.Option(False, "--json", help="Print each task's numbers and figures as JSON; the "
+                                 "report goes to stderr."),
 ) -> None:
     """Elman (1990), "Finding Structure in Time": train a simple recurrent network on the paper's tasks.
 
@@ -178,10 +180,16 @@ def demo(
         tasks = (only,)
     if epochs is not None and epochs < 1:
         _fail(f"--epochs must be at least 1; got {epochs}.")
+    global console
+    console = Console(stderr=as_json)      # with --json, stdout holds the JSON alone
     start = time.perf_counter()
+    results = {}
     for task in tasks:
-        train_elman(task, out / f"elman-{task}-run", seed=seed, epochs=epochs, figures=out)
+        result = train_elman(task, out / f"elman-{task}-run", seed=seed, epochs=epochs, figures=out)
+        results[task] = {k: v for k, v in result.items() if k not in ("text", "tree")}
     console.print(f"\n[bold]done[/] in {time.perf_counter() - start:.0f} s; figures in {out}/")
+    if as_json:
+        typer.echo(json.dumps({"seconds": round(time.perf_counter() - start, 3), "tasks": results}, default=float))
 
 
 def train_elman(
