@@ -256,3 +256,12 @@ def test_evaluate_fits_80_columns_and_says_what_it_leaves_out(tmp_path):
     assert all(any(name in line for line in lines) for name in labels)      # per class: every label, whole
     said_ = " ".join(result.stdout.split())
     assert "confusion matrix: 12 labels need" in said_ and "--json gives it whole" in said_
+
+
+def test_demo_json_is_the_numbers_alone(tmp_path):
+    result = runner.invoke(app, ["demo", "--only", "xor", "--epochs", "1", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert set(out["tasks"]) == {"xor"} and set(out["tasks"]["xor"]["error_by_position"]) == {
+        "first bit", "second bit", "XOR bit"}
+    assert all(Path(f).is_file() for f in out["tasks"]["xor"]["files"]) and "elman:xor" in result.stderr

@@ -181,13 +181,16 @@ def demo(
     if epochs is not None and epochs < 1:
         _fail(f"--epochs must be at least 1; got {epochs}.")
     global console
-    console = Console(stderr=as_json)      # with --json, stdout holds the JSON alone
+    console, stdout = Console(stderr=as_json), console       # with --json, stdout holds the JSON alone
     start = time.perf_counter()
     results = {}
-    for task in tasks:
-        result = train_elman(task, out / f"elman-{task}-run", seed=seed, epochs=epochs, figures=out)
-        results[task] = {k: v for k, v in result.items() if k not in ("text", "tree")}
-    console.print(f"\n[bold]done[/] in {time.perf_counter() - start:.0f} s; figures in {out}/")
+    try:
+        for task in tasks:
+            result = train_elman(task, out / f"elman-{task}-run", seed=seed, epochs=epochs, figures=out)
+            results[task] = {k: v for k, v in result.items() if k not in ("text", "tree")}
+        console.print(f"\n[bold]done[/] in {time.perf_counter() - start:.0f} s; figures in {out}/")
+    finally:
+        console = stdout
     if as_json:
         typer.echo(json.dumps({"seconds": round(time.perf_counter() - start, 3), "tasks": results}, default=float))
 
