@@ -529,3 +529,17 @@ def test_the_table_fits_80_columns_cuts_no_number_and_says_what_it_left_out():
     wide = Console(width=160, record=True, color_system=None)
     wide.print(tune_report.table(rows, space, "macro_f1", width=160))
     assert "recurrent" in wide.export_text() and "left out" not in wide.export_text()
+
+
+def test_tune_refuses_data_too_small_to_validate_on(tmp_path):
+    from typer.testing import CliRunner
+
+    from rnnlab.cli import app
+
+    data = tmp_path / "two.csv"
+    data.write_text("text,label\ngood,p\nbad,n\n")
+    result = CliRunner().invoke(app, ["tune", str(data), "--units", "2", "--embeddings", "none", "--out",
+                                      str(tmp_path / "o"), "--quiet"])
+    assert result.exit_code == 2 and "too few to hold out a validation split" in " ".join(
+        result.output.replace("│", " ").split())
+    assert not (tmp_path / "o").exists()

@@ -41,6 +41,9 @@ class TrainTask:
         if folds == 1 or folds < 0:
             raise ValueError(f"folds must be 0 (score on the val split) or at least 2; got {folds}")
         self.dataset = train.split_off_val(dataset, base.val_fraction, base.seed)
+        if not folds and not len(self.dataset["val"]):
+            raise ValueError(f"{dataset.source}: train has {len(dataset['train'])} texts, too few to hold out a "
+                             "validation split (a label needs 2 texts to give one): add texts or a val split")
         self.base = base
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.metric = metrics.official_metric(dataset.task)

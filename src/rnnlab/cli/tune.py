@@ -188,7 +188,13 @@ def _tune(*, data, units, cell, layers, k, dropout, lr, maxlen, trials, epochs, 
                         embeddings=None if embeddings.lower() == "none" else embeddings)
     if folds == 1:
         raise typer.BadParameter("--folds takes 0 (score on val) or K >= 2")
-    task = TrainTask(dataset, base, out, folds=folds)
+    try:
+        task = TrainTask(dataset, base, out, folds=folds)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    if "val" not in dataset and not folds:
+        console.print(f"val: {len(task.dataset['val'])} of the {len(dataset['train'])} training texts held out "
+                      f"({base.val_fraction:.0%} of each label, seed {seed})", highlight=False, soft_wrap=True)
     settings = {k_: v for k_, v in base.to_dict().items() if k_ not in space.names}
     settings |= {"data": _study_name(data), "folds": folds}
     if prune is None:
