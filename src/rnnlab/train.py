@@ -386,8 +386,8 @@ def _no_E(tree):
 
 
 def init_state(params: tuple) -> TrainState:
-    """Zero moments; the average starts at the weights (its own copy: the step donates its buffers)."""
-    return TrainState(params, jax.tree.map(jnp.copy, params), optim.adamw_init(params),
+    """Zero moments; the average starts at the weights. Copies of `params`: the step donates its buffers."""
+    return TrainState(jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, params), optim.adamw_init(params),
                       optim.ema_init(tuple(p.E for p in params)))
 
 
