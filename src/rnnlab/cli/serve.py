@@ -15,10 +15,17 @@ from rnnlab.cli.app import app
 SERVE_EPILOG = """
 [bold]Examples[/]
 
-  rnnlab serve                                   the playground alone, at http://127.0.0.1:8000/
-  rnnlab serve runs/emotion                      and a run's page at /run/emotion; POST /predict
-  rnnlab serve runs/emotion runs/irony --port 0  two runs (name one with "run"); any free port
-  rnnlab serve runs/emotion --host 0.0.0.0       reachable from other machines (no authentication)
+  rnnlab serve
+      the playground alone, at http://127.0.0.1:8000/
+
+  rnnlab serve runs/emotion
+      and a run's page at /run/emotion; POST /predict answers with its labels
+
+  rnnlab serve runs/emotion runs/irony --port 0
+      two runs (a request names one with "run"), on any free port
+
+  rnnlab serve runs/emotion --host 0.0.0.0
+      reachable from other machines: there is no authentication
 
   curl -s localhost:8000/predict -d '{"texts": ["so happy today"]}'
 """
@@ -85,9 +92,11 @@ def serve(
     if as_json:
         typer.echo(json.dumps({"url": url, "host": bound_host, "port": bound_port, "runs": list(loaded)}))
     else:
-        Console().print(f"serving on [bold]{url}[/]  (playground; API at {url}docs)", highlight=False)
+        out = Console()
+        out.print(f"serving on [bold]{url}[/] (the playground)", highlight=False)
+        out.print(f"  the API: {url}docs", highlight=False)
         for name in loaded:
-            Console().print(f"  run {name}: {url}run/{name}", highlight=False)
+            out.print(f"  run {name}: {url}run/{name}", highlight=False)
     import uvicorn
 
     config = uvicorn.Config(create_app(loaded), log_level="warning" if as_json else "info",

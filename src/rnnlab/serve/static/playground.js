@@ -48,6 +48,10 @@ function draw(ex, v) {
   const growth = [...ex.at_T, ex.p_doubled].map((c) =>
     [c.T, c.p, count(c.total), human(c.flops_sequence), bytes(c.memory_sequence)]);
   fill("growth", growth);
+  const recurrent = ex.parameters.some((p) => p.name.endsWith("U_a"));
+  $("growth-note").textContent = "T multiplies the work and the activations, never the parameters. " + (recurrent
+    ? "Doubling p doubles W_a (p×k) and quadruples U_a (p×p), whatever T is."
+    : "Doubling p doubles W_a (G·p×k) and b_a: a min cell has no U_a, so no p×p term.");
   $("unrolled").innerHTML = ex.svg; // drawn by rnnlab.explain.unrolled_svg from the sizes alone
 }
 
