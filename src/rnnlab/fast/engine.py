@@ -38,7 +38,6 @@ from jaxtyping import Array, Float, Int
 
 ELMAN, GRU, GRU_RESET_AFTER, LSTM = 0, 1, 2, 3
 ACTIVATIONS = {"tanh": 0, "relu": 1, "sigmoid": 2}
-GATES = {ELMAN: 1, GRU: 3, GRU_RESET_AFTER: 3, LSTM: 4}
 
 
 class Config(NamedTuple):

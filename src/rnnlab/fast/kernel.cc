@@ -172,22 +172,22 @@ bool Slab::lstm_in_registers() const {
 // before read, still in cache), and where x is one (B·T, k) matrix, W_a x_t stays batch-major (step t of
 // sequence n at row n·T + t) with x read where it is.
 void Slab::lstm_forward_in_registers(const Inputs& in, float* a, float* aT, float* cT, void* ws) const {
-  const int B = s_.B, T = s_.T, k = s_.k, p = s_.p;
+  const int B = s_.B, T = s_.T, k = s_.k, p = s_.p, Gp = G_ * p;  // G_ = 4: i, f, g, o
   const int64_t TB = int64_t(T) * B, Bp = int64_t(B) * p;
   const bool keep_gates = ws != nullptr, batch_major = !keep_gates && s_.seq_rows() == T;
   const int64_t blocks = keep_gates ? T : 2;  // of a_t and of c_t
-  Scratch scratch((keep_gates ? 0 : 2 * blocks * Bp + TB * 4 * p) + (batch_major ? 0 : TB * k));
+  Scratch scratch((keep_gates ? 0 : 2 * blocks * Bp + TB * Gp) + (batch_major ? 0 : TB * k));
   float* a_tm = keep_gates ? static_cast<float*>(ws) : scratch.data();  // (blocks, B, p): a_t
   float* gates = a_tm + blocks * Bp;                                    // (T·B, 4p): W_a x_t, then i, f, g, o
-  float* extra = gates + TB * 4 * p;                                    // (blocks, B, p): c_t
+  float* extra = gates + TB * Gp;                                       // (blocks, B, p): c_t
   float* x_tm = keep_gates ? scratch.data() : extra + blocks * Bp;      // (T, B, k)
   if (!batch_major) {
     Team::get().run(P_, [&](int part) {
       to_time_major(in.x, B * part / P_, B * (part + 1) / P_, B, T, s_.seq_rows(), k, x_tm);
     });
   }
-  gemm_split(P_, 'N', 'T', TB, 4 * p, k, batch_major ? in.x : x_tm, k, in.W, k, 0.0f, gates, 4 * p);
-  Scratch packed(size_t(4) * p * p);
+  gemm_split(P_, 'N', 'T', TB, Gp, k, batch_major ? in.x : x_tm, k, in.W, k, 0.0f, gates, Gp);
+  Scratch packed(size_t(Gp) * p);
   float* panels = packed.data();  // (64-byte aligned, as the panels' loads need)
   const int W = lstm_registers_width();
   auto at = [&](int t) { return int64_t(keep_gates ? t : t % 2) * Bp; };  // a_t's and c_t's block
@@ -207,8 +207,8 @@ void Slab::lstm_forward_in_registers(const Inputs& in, float* a, float* aT, floa
                           .p = p,
                           .a_prev = i == 0 ? in.a0 : a_tm + at(tp),
                           .panels = panels,
-                          .wx = gates + int64_t(t) * (batch_major ? 1 : B) * 4 * p,
-                          .wx_ld = int64_t(batch_major ? T : 1) * 4 * p,
+                          .wx = gates + int64_t(t) * (batch_major ? 1 : B) * Gp,
+                          .wx_ld = int64_t(batch_major ? T : 1) * Gp,
                           .keep_gates = keep_gates,
                           .b = in.b,
                           .c_prev = i == 0 ? in.c0 : extra + at(tp),
