@@ -662,7 +662,7 @@ def _in_order_table(ex: Explanation):
     table.add_column("what it means")
     table.add_row("FLOPs in products with a_{t-1}", _human(t["recurrent_flops"]),
                   "U_a a_{t-1} at every step" if t["recurrent_flops"] else "none: the gates read x_t alone")
-    table.add_row("FLOPs that need no a_{t-1}", _human(ex.flops["sequence"] - t["recurrent_flops"]),
+    table.add_row("other FLOPs", _human(ex.flops["sequence"] - t["recurrent_flops"]),
                   "W_a x_t + b_a (all T steps in one matmul), elementwise")
     table.add_row("steps in order, as a loop", f"{t['sequential_steps']:,}", "T")
     levels = t["scan_levels"]
