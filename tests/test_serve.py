@@ -391,6 +391,39 @@ def test_the_command_binds_loopback_and_warns_otherwise(monkeypatch, run_dirs):
     assert busy.exit_code == 2 and "cannot listen on 127.0.0.1:" in busy.output
 
 
+def test_the_batcher_answers_each_request_its_own_texts_in_fewer_calls():
+    import asyncio
+    import time
+
+    from rnnlab.serve.batching import Batcher
+
+    calls = []
+
+    def predict(texts):
+        calls.append(len(texts))
+        time.sleep(0.02)  # while a batch runs, the other requests wait and make the next one
+        return [t.upper() for t in texts]
+
+    async def main():
+        batcher = Batcher(predict, most=50)
+        asks = [[f"r{i}-t{j}" for j in range(i % 3 + 1)] for i in range(40)]
+        answers = await asyncio.gather(*(batcher(texts) for texts in asks))
+        return asks, answers
+
+    asks, answers = asyncio.run(main())
+    assert answers == [[t.upper() for t in texts] for texts in asks]
+    assert sum(calls) == sum(len(a) for a in asks) and len(calls) < len(asks) and max(calls) <= 50
+
+    def broken(texts):
+        raise RuntimeError("no model")
+
+    async def fails():
+        batcher = Batcher(broken)
+        return await asyncio.gather(batcher(["a"]), batcher(["b"]), return_exceptions=True)
+
+    assert [str(e) for e in asyncio.run(fails())] == ["no model", "no model"]
+
+
 @pytest.fixture(scope="module")
 def server(runs):
     """The application on a real uvicorn server, on a free loopback port, in a thread."""

@@ -99,6 +99,8 @@ def serve(
             out.print(f"  run {name}: {url}run/{name}", highlight=False)
     import uvicorn
 
+    from rnnlab.serve.limits import MAX_CONNECTIONS
+
     config = uvicorn.Config(create_app(loaded), log_level="warning" if as_json else "info",
-                            access_log=not as_json)
+                            access_log=not as_json, limit_concurrency=MAX_CONNECTIONS)
     uvicorn.Server(config).run(sockets=[sock])

@@ -16,6 +16,7 @@ MAX_CHARS = 10_000  # characters in one text
 # /explain builds the model it explains: its sizes are bounded so that one request stays small
 MAX_SIZE = {"k": 2048, "p": 2048, "T": 100_000, "B": 100_000, "q": 1000, "layers": 4}
 MAX_PARAMETERS = 20_000_000
+MAX_CONNECTIONS = 256  # open at once; uvicorn answers 503 past it
 
 
 class RequestError(Exception):

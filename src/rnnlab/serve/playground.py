@@ -69,7 +69,7 @@ def explanation(body: dict) -> dict:
     return out
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=4)
 def _model(cell: str, k: int, p: int, q: int, layers: int, every_step: bool):
     """The model `rnnlab explain` builds for these sizes, with its weights."""
     from rnnlab.explain import build
