@@ -265,3 +265,20 @@ def test_demo_json_is_the_numbers_alone(tmp_path):
     assert set(out["tasks"]) == {"xor"} and set(out["tasks"]["xor"]["error_by_position"]) == {
         "first bit", "second bit", "XOR bit"}
     assert all(Path(f).is_file() for f in out["tasks"]["xor"]["files"]) and "elman:xor" in result.stderr
+
+
+def test_predict_on_a_terminal_cuts_a_long_text_to_its_width_and_marks_the_cut(csv_run, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from rnnlab.cli import train as cli_train
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli_train, "out_console", Console(file=screen, force_terminal=True, width=60,
+                                                          color_system=None))
+    text = "good great " + "and on " * 30 + "the end"
+    assert invoke("predict", csv_run[0], text, "bad").exit_code == 0
+    lines = screen.getvalue().splitlines()
+    assert len(lines) == 2 and all(len(line) <= 60 for line in lines) and lines[0].endswith("…")
+    assert "the end" not in lines[0] and lines[1].endswith("bad")

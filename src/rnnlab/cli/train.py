@@ -360,5 +360,8 @@ def predict(
                              allow_nan=False))
         else:
             shown = "  ".join(f"{name} {v:.3f}" for name, v in probs.items())
-            out_console.print(f"[bold]{escape(label)}[/]\t{escape(shown)}\t[dim]{escape(text)}[/]",
-                              highlight=False, soft_wrap=True)      # one line, however long
+            line = f"[bold]{escape(label)}[/]\t{escape(shown)}\t[dim]{escape(text)}[/]"
+            if out_console.is_terminal:        # one line a text: cut to the terminal's width, the cut marked …
+                out_console.print(line, highlight=False, no_wrap=True, overflow="ellipsis")
+            else:                              # piped: one line a text, whole
+                out_console.print(line, highlight=False, soft_wrap=True)
