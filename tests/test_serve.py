@@ -424,6 +424,31 @@ def test_the_batcher_answers_each_request_its_own_texts_in_fewer_calls():
     assert [str(e) for e in asyncio.run(fails())] == ["no model", "no model"]
 
 
+def test_a_batcher_left_on_an_ended_loop_drains_on_the_next():
+    """A drain pending on a loop that ended (as one of Starlette's test client outside `with`) must not
+    keep the next loop's requests waiting."""
+    import asyncio
+
+    from rnnlab.serve.batching import Batcher
+
+    batcher = Batcher(lambda texts: [t.upper() for t in texts])
+
+    left = []
+
+    async def enqueue():
+        left.append(asyncio.ensure_future(batcher(["a"])))
+        await asyncio.sleep(0)  # the request waits and its drain is under way
+
+    first = asyncio.new_event_loop()
+    first.run_until_complete(enqueue())
+    first.close()  # abandoned, the drain still pending
+
+    async def second():
+        return await asyncio.wait_for(batcher(["b"]), 10)
+
+    assert asyncio.run(second()) == ["B"]
+
+
 @pytest.fixture(scope="module")
 def server(runs):
     """The application on a real uvicorn server, on a free loopback port, in a thread."""
