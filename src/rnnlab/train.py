@@ -67,7 +67,7 @@ class Config:
     pooling: str = "max"             # last | mean | max over the valid steps
     dropout: float = 0.3             # between layers and before the head
     embed_dropout: float = 0.0       # on x_t
-    subwords: int = 0                # rows of H, hashed character 3-5-grams added to x_t (0: none; data.subwords)
+    subwords: int = 20_000           # rows of H, hashed character 3-5-grams added to x_t (0: none; data.subwords)
     pretrain_epochs: int = 0         # passes of next-word pretraining of E and the layer first (rnnlab.pretrain)
     # optimisation
     epochs: int = 20
