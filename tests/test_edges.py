@@ -140,9 +140,12 @@ def test_version_and_help_show_every_default():
     assert invoke("--version").output.strip() == f"rnnlab {version('rnnlab')}"
     env = {**os.environ, "COLUMNS": "200"}
     helptext = runner.invoke(app, ["train", "--help"], env=env).output
-    for option, default in (("--cell", "gru"), ("--units", "64"), ("--epochs", "20"), ("--lr", "0.002")):
+    for option, default in (("--cell", "gru"), ("--units", "64"), ("--epochs", "20"), ("--lr", "0.002"),
+                            ("--max-seconds", "no limit"), ("--quiet", "off"), ("--json", "off")):
         line = next(x for x in helptext.splitlines() if f" {option} " in x)
         assert f"[default: {default}" in line, line
+    tune_help = runner.invoke(app, ["tune", "--help"], env=env).output
+    assert "[default: not swept: train's default]" in next(x for x in tune_help.splitlines() if " --layers " in x)
     for command in ("train", "evaluate", "predict", "explain", "inspect", "tune", "demo"):
         text = runner.invoke(app, [command, "--help"], env=env).output
         assert "<bool>" not in text and "the seed's case" not in text, command

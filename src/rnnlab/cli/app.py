@@ -24,6 +24,20 @@ def _flag_takes_no_value(self, ctx):
 
 core.TyperOption.display_type_rich = _flag_takes_no_value
 
+_default_of = core.TyperOption._get_default_string
+
+
+def _default_said(self, *, ctx, show_default_is_str, default_value):
+    """Every default shown: a switch that is off says `off`; a default given as text reads as written."""
+    if show_default_is_str:
+        return str(self.show_default)
+    if self.is_flag and not self.secondary_opts and default_value is False and not self.is_eager:
+        return "off"
+    return _default_of(self, ctx=ctx, show_default_is_str=show_default_is_str, default_value=default_value)
+
+
+core.TyperOption._get_default_string = _default_said
+
 
 def _folded(make):
     """A help cell that folds a long word (--freeze-embeddings, a URL) onto the next line instead of cutting it

@@ -64,7 +64,8 @@ def explain(
     every_step: bool = typer.Option(
         False, "--every-step", help="y_t at every step (many-to-many), not only at t=T (many-to-one)."
     ),
-    svg: Path | None = typer.Option(None, "--svg", help="Also write the unrolled loop as an SVG file."),
+    svg: Path | None = typer.Option(None, "--svg", show_default="none",
+                                    help="Also write the unrolled loop as an SVG file."),
     as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON instead of tables."),
 ) -> None:
     """Show what a recurrent layer is made of: equations with shapes, every parameter, the cost, the loop.
@@ -159,7 +160,8 @@ DEMO_EPILOG = """
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Folder for the figures (PNG and SVG)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated data and of the weights."),
-    only: str | None = typer.Option(None, "--only", help="One task only: xor, letters or sentences."),
+    only: str | None = typer.Option(None, "--only", show_default="all three",
+                                    help="One task only: xor, letters or sentences."),
     epochs: int | None = typer.Option(
         None, "--epochs", help="Passes over each stream (default: the task's own, 5 for the sentences)."
     ),

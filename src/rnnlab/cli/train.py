@@ -153,7 +153,8 @@ def train(
     clip: float = typer.Option(_d("clip"), help="Clip the gradient's global norm to this."),
     class_weights: str = typer.Option(_d("class_weights"), help="balanced | none."),
     patience: int = typer.Option(_d("patience"), help="Epochs without a better val score before stopping."),
-    max_seconds: float | None = typer.Option(None, help="Stop training after this many seconds (best model kept)."),
+    max_seconds: float | None = typer.Option(None, show_default="no limit",
+                                             help="Stop training after this many seconds (best model kept)."),
     seed: int = typer.Option(_d("seed"), help="Same seed, same data: same model."),
     checkpoint_every: int = typer.Option(_d("checkpoint_every"), help="Steps between checkpoints in an epoch."),
     engine: str = typer.Option(_d("engine"), help="Where the recurrent layers run: auto (the fused CPU engine "

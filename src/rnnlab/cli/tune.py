@@ -36,6 +36,9 @@ EPILOG = """\
 """
 
 
+NOT_SWEPT = "not swept: train's default"
+
+
 def _study_name(data: str) -> str:
     name = data.rstrip("/").split(":")[-1]
     return Path(name).name.replace("/", "-") or "study"
@@ -105,18 +108,23 @@ def tune(
     units: str = typer.Option(..., "--units", "-p", help="Numbers of units p to try, e.g. 8,16,32,64,128."),
     cell: str | None = typer.Option(
         None, help="Cells to try: elman,gru,lstm,mingru,minlstm (default: train's default)."),
-    layers: str | None = typer.Option(None, help="Numbers of stacked layers to try, e.g. 1,2."),
-    k: str | None = typer.Option(None, "--k", help="Embedding sizes k to try (without pretrained vectors)."),
-    dropout: str | None = typer.Option(None, help="Dropout rates: a list (0,0.3) or a range (0..0.5)."),
-    lr: str | None = typer.Option(None, help="Learning rates: a list (1e-3,3e-3) or a range (1e-4..1e-2)."),
-    maxlen: str | None = typer.Option(None, help="Maximum lengths T to try, e.g. 20,40,64."),
+    layers: str | None = typer.Option(None, help="Numbers of stacked layers to try, e.g. 1,2.",
+                                      show_default=NOT_SWEPT),
+    k: str | None = typer.Option(None, "--k", help="Embedding sizes k to try (without pretrained vectors).",
+                                 show_default=NOT_SWEPT),
+    dropout: str | None = typer.Option(None, help="Dropout rates: a list (0,0.3) or a range (0..0.5).",
+                                       show_default=NOT_SWEPT),
+    lr: str | None = typer.Option(None, help="Learning rates: a list (1e-3,3e-3) or a range (1e-4..1e-2).",
+                                  show_default=NOT_SWEPT),
+    maxlen: str | None = typer.Option(None, help="Maximum lengths T to try, e.g. 20,40,64.", show_default=NOT_SWEPT),
     trials: int | None = typer.Option(None, min=1, help="Trials in the study: a seeded subset of the grid "
                                       "(default: all of it; a configuration keeps all its --seeds), or how "
                                       "many to sample for a range (20)."),
     epochs: int = typer.Option(8, min=1, help="Epochs a trial trains at most (it stops early on val)."),
     patience: int = typer.Option(3, min=1, help="Epochs without a better validation score, then stop."),
     seed: int = typer.Option(0, help="The seed every trial trains with (and the sampler's)."),
-    seeds: str | None = typer.Option(None, help="Repeat every configuration with each of these seeds, e.g. "
+    seeds: str | None = typer.Option(None, show_default="--seed alone", help="Repeat every configuration with "
+                                     "each of these seeds, e.g. "
                                      "0,1,2: configurations are compared by their mean, the plot shows the "
                                      "spread."),
     embeddings: str = typer.Option("glove-6b-50d", help="Pretrained vectors (glove-6b-50d, a file) or none."),
