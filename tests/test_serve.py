@@ -87,7 +87,7 @@ def run_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(run_dirs):
-    return load_runs([run_dirs["uni"], run_dirs["bi"]])
+    return load_runs([run_dirs["uni"], run_dirs["bi"]], warm=False)  # the command's own start warms (tested there)
 
 
 @pytest.fixture(scope="module")
