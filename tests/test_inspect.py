@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -194,3 +195,21 @@ def test_an_unwritable_out_is_one_line(run_dir):
     result = runner.invoke(app, ["inspect", str(run_dir), "so sad", "--out", "/proc/no/such/heatmap"])
     assert result.exit_code == 2 and "--out /proc/no/such/heatmap: cannot write" in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+def test_the_picture_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    result = ins.Inspection(np.zeros((3, 4)), ["a", "b", "c", "d"])
+    ins.render(result, tmp_path / "h")
+    before = (tmp_path / "h.png").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.png", "h.svg"]  # no temporary file left
+    import matplotlib.figure
+
+    def full_disk(self, fname, **kwargs):
+        Path(fname).write_bytes(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full_disk)
+    with pytest.raises(OSError):
+        ins.render(result, tmp_path / "h")
+    assert (tmp_path / "h.png").read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "h.png", "h.svg"]

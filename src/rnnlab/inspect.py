@@ -13,6 +13,7 @@ run for its real length, and the padding's columns do not exist (they are never 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -270,9 +271,16 @@ def render(ins: Inspection, stem: str | Path) -> list[Path]:
     if ins.notes:
         fig.supxlabel("\n".join(ins.notes), fontsize=7, x=0.01, ha="left")
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    fig.savefig(paths[0], dpi=120)
-    fig.savefig(paths[1])
-    plt.close(fig)
+    try:
+        for path in paths:      # each through a temporary name, renamed once whole: never a half picture
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                fig.savefig(tmp, format=path.suffix[1:], **({"dpi": 120} if path.suffix == ".png" else {}))
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+    finally:
+        plt.close(fig)
     return paths
 
 

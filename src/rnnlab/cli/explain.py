@@ -104,11 +104,12 @@ def explain(
     if svg is not None:
         if svg.is_dir():
             _fail(f"--svg {svg} is a folder: give the file to write, e.g. {svg / 'loop.svg'}.")
+        from rnnlab.checkpoint import atomic_write
+
         try:
-            svg.parent.mkdir(parents=True, exist_ok=True)
-            svg.write_text(unrolled_svg(result), encoding="utf-8")
-        except OSError as e:
-            _fail(f"--svg {svg}: cannot write it ({e.strerror}).")
+            atomic_write(svg, unrolled_svg(result).encode("utf-8"))
+        except (OSError, ValueError) as e:
+            _fail(f"--svg {e}.")  # the file and why: "PATH: cannot write it (reason)"
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
