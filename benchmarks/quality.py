@@ -1,6 +1,6 @@
 """The quality suite: rnnlab's defaults against a TF-IDF floor and a PyTorch peer on every tweet task.
 
-    python benchmarks/quality.py                              # all 14 tasks, test scored once
+    python benchmarks/quality.py --jobs 3                     # all 14 tasks, test scored once
     python benchmarks/quality.py --val-only --tasks emotion english@500 --models floor rnnlab \\
         --variant small=units=32,dropout=0.5                  # choosing defaults: validation alone
 
