@@ -8,9 +8,10 @@ Scenarios (forward+backward: the gradient of mean(a²) over the layer's weights,
     S4-10k    B=16, T=10000,  k=32, p=128
 
 Contenders: rnnlab's GRU and LSTM as `rnnlab bench` runs them at S4 (the fused engine, rematerialised in
-pieces of 25 steps), PyTorch's nn.GRU and nn.LSTM, and the min cells on the scan path by both of their
-scans: "sequential" (lax.scan) and "associative" (jax.lax.associative_scan), each in pieces of
-`layers.MIN_PIECE` steps under jax.checkpoint (the default for min cells). Times are medians of --runs
+pieces of 25 steps), PyTorch's nn.GRU and nn.LSTM (at S4; at T = 10 000 with --torch-long), and the min
+cells on the scan path by both of their scans: "sequential" (lax.scan) and "associative"
+(jax.lax.associative_scan), each in pieces of `layers.MIN_PIECE` steps under jax.checkpoint (the default
+for min cells). Times are medians of --runs
 calls, the contenders taking turns (`rnnlab.bench.measure`); peak memory is what one forward+backward adds
 to the resident set, each contender alone in a fresh process.
 
@@ -41,6 +42,7 @@ from rnnlab.layers import Recurrent
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = {"S4": dict(B=16, T=1000, k=32, p=128), "S4-10k": dict(B=16, T=10_000, k=32, p=128)}
+TORCH_IN = ("S4",)  # PyTorch's layers where --torch-long is not given: at T = 10 000 a call takes seconds
 GOAL_VS_GRU = {"S4": 5.0, "S4-10k": 10.0}
 MIN_CELLS = {"mingru": MinGRU, "minlstm": MinLSTM}
 CONTENDERS = ("rnnlab gru", "rnnlab lstm", "torch gru", "torch lstm", "mingru sequential", "mingru associative",
@@ -95,7 +97,7 @@ def peak_memory(name: str, B: int, T: int, k: int, p: int) -> float | None:
     return json.loads(res.stdout.strip().splitlines()[-1])["peak_mb"]
 
 
-def run(scenarios: list[str], runs: int, memory: bool = True, log=print) -> dict:
+def run(scenarios: list[str], runs: int, memory: bool = True, torch_long: bool = False, log=print) -> dict:
     import torch
 
     torch.set_num_threads(bench.THREADS)
@@ -104,11 +106,12 @@ def run(scenarios: list[str], runs: int, memory: bool = True, log=print) -> dict
         dims = SCENARIOS[scenario]
         B, T, k, p = dims["B"], dims["T"], dims["k"], dims["p"]
         x, y = bench._data(B, T, k)
-        fns = {name: contender(name, B, T, k, p, x, y) for name in CONTENDERS}
+        names = [n for n in CONTENDERS if torch_long or scenario in TORCH_IN or not n.startswith("torch")]
+        fns = {name: contender(name, B, T, k, p, x, y) for name in names}
         times = bench.measure(fns, runs, warmup=2)
-        mem = {name: peak_memory(name, B, T, k, p) for name in CONTENDERS} if memory else {}
+        mem = {name: peak_memory(name, B, T, k, p) for name in names} if memory else {}
         gru = times["rnnlab gru"]["median_s"]
-        for name in CONTENDERS:
+        for name in names:
             row = {"scenario": scenario, **dims, "contender": name, **times[name],
                    "vs_rnnlab_gru": gru / times[name]["median_s"], "peak_mb": mem.get(name)}
             if name.startswith("min"):
@@ -146,6 +149,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap.add_argument("--scenarios", default="S4,S4-10k", help="comma-separated: S4, S4-10k (default: %(default)s)")
     ap.add_argument("--runs", type=int, default=12, help="timed calls per contender (default: %(default)s)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes (default: probe)")
+    ap.add_argument("--torch-long", action="store_true",
+                    help="PyTorch's layers at T = 10 000 too (default: at S4 only)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "mincells.json",
                     help="where the JSON goes (default: %(default)s)")
     ap.add_argument("--markdown", action="store_true", help="also print the table as Markdown (default: off)")
@@ -159,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown:
         ap.error(f"unknown scenario {unknown[0]!r}: use {', '.join(SCENARIOS)}")
-    result = run(scenarios, args.runs, memory=not args.no_memory)
+    result = run(scenarios, args.runs, memory=not args.no_memory, torch_long=args.torch_long)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=1))

@@ -105,7 +105,7 @@ def test_the_scan_equals_the_equations_looped_in_numpy_outputs_and_every_gradien
     def loss(cell, x, a_0):
         return jnp.sum(jnp.asarray(w, jnp.float32) * Recurrent(cell)(x, a_0=a_0)[0])
 
-    g_cell, g_x, g_a_0 = jax.grad(loss, argnums=(0, 1, 2))(cell, jnp.asarray(x), jnp.asarray(a_0))
+    g_cell, g_x, g_a_0 = eqx.filter_jit(jax.grad(loss, argnums=(0, 1, 2)))(cell, jnp.asarray(x), jnp.asarray(a_0))
     dW, db, dx, da_0 = loop_gradients(kind, W_a, b_a, x.astype(np.float64), a_0.astype(np.float64), w)
     for got, want in ((g_cell.W_a, dW), (g_cell.b_a, db), (g_x, dx), (g_a_0, da_0)):
         np.testing.assert_allclose(np.asarray(got), want, rtol=2e-4, atol=2e-5)
@@ -130,7 +130,8 @@ def test_gradient_matches_float64_finite_differences(kind, scan):
             a, _ = eqx.combine(unflatten(flat), static)(x, lengths)
             return jnp.sum(w * a)
 
-        grad = jax.grad(loss)(flat)
+        loss = jax.jit(loss)
+        grad = jax.jit(jax.grad(loss))(flat)
         direction = jax.random.normal(jax.random.key(7), flat.shape, jnp.float64)
         eps = 1e-6
         fd = (loss(flat + eps * direction) - loss(flat - eps * direction)) / (2 * eps)
@@ -151,8 +152,8 @@ def test_a_padded_batch_equals_each_sequence_alone(kind, scan, reverse):
         np.testing.assert_allclose(np.asarray(a[b, :L]), np.asarray(alone), atol=1e-6)
         np.testing.assert_allclose(np.asarray(a_T[b]), np.asarray(final), atol=1e-6)
         assert not np.asarray(a[b, L:]).any()  # a_t is zero past each sequence's end
-    grads = jax.grad(lambda lay: jnp.sum(lay(x, lengths)[0][1] ** 2))(layer)
-    alone = jax.grad(lambda lay: jnp.sum(lay(x[1, :5])[0] ** 2))(layer)
+    grads = eqx.filter_jit(jax.grad(lambda lay: jnp.sum(lay(x, lengths)[0][1] ** 2)))(layer)
+    alone = eqx.filter_jit(jax.grad(lambda lay: jnp.sum(lay(x[1, :5])[0] ** 2)))(layer)
     np.testing.assert_allclose(np.asarray(grads.cell.W_a), np.asarray(alone.cell.W_a), rtol=1e-5, atol=1e-7)
 
 
@@ -245,6 +246,7 @@ def test_the_two_scans_and_the_pieces_agree_forwards_and_backwards():
     lengths = jnp.array([10, 6])
     layers = [Recurrent(with_scan(cell, s), chunk=c) for s in SCANS for c in (None, 3)]
 
+    @eqx.filter_jit
     def run(layer):
         return jax.value_and_grad(lambda lay: jnp.sum(jnp.sin(lay(x, lengths)[0])))(layer)
 
