@@ -112,7 +112,7 @@ def test_bad_options_are_refused_in_one_line(toy_csv, tmp_path, option, words):
     out = tmp_path / "run"
     result = invoke("train", toy_csv, "--out", out, "--embeddings", "none", "--quiet", *option)
     one_line_error(result, *words)
-    assert not (out / checkpoint.CONFIG).exists() and not (out / MODEL).exists()
+    assert not out.exists()  # nothing written: not even the folder
 
 
 def test_an_out_that_is_a_file_is_refused(toy_csv, tmp_path):
@@ -359,3 +359,16 @@ def test_a_run_with_no_finished_epoch_is_not_served(finished, tmp_path):
         result = invoke(*command)
         assert result.exit_code != 0 and "has not finished its first epoch" in result.output, result.output
         assert "Traceback" not in result.output
+
+
+def test_a_resume_holds_out_the_rows_its_run_held_out(finished, tmp_path, toy_csv, monkeypatch):
+    """toy.csv has no val split: a resume under another --seed or --val-fraction must split train as the run
+    did (its own seed and fraction), or it would train on rows it validated on."""
+    out = unfinished(finished, tmp_path)
+    own = Config.from_dict(checkpoint.read_json(out / checkpoint.CONFIG)["config"])
+    splits = []
+    real_split = train_mod.split_off_val
+    monkeypatch.setattr(train_mod, "split_off_val", lambda d, f, s: splits.append((f, s)) or real_split(d, f, s))
+    fit(Config(**{**SMALL, "seed": own.seed + 3, "val_fraction": 0.3}), rdata.load(toy_csv), out, resume=True,
+        progress=False, say=lambda line: None)
+    assert splits == [(own.val_fraction, own.seed)]

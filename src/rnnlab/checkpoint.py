@@ -144,6 +144,7 @@ def lock(run_dir: str | Path) -> Iterator[Path]:
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"{run_dir} is a file, not a run folder: choose another --out")
     path = run_dir / LOCK
+    created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -158,7 +159,14 @@ def lock(run_dir: str | Path) -> Iterator[Path]:
                             "wait for it to end, or choose another --out") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield run_dir
+        try:
+            yield run_dir
+        except BaseException:
+            # a training refused before it wrote anything leaves no folder behind it
+            if created and [q.name for q in run_dir.iterdir()] == [LOCK]:
+                path.unlink(missing_ok=True)
+                run_dir.rmdir()
+            raise
         os.ftruncate(fd, 0)
     finally:
         os.close(fd)

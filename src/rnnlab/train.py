@@ -146,6 +146,8 @@ class Config:
         whole("patience", 1, "the epochs without a better score before stopping")
         if self.max_seconds is not None:
             real("max_seconds", 0, math.inf, "the time limit in seconds", open_low=True, open_high=True)
+        real("val_fraction", 0, 1, "the share of train held out when there is no val split", open_low=True,
+             open_high=True)
         whole("checkpoint_every", 0, "the steps between checkpoints (0: at the end of each epoch only)")
         need(self.engine in ("auto", "scan", "fused"), "engine", "the engine is one of auto | scan | fused")
         return self
@@ -290,7 +292,7 @@ def _open_run(out: Path, config: Config, dataset: Dataset, fingerprint: str, res
             f"{fingerprint[:12]} against {str(recorded.get('fingerprint'))[:12]}); --resume continues a run "
             "on the data it was trained on")
     try:
-        own = Config.from_dict(info["config"])
+        own = Config.from_dict(info["config"]).validate()
     except (TypeError, ValueError) as e:
         raise checkpoint.RunError(f"{out / checkpoint.CONFIG}: {e}") from None
     differ = [f"{f.name} {getattr(own, f.name)!r} (not {getattr(config, f.name)!r})" for f in fields(Config)
@@ -585,15 +587,16 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
         raise ValueError(f"{dataset.source or dataset.task}: {len(dataset.labels)} labels for "
                          f"{len(dataset['train'])} training texts: a label set larger than the training data "
                          "cannot be learned (is the label column the right one?)")
-    dataset = split_off_val(dataset, config.val_fraction, config.seed)
-    train, val = dataset["train"], dataset["val"]
-    labels, C = dataset.labels, len(dataset.labels)
-    metric = metrics.official_metric(dataset.task)
     out = out_dir
     state_path = out / checkpoint.STATE if out is not None else None
     info, resuming = None, False
     if out is not None:
         config, info, resuming = _open_run(out, config, dataset, fingerprint, resume, exist_ok, say)
+    # split with the config the run trains with: a resume holds out the rows its run held out
+    dataset = split_off_val(dataset, config.val_fraction, config.seed)
+    train, val = dataset["train"], dataset["val"]
+    labels, C = dataset.labels, len(dataset.labels)
+    metric = metrics.official_metric(dataset.task)
 
     # vocabulary and initial embedding
     if resuming:
