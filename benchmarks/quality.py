@@ -16,7 +16,7 @@ class; val and test untouched) as the small-data case. Models, each fitted on tr
   NAME        a variant: `--variant NAME=field=value,field=value` (fields of `rnnlab.train.Config`)
 
 Scores are each task's official metric (`rnnlab.metrics`; UMSAB: macro-F1). Test is scored once, at the
-end of each fit, unless `--val-only`. Every network trains in a process of its own, so that no library's
+end of each fit, unless `--val-only`. Every model is fitted in a process of its own, so that no library's
 thread pool competes with another's. Writes JSON (`--out`) and a Markdown table (`--md`) with wall times
 and the mean and worst margin of each model over the floor.
 """
@@ -138,7 +138,7 @@ def run_rnnlab(dataset, overrides: dict, val_only: bool) -> dict:
             "train_seconds": round(time.perf_counter() - start, 1), "overrides": overrides}
 
 
-def run_torch_peer(dataset, val_only: bool, seed: int = 0, epochs: int = 20, patience: int = 3,
+def run_torch_peer(dataset, val_only: bool, threads: int = 1, seed: int = 0, epochs: int = 20, patience: int = 3,
                    batch_size: int = 32, lr: float = 2e-3, units: int = 64, maxlen: int = 64) -> dict:
     """The peer: embedding (GloVe, fine-tuned) -> BiGRU(64) -> max over valid steps -> linear."""
     import torch
@@ -150,7 +150,7 @@ def run_torch_peer(dataset, val_only: bool, seed: int = 0, epochs: int = 20, pat
     from rnnlab.train import class_weight
 
     torch.manual_seed(seed)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads)
     start = time.perf_counter()
     train, val = dataset["train"], dataset["val"]
     C = len(dataset.labels)
@@ -275,15 +275,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the small-data cuts and of every model")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")
     parser.add_argument("--md", type=Path, default=None, help="also write the Markdown table here")
-    parser.add_argument("--jobs", type=int, default=1, help="networks trained at once, each in its own process")
+    parser.add_argument("--jobs", type=int, default=1, help="models fitted at once, each in its own process")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="the peer's threads (one: on a busy machine a pool's threads wait on each other)")
     parser.add_argument("--one", nargs=3, metavar=("TASK", "MODEL", "OVERRIDES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.one:  # a child process: one network on one task, its JSON row on the last line
         task, name, overrides = args.one
         dataset = load_task(task, args.data, args.seed)
-        if name == "torch-peer":
-            row = run_torch_peer(dataset, args.val_only, seed=args.seed)
+        if name == "floor":
+            row = run_floor(dataset, args.val_only)
+        elif name == "torch-peer":
+            row = run_torch_peer(dataset, args.val_only, threads=args.torch_threads, seed=args.seed)
         else:
             row = run_rnnlab(dataset, {"seed": args.seed, **json.loads(overrides)}, args.val_only)
         print(json.dumps(row))
@@ -307,7 +311,7 @@ def main() -> None:
     def child(task: str, m: str) -> dict:
         """One network on one task in a process of its own: its JSON row."""
         cmd = [sys.executable, __file__, "--data", str(args.data), "--seed", str(args.seed),
-               "--one", task, m, json.dumps(variants.get(m, {}))]
+               "--torch-threads", str(args.torch_threads), "--one", task, m, json.dumps(variants.get(m, {}))]
         if args.val_only:
             cmd.append("--val-only")
         load = os.getloadavg()[0]
@@ -337,11 +341,7 @@ def main() -> None:
     for task in args.tasks:
         dataset = load_task(task, args.data, args.seed)
         table["tasks"][task] = {"metric": official_metric(dataset.task), "train": len(dataset["train"])}
-        if "floor" in models:
-            load = os.getloadavg()[0]
-            record(task, "floor", {**run_floor(dataset, args.val_only),
-                                   "load_average": round((load + os.getloadavg()[0]) / 2, 1)})
-        networks.extend((task, m) for m in models if m != "floor")
+        networks.extend((task, m) for m in models)
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         for (task, m), future in zip(networks, [pool.submit(child, t, m) for t, m in networks], strict=True):
             record(task, m, future.result())
