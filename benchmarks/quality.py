@@ -31,7 +31,7 @@ import platform
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -343,8 +343,9 @@ def main() -> None:
         table["tasks"][task] = {"metric": official_metric(dataset.task), "train": len(dataset["train"])}
         networks.extend((task, m) for m in models)
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        for (task, m), future in zip(networks, [pool.submit(child, t, m) for t, m in networks], strict=True):
-            record(task, m, future.result())
+        futures = {pool.submit(child, t, m): (t, m) for t, m in networks}
+        for future in as_completed(futures):  # each row written as it comes
+            record(*futures[future], future.result())
     print(markdown(table))
     print(f"written to {args.out}")
 
