@@ -227,6 +227,9 @@ def test_runs_and_health(client):
         ("/predict", b"{\"texts\": [\"a\"", 400, "malformed JSON: Expecting"),
         ("/predict", b"[1, 2]", 400, "must be a JSON object"),
         ("/predict", b"\xff\xfe", 400, "not UTF-8"),
+        ("/predict", b"[" * 50_000, 400, "malformed JSON"),
+        ("/explain", b'{"cell": "elman", "k": ' + b"7" * 5000 + b', "p": 5, "T": 5}', 400, "malformed JSON"),
+        ("/trace", b'{"text": "\\ud800 hi", "run": "uni"}', 422, "lone surrogate"),
         ("/predict", {"texts": ["a"] * (limits.MAX_TEXTS + 1), "run": "uni"}, 422, "at most 1,000 per request"),
         ("/predict", {"texts": ["a" * (limits.MAX_CHARS + 1)], "run": "uni"}, 422, "at most 10,000 per text"),
         ("/predict", {"texts": "so happy", "run": "uni"}, 422, '"texts": a list of strings'),
@@ -353,6 +356,19 @@ def test_a_bad_run_folder_stops_the_start_in_one_line(tmp_path, make, message):
     assert len(result.output.strip().splitlines()) <= 2  # one line (wrapped at most once)
 
 
+@pytest.mark.parametrize("maxlen", ["twelve", 0])
+def test_a_run_whose_config_cannot_predict_stops_the_start_in_one_line(tmp_path, run_dirs, maxlen):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(run_dirs["uni"], folder)
+    info = json.loads((folder / "config.json").read_text())
+    info["config"]["maxlen"] = maxlen
+    (folder / "config.json").write_text(json.dumps(info))
+    result = runner.invoke(cli, ["serve", str(folder), "--port", "0"])
+    assert result.exit_code == 2 and "maxlen" in result.output and "Traceback" not in result.output
+
+
 def test_the_command_binds_loopback_and_warns_otherwise(monkeypatch, run_dirs):
     import socket
 
@@ -422,6 +438,44 @@ def test_the_batcher_answers_each_request_its_own_texts_in_fewer_calls():
         return await asyncio.gather(batcher(["a"]), batcher(["b"]), return_exceptions=True)
 
     assert [str(e) for e in asyncio.run(fails())] == ["no model", "no model"]
+
+
+def test_a_batcher_shared_by_loops_in_threads_answers_every_request():
+    """Several event loops at once (one per thread, as a test client outside `with` makes): each loop's
+    requests are drained on that loop, none is dropped by another's drain."""
+    import asyncio
+    import threading
+    import time
+
+    from rnnlab.serve.batching import Batcher
+
+    def predict(texts):
+        time.sleep(0.005)
+        return [t.upper() for t in texts]
+
+    batcher, answers = Batcher(predict), {}
+
+    def worker(i):
+        async def main():
+            return await asyncio.wait_for(asyncio.gather(*(batcher([f"{i}-{j}"]) for j in range(20))), 30)
+
+        answers[i] = asyncio.run(main())
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert answers == {i: [[f"{i}-{j}".upper()] for j in range(20)] for i in range(4)}
+
+
+def test_the_parameter_bound_counts_what_explain_counts():
+    """/explain refuses by `_count`: it must be explain's own count (the min cells have no U_a)."""
+    from rnnlab.explain import build, explain
+    from rnnlab.serve.playground import _count
+
+    for cell in ("elman", "lstm", "mingru", "minlstm"):
+        assert _count(cell, 5, 7, 2, 2) == explain(build(cell, features=5, units=7, outputs=2, layers=2)).total
 
 
 def test_a_batcher_left_on_an_ended_loop_drains_on_the_next():

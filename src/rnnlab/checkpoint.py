@@ -345,6 +345,9 @@ def read_info(run_dir: str | Path) -> dict:
         raise bad(f"a vocabulary of {len(info['vocab'])} tokens but the model has {model['vocab_size']} rows")
     if not all(isinstance(x, str) for x in (*info["labels"], *info["vocab"])):
         raise bad("labels and vocabulary should be strings")
+    maxlen = info["config"].get("maxlen", 64)
+    if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1:
+        raise bad(f"config 'maxlen' (T at most) should be a whole number >= 1; got {maxlen!r}")
     return info
 
 

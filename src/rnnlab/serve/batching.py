@@ -2,41 +2,54 @@
 
 While one batch runs, the requests that arrive wait; the next batch takes all of them (up to `most`
 texts), so 16 clients asking for one text each cost a few batched calls, not 16 calls in turn. Each
-request gets its own texts' answers, in order. Runs on the server's event loop: no locks.
+request gets its own texts' answers, in order. Each event loop has its own queue and drain (uvicorn runs
+one; a test client may run several, one per thread), so a drain only ever touches its own loop's futures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 
 from starlette.concurrency import run_in_threadpool
 
 
-class Batcher:
-    def __init__(self, predict: Callable[[list[str]], list], most: int = 256):
-        self.predict, self.most = predict, most
+class _Queue:
+    """One event loop's waiting requests and the task draining them."""
+
+    def __init__(self):
         self.waiting: deque[tuple[list[str], asyncio.Future]] = deque()
         self.task: asyncio.Task | None = None
 
+
+class Batcher:
+    def __init__(self, predict: Callable[[list[str]], list], most: int = 256):
+        self.predict, self.most = predict, most
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()  # guards the map of loops, shared by the threads that run them
+
     async def __call__(self, texts: list[str]) -> list:
         loop = asyncio.get_running_loop()
+        with self._lock:
+            queue = self._queues.get(loop)
+            if queue is None:
+                queue = self._queues[loop] = _Queue()
         future = loop.create_future()
-        self.waiting.append((texts, future))
-        # a drain left on another loop (one that ended with the application's test client) drains nothing here
-        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
-            self.task = asyncio.create_task(self._drain())
+        queue.waiting.append((texts, future))
+        if queue.task is None or queue.task.done():
+            queue.task = asyncio.create_task(self._drain(queue))
         return await future
 
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self.waiting:
+    async def _drain(self, queue: _Queue) -> None:
+        waiting = queue.waiting
+        while waiting:
             batch, n = [], 0
-            while self.waiting and (not batch or n + len(self.waiting[0][0]) <= self.most):
-                texts, future = self.waiting.popleft()
-                # a request whose client left, or from a loop that has ended, is dropped
-                if not future.done() and future.get_loop() is loop:
+            while waiting and (not batch or n + len(waiting[0][0]) <= self.most):
+                texts, future = waiting.popleft()
+                if not future.done():  # a request whose client left is dropped
                     batch.append((texts, future))
                     n += len(texts)
             if not batch:

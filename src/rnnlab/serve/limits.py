@@ -44,6 +44,8 @@ async def read_json(request: Request) -> dict:
         raise RequestError(400, f"the body is not UTF-8: {e.reason} at byte {e.start}") from None
     except json.JSONDecodeError as e:
         raise RequestError(400, f"malformed JSON: {e}") from None
+    except (ValueError, RecursionError) as e:  # an integer of too many digits, nesting too deep
+        raise RequestError(400, f"malformed JSON: {str(e).splitlines()[0] or type(e).__name__}") from None
     if not isinstance(value, dict):
         raise RequestError(400, f"the body must be a JSON object; got {type(value).__name__}")
     return value
@@ -73,6 +75,10 @@ def _check_text(value, where: str) -> None:
         raise RequestError(422, f"{where} must be a string; got {_kind(value)}")
     if len(value) > MAX_CHARS:
         raise RequestError(422, f"{where} has {len(value):,} characters; at most {MAX_CHARS:,} per text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RequestError(422, f"{where} holds a lone surrogate at character {e.start}: not text") from None
 
 
 def size(body: dict, name: str, default: int | None = None) -> int:

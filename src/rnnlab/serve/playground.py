@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from rnnlab.cells import CELLS
+from rnnlab.cells import CELLS, MinCell
 from rnnlab.serve import limits
 from rnnlab.serve.limits import RequestError
 
@@ -58,7 +58,8 @@ def parse(body: dict) -> tuple:
 def _count(cell: str, k: int, p: int, q: int, layers: int) -> int:
     """About the parameters of `build`'s model (no GRU c_n): what the limit is checked against."""
     G = len(CELLS[cell].gate_names)
-    return G * p * (k + p + 1) + (layers - 1) * G * p * (2 * p + 1) + q * (p + 1)
+    U = 0 if issubclass(CELLS[cell], MinCell) else p  # the min cells have no U_a (p × p per gate)
+    return G * p * (k + U + 1) + (layers - 1) * G * p * (p + U + 1) + q * (p + 1)
 
 
 def explanation(body: dict) -> dict:

@@ -203,7 +203,10 @@ def load_runs(folders: list[str | Path], *, warm: bool = True) -> dict[str, Clas
             name, n = f"{path.resolve().name}-{n}", n + 1
         runs[name] = _load(name, path)
         if warm:
-            runs[name].warm()
+            try:
+                runs[name].warm()
+            except Exception as e:  # a run that loads but cannot predict: its config or weights are off
+                raise ServeError(f"{path}: the run loads but cannot predict: {e}") from None
     return runs
 
 
