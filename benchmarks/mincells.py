@@ -97,7 +97,8 @@ def peak_memory(name: str, B: int, T: int, k: int, p: int) -> float | None:
     return json.loads(res.stdout.strip().splitlines()[-1])["peak_mb"]
 
 
-def run(scenarios: list[str], runs: int, memory: bool = True, torch_long: bool = False, log=print) -> dict:
+def run(scenarios: list[str], runs: int, memory: bool = True, torch_long: bool = False,
+        contenders: tuple[str, ...] = CONTENDERS, log=print) -> dict:
     import torch
 
     torch.set_num_threads(bench.THREADS)
@@ -106,7 +107,8 @@ def run(scenarios: list[str], runs: int, memory: bool = True, torch_long: bool =
         dims = SCENARIOS[scenario]
         B, T, k, p = dims["B"], dims["T"], dims["k"], dims["p"]
         x, y = bench._data(B, T, k)
-        names = [n for n in CONTENDERS if torch_long or scenario in TORCH_IN or not n.startswith("torch")]
+        names = [n for n in CONTENDERS if (n in contenders or n == "rnnlab gru")
+                 and (torch_long or scenario in TORCH_IN or not n.startswith("torch"))]
         fns = {name: contender(name, B, T, k, p, x, y) for name in names}
         times = bench.measure(fns, runs, warmup=2)
         mem = {name: peak_memory(name, B, T, k, p) for name in names} if memory else {}
@@ -153,6 +155,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                     help="PyTorch's layers at T = 10 000 too (default: at S4 only)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "mincells.json",
                     help="where the JSON goes (default: %(default)s)")
+    ap.add_argument("--contenders", default=",".join(CONTENDERS),
+                    help="comma-separated, rnnlab's GRU always among them (default: all)")
     ap.add_argument("--markdown", action="store_true", help="also print the table as Markdown (default: off)")
     ap.add_argument("--memory-probe", nargs=5, metavar=("NAME", "B", "T", "k", "p"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -164,7 +168,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown:
         ap.error(f"unknown scenario {unknown[0]!r}: use {', '.join(SCENARIOS)}")
-    result = run(scenarios, args.runs, memory=not args.no_memory, torch_long=args.torch_long)
+    contenders = tuple(c.strip() for c in args.contenders.split(","))
+    unknown = [c for c in contenders if c not in CONTENDERS]
+    if unknown:
+        ap.error(f"unknown contender {unknown[0]!r}: use {', '.join(CONTENDERS)}")
+    result = run(scenarios, args.runs, memory=not args.no_memory, torch_long=args.torch_long, contenders=contenders)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=1))

@@ -218,7 +218,12 @@ def test_minlstm_is_defined_where_f_plus_i_underflows():
     np.testing.assert_allclose([float(alpha[0]), float(beta[0])], [0.5, 1.5], rtol=1e-6)
     a, _ = Recurrent(cell)(jnp.ones((5, 1)), a_0=jnp.array([1.0]))
     np.testing.assert_allclose(np.asarray(a[:, 0]), 3 - 2 * 0.5 ** np.arange(1, 6), rtol=1e-6)
+    for u_f, u_i in ((-120.0, -121.5), (-50.0, -45.0), (-19.0, -22.0)):  # where f ≈ e^{u_f}: σ(u_f - u_i)
+        z = jnp.array([u_f, u_i, 0.0])
+        np.testing.assert_allclose(float(cell.coefficients(z)[0][0]), sigmoid(u_f - u_i), rtol=1e-6)
     g = jax.grad(lambda c: jnp.sum(Recurrent(c)(jnp.ones((5, 1)))[0]))(cell)
+    d_f = jax.grad(lambda u: cell.coefficients(jnp.array([u, -121.5, 0.0]))[0][0])(-120.0)
+    np.testing.assert_allclose(float(d_f), sigmoid(1.5) * sigmoid(-1.5), rtol=1e-5)  # ∂σ(u_f - u_i)/∂u_f
     assert np.isfinite(np.asarray(g.W_a)).all() and np.isfinite(np.asarray(g.b_a)).all()
 
 

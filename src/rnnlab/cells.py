@@ -342,9 +342,11 @@ class MinLSTM(MinCell):
         a_t = f'_t ⊙ a_{t-1} + i'_t ⊙ ã_t                α_t = f'_t, β_t = i'_t ⊙ ã_t
 
     W_a = [W_f; W_i; W_h]: (3p, k), b_a = [b_f; b_i; b_h]: (3p,), no U_a. 3p(k + 1) parameters.
-    f'_t is f_t / (f_t + i_t) where f_t + i_t ≥ 1e-30 (float32's normal range: full precision), else
-    σ(u_f - u_i) (u the gates' inputs), which equals it there to float32's precision, where the quotient
-    would be 0/0 or lose digits to subnormals. i'_t = 1 - f'_t, so α_t + (1 - α_t) is exactly 1.
+    f'_t is f_t / (f_t + i_t) as written, except that where both gates' inputs u are below -20, both are
+    first raised by the same amount to -20: there σ(u) = e^u to float32's precision (the relative error is
+    e^-20, 2e-9), so the quotient is unchanged, while f_t + i_t and its square (in the gradient) stay in
+    float32's normal range (as written, the quotient is 0/0 from u near -104 and its gradient infinite
+    from -44). i'_t = 1 - f'_t, so α_t + (1 - α_t) is exactly 1.
     """
 
     gate_names: ClassVar[tuple[str, ...]] = ("f", "i", "h")
@@ -356,9 +358,9 @@ class MinLSTM(MinCell):
     def coefficients(self, z: Float[Array, "*T Gp"]) -> tuple[Float[Array, "*T p"], Float[Array, "*T p"]]:
         p = self.units
         u_f, u_i, h = z[..., :p], z[..., p : 2 * p], z[..., 2 * p :]
-        f, i = jax.nn.sigmoid(u_f), jax.nn.sigmoid(u_i)
-        normal = f + i >= 1e-30
-        f_norm = jnp.where(normal, f / jnp.where(normal, f + i, 1.0), jax.nn.sigmoid(u_f - u_i))
+        shift = jax.lax.stop_gradient(jnp.maximum(0.0, -20.0 - jnp.maximum(u_f, u_i)))  # f' does not depend on it
+        f, i = jax.nn.sigmoid(u_f + shift), jax.nn.sigmoid(u_i + shift)
+        f_norm = f / (f + i)
         return f_norm, (1.0 - f_norm) * h
 
 
