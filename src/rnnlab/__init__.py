@@ -6,7 +6,7 @@ x_t has k features, the state a_t has p units, and the same weights serve each o
 """
 
 from rnnlab._checks import ShapeError
-from rnnlab.cells import GRU, LSTM, Cell, Elman, Readout, activation_fn, make_cell
+from rnnlab.cells import GRU, LSTM, Cell, Elman, MinGRU, MinLSTM, Readout, activation_fn, make_cell
 from rnnlab.checkpoint import Run, load_run
 from rnnlab.explain import explain
 from rnnlab.interop import from_torch, to_torch
@@ -19,6 +19,8 @@ __all__ = [
     "Bidirectional",
     "Cell",
     "Elman",
+    "MinGRU",
+    "MinLSTM",
     "Readout",
     "Recurrent",
     "Run",

@@ -117,7 +117,8 @@ def train(
     data: str = typer.Argument(..., help="A TweetEval-format folder, tweeteval:NAME, or a CSV/TSV/JSONL file "
                                "(or a folder of train/val/test files)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to write (checkpoints, config, metrics)."),
-    cell: str | None = typer.Option(None, help=f"elman | gru | lstm \\[default: {_d('cell')}; elman for elman:NAME]."),
+    cell: str | None = typer.Option(
+        None, help=f"elman | gru | lstm | mingru | minlstm \\[default: {_d('cell')}; elman for elman:NAME]."),
     units: int | None = typer.Option(None, help=f"p: units of the state a_t (per direction) \\[default: "
                                      f"{_d('units')}; elman:NAME: the task's own]."),
     layers: int = typer.Option(_d("layers"), help="Recurrent layers stacked."),
