@@ -143,7 +143,7 @@ runner = CliRunner()
 
 
 def test_cli_explain_prints_the_tables_and_the_answers():
-    result = runner.invoke(app, ["explain", "--cell", "gru", "-k", "50", "-p", "10", "-T", "20", "--svg", "/dev/null"])
+    result = runner.invoke(app, ["explain", "--cell", "gru", "-k", "50", "-p", "10", "-T", "20"])
     assert result.exit_code == 0, result.output
     out = result.output
     assert "W_a" in out and "U_a" in out and "30×50" in out

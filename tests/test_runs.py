@@ -280,3 +280,15 @@ def test_orphans_of_killed_writes_are_removed_and_nothing_else(tmp_path):
     removed = checkpoint.remove_orphans(tmp_path)
     assert sorted(p.name for p in removed) == [".model.safetensors.x.tmp", ".state.safetensors.abc123.tmp"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.txt.y.tmp", "mine.tmp"]
+
+
+def test_a_write_to_a_device_writes_through_it_and_leaves_it_a_device(tmp_path):
+    """`--svg /dev/null` discards the picture: the write goes through the device, never renames over it."""
+    checkpoint.atomic_write("/dev/null", b"<svg/>")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    checkpoint.atomic_write(fifo, b"through")
+    assert os.read(reader, 100) == b"through" and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    os.close(reader)

@@ -102,8 +102,16 @@ def fsync_dir(path: str | Path) -> None:
 def atomic_write(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` so that a reader (or a crash) sees the old file or the new one, never half.
     The file gets the mode a plain `open` would give it (0666 less the umask). An OS error (a full disk, a
-    folder that cannot be written) is a RunError naming the file, the old file left as it was."""
+    folder that cannot be written) is a RunError naming the file, the old file left as it was. A path that
+    is not a regular file (/dev/null, a pipe) is written in place: a rename would replace the device."""
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        try:
+            with open(path, "wb") as f:
+                f.write(data)
+        except OSError as e:
+            raise RunError(f"{path}: cannot write it ({e.strerror or e})") from None
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
