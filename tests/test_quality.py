@@ -139,10 +139,10 @@ def test_cli_train_prints_the_floor_and_no_baseline_turns_it_off(run, tmp_path):
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.output)["baseline"] == run[1].baseline
     shown = runner.invoke(app, ["evaluate", str(run[0]), str(folder)])
-    assert shown.exit_code == 0 and "floor (TF-IDF" in shown.output
+    assert shown.exit_code == 0 and "floor, TF-IDF + LR" in shown.output
     off = runner.invoke(app, ["train", str(folder), "--out", str(tmp_path / "off"), *common, "--no-baseline"])
     assert off.exit_code == 0, off.output
-    assert "floor (TF-IDF" not in off.output
+    assert "floor, TF-IDF + LR" not in off.output
     assert json.loads((tmp_path / "off" / METRICS).read_text())["baseline"] is None
 
 

@@ -56,8 +56,8 @@ def _scores_table(title: str, rows: list[tuple[str, dict | None]], metric: str) 
 def floor_line(floor: dict, val: float, metric: str) -> str:
     """The TF-IDF floor's scores beside the model's validation score, in one line."""
     test = "" if floor.get("test") is None else f", test {floor['test']:.4f}"
-    return (f"floor (TF-IDF n-grams + logistic regression, C={floor['C']:g}): val {metric} {floor['val']:.4f}"
-            f"{test}; the network {100 * (val - floor['val']):+.1f} points on val")
+    return (f"floor, TF-IDF + LR (C={floor['C']:g}): val {floor['val']:.4f}{test}; network "
+            f"{100 * (val - floor['val']):+.1f} on val")
 
 
 def _recorded_floor(run: Path) -> dict | None:
@@ -292,9 +292,8 @@ def evaluate(
         return
     out_console.print(_scores_table(f"{r.task} ({run})", [(split, report)], report["metric"]))
     if floor is not None and floor.get(split) is not None:
-        out_console.print(f"floor (TF-IDF n-grams + logistic regression, fitted with the run, C={floor['C']:g}): "
-                          f"{split} {report['metric']} {floor[split]:.4f}; the network "
-                          f"{100 * (report['score'] - floor[split]):+.1f} points", highlight=False)
+        out_console.print(f"floor, TF-IDF + LR fitted with the run (C={floor['C']:g}): {split} {floor[split]:.4f}; "
+                          f"network {100 * (report['score'] - floor[split]):+.1f}", highlight=False)
     per = Table(title="per class")
     for col in ("label", "precision", "recall", "f1", "support", *(["description"] if described else [])):
         per.add_column(col, justify="left" if col in ("label", "description") else "right", overflow="fold")
