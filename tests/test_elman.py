@@ -162,3 +162,26 @@ def test_sequence_run_saved_and_loaded_gives_the_same_predictions(tmp_path):
     np.testing.assert_allclose(loaded.model(x), again.model(x), atol=1e-5)
     assert loaded.data.tokens == again.data.tokens
     assert (tmp_path / "run" / "elman-letters.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (lambda d: (d / "sequence.json").write_text('{"config": {}}'), ["sequence.json", "lackstheentry"]),
+        (lambda d: (d / "sequence.json").write_text("{oops"), ["sequence.json"]),
+        (lambda d: (d / "sequence.safetensors").write_bytes(b"\0" * 4), ["sequence.safetensors"]),
+    ],
+)
+def test_a_damaged_elman_run_is_one_line_in_explain_and_inspect(tmp_path, damage, words):
+    from typer.testing import CliRunner
+
+    from rnnlab import experiments
+    from rnnlab.cli import app
+
+    run = experiments.train_sequence("elman:xor", units=2, epochs=1, size=400, seed=0)
+    folder = experiments.save_sequence(run, tmp_path / "xor")
+    damage(folder)
+    for command in (["explain", str(folder)], ["inspect", str(folder), "011"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+        assert all(w in "".join(result.output.split()) for w in words), result.output  # wrapped lines joined

@@ -547,11 +547,16 @@ def load_sequence(run_dir: str | Path) -> SequenceRun:
 
     run_dir = Path(run_dir)
     info = checkpoint.read_json(run_dir / SEQUENCE_CONFIG)
-    c = info["config"]
-    data = elman.load(c["task"], seed=c["seed"], size=c["size"])
-    template = SequenceModel(
-        c["cell"], data.k, c["units"], data.q, c["output"], activation=c["activation"], key=jax.random.key(0)
-    )
+    try:
+        c = info["config"]
+        data = elman.load(c["task"], seed=c["seed"], size=c["size"])
+        template = SequenceModel(
+            c["cell"], data.k, c["units"], data.q, c["output"], activation=c["activation"], key=jax.random.key(0)
+        )
+        history, seconds = list(info["history"]), float(info["seconds"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        what = f"lacks the entry {e}" if isinstance(e, KeyError) else f"holds a value it cannot use ({e})"
+        raise checkpoint.RunError(f"{run_dir / SEQUENCE_CONFIG}: {what}") from None
     arrays, _ = checkpoint.load_arrays(run_dir / SEQUENCE_MODEL)
     model = checkpoint.fill_tree(template, arrays, source=str(run_dir / SEQUENCE_MODEL))
-    return SequenceRun(model, data, list(info["history"]), float(info["seconds"]), dict(c))
+    return SequenceRun(model, data, history, seconds, dict(c))

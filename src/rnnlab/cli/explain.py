@@ -135,7 +135,10 @@ def _load_run_model(run: Path):
     from rnnlab import experiments
 
     if experiments.is_sequence_run(run):
-        seq = experiments.load_sequence(run)
+        try:
+            seq = experiments.load_sequence(run)
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            _fail(f"{run}: cannot read the run: {e}")
         return seq.model, int(seq.config.get("window", 0))
     try:
         from rnnlab.checkpoint import load_run
@@ -344,7 +347,10 @@ def _inspect_sequence_run(path: Path, text: str):
 
     ins_mod = importlib.import_module("rnnlab.inspect")  # the module, even if rnnlab re-exports a function
 
-    run = experiments.load_sequence(path)
+    try:
+        run = experiments.load_sequence(path)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        _fail(f"{path}: cannot read the run: {e}")
     try:
         return ins_mod.inspect_sequence(run.model, run.data, _elman_words(run.data.name.split(":")[1], text))
     except ValueError as e:
