@@ -27,6 +27,7 @@ def fake_run(scenarios, cells, runs, log=print):
 @pytest.fixture
 def runner(monkeypatch, tmp_path):
     monkeypatch.setattr(bench, "run", fake_run)
+    monkeypatch.setattr(bench, "missing_peers", lambda: [])  # the peers are faked too: make test has no Keras
     monkeypatch.chdir(tmp_path)
     return CliRunner()
 
@@ -56,3 +57,9 @@ def test_json_flag_prints_the_result_as_json(runner):
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["rows"][0]["scenario"] == "S3" and out["rows"][0]["speedup_vs_rnnlab-scan"] == 2.0
+
+
+def test_without_the_peers_it_says_which_extra_brings_them(runner, monkeypatch):
+    monkeypatch.setattr(bench, "missing_peers", lambda: ["keras"])
+    res = runner.invoke(app, ["bench", "--scenarios", "S1", "--cells", "gru"])
+    assert res.exit_code == 2 and "keras not installed" in res.output and "rnnlab[bench]" in res.output

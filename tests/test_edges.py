@@ -62,8 +62,10 @@ BAD_DATA = [
      [], 2, ["train_labels.txt", "every training text has the label 'pos'"]),
     ("one text each, nothing to hold out", lambda d: _w(d / "t.csv", "text,label\na,x\nb,y\n"),
      [], 2, ["too few to hold out a validation split"]),
-    ("val fraction 0", lambda d: tiny_csv(d / "t.csv"), ["--val-fraction", "0"], 2, ["--val-fraction must lie"]),
-    ("val fraction 1.5", lambda d: tiny_csv(d / "t.csv"), ["--val-fraction", "1.5"], 2, ["--val-fraction must lie"]),
+    ("val fraction 0", lambda d: tiny_csv(d / "t.csv"), ["--val-fraction", "0"], 2,
+     ["--val-fraction 0.0", "in (0, 1)"]),
+    ("val fraction 1.5", lambda d: tiny_csv(d / "t.csv"), ["--val-fraction", "1.5"], 2,
+     ["--val-fraction 1.5", "in (0, 1)"]),
 ]
 
 

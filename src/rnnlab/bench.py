@@ -510,6 +510,11 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def missing_peers() -> list[str]:
+    """The peers' packages (PyTorch, Keras) that are not installed: the bench extra brings both."""
+    return [name for name in ("torch", "keras") if importlib.util.find_spec(name) is None]
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     ap = argparse.ArgumentParser(prog="python -m rnnlab.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -531,7 +536,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.render:
         result = json.loads(args.render.read_text())
     else:
-        missing = [name for name in ("torch", "keras") if importlib.util.find_spec(name) is None]
+        missing = missing_peers()
         if missing:
             print(f"rnnlab bench: {' and '.join(missing)} not installed; the peers come with the bench extra "
                   '(pip install "rnnlab[bench]")', file=sys.stderr)

@@ -201,8 +201,6 @@ def train(
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, clip=clip,
             class_weights=class_weights, patience=patience, max_seconds=max_seconds, seed=seed,
             checkpoint_every=checkpoint_every, val_fraction=val_fraction, engine=engine).validate()
-        if not 0 < val_fraction < 1:
-            raise ValueError(f"--val-fraction must lie between 0 and 1 (a share of train); got {val_fraction}")
         dataset = rdata.load(data, text_column=text_column, label_column=label_column, progress=not quiet)
         _notes(dataset.notes)
         if not quiet:
