@@ -15,7 +15,7 @@ for min cells). Times are medians of --runs
 calls, the contenders taking turns (`rnnlab.bench.measure`); peak memory is what one forward+backward adds
 to the resident set, each contender alone in a fresh process.
 
-Goals (issue 17): each min cell at least 5x rnnlab's GRU at S4 and 10x at T = 10 000, and a peak memory
+Goals: each min cell at least 5x rnnlab's GRU at S4 and 10x at T = 10 000, and a peak memory
 no larger than the GRU's.
 """
 

@@ -77,7 +77,7 @@ def assert_same_run(resumed, whole):
                                [h["train_loss"] for h in whole.history], rtol=1e-5)
 
 
-# -- options that make no sense (issue 19 items 1 and 7) ------------------------------------------------
+# -- options that make no sense ------------------------------------------------
 
 BAD_OPTIONS = [
     (["--epochs", "0"], ["--epochs 0", "whole number >= 1"]),
@@ -169,7 +169,7 @@ def test_the_confusion_matrix_is_bounded_past_many_classes():
     assert small["confusion"] == [[1, 0], [1, 1]] and "confusion_cells" not in small
 
 
-# -- a loss that turns NaN (issue 19 item 1) --------------------------------------------------------------
+# -- a loss that turns NaN --------------------------------------------------------------
 
 def test_a_nan_loss_stops_training_and_the_last_good_checkpoint_resumes_exactly(tmp_path, monkeypatch, capsys,
                                                                                  whole):
@@ -207,7 +207,7 @@ def test_a_learning_rate_that_diverges_is_stopped_in_memory_too():
         fit(Config(**{**THREE, "lr": 1e30}), toy_dataset(), progress=False)
 
 
-# -- kills (issue 19 items 2 and 11) ------------------------------------------------------------------------
+# -- kills ------------------------------------------------------------------------
 
 KILL_IN_WRITE = """
 import os, signal, sys
@@ -294,7 +294,7 @@ def test_two_trainings_started_together_leave_one_run_that_loads(toy_csv, tmp_pa
     assert run.model.config.units == int(winner) and json.loads((out / METRICS).read_text())["best_epoch"] == 1
 
 
-# -- resume only what the run was, on its data (issue 19 item 3, issue 15 item 6) --------------------------
+# -- resume only what the run was, on its data --------------------------
 
 @pytest.fixture(scope="module")
 def finished(toy_csv, tmp_path_factory) -> Path:
