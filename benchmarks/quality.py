@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+from peers import torch_bigru
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -157,21 +158,6 @@ def run_torch_peer(dataset, val_only: bool, threads: int = 1, seed: int = 0, epo
     vocab = Vocabulary.build([tokenize(t) for t in train.texts])
     E, _ = embedding_matrix(vocab, load_vectors("glove-6b-50d"), seed=seed)
 
-    class Peer(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embedding = nn.Embedding.from_pretrained(torch.from_numpy(E), freeze=False, padding_idx=0)
-            self.gru = nn.GRU(E.shape[1], units, batch_first=True, bidirectional=True)
-            self.dropout = nn.Dropout(0.3)
-            self.head = nn.Linear(2 * units, C)
-
-        def forward(self, ids, lengths):
-            x = self.embedding(ids)
-            packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-            a, _ = self.gru(packed)
-            a, _ = nn.utils.rnn.pad_packed_sequence(a, batch_first=True, padding_value=-1e9)
-            return self.head(self.dropout(a.max(dim=1).values))
-
     def tensors(split):
         ids, lengths = encode(split.texts, vocab, maxlen)
         ids, lengths = np.asarray(ids)[..., 0] if np.ndim(ids) == 3 else ids, lengths
@@ -185,7 +171,7 @@ def run_torch_peer(dataset, val_only: bool, threads: int = 1, seed: int = 0, epo
                               for i in range(0, len(ids), 256)]).numpy()
         return metrics.report(labels.numpy(), pred, dataset.labels, dataset.task)
 
-    model = Peer()
+    model = torch_bigru(E, units, C)
     optim = torch.optim.Adam(model.parameters(), lr=lr)
     weights = torch.from_numpy(class_weight(train.labels, C, "balanced"))
     loss_fn = nn.CrossEntropyLoss(weight=weights)

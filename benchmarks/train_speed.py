@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from peers import torch_bigru
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -165,28 +166,6 @@ def run_rnnlab_layers(args) -> dict:
             "runs": [round(t, 3) for t in times]}
 
 
-def _torch_model(E, units, C):
-    import torch
-    from torch import nn
-
-    class Peer(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embedding = nn.Embedding.from_pretrained(torch.from_numpy(E), freeze=False, padding_idx=0)
-            self.gru = nn.GRU(E.shape[1], units, batch_first=True, bidirectional=True)
-            self.dropout = nn.Dropout(0.3)
-            self.head = nn.Linear(2 * units, C)
-
-        def forward(self, ids, lengths):
-            x = self.embedding(ids)
-            packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-            a, _ = self.gru(packed)
-            a, _ = nn.utils.rnn.pad_packed_sequence(a, batch_first=True, padding_value=-1e9)
-            return self.head(self.dropout(a.max(dim=1).values))
-
-    return Peer()
-
-
 def run_torch(args, layers_only: bool = False) -> dict:
     import torch
     from torch import nn
@@ -203,7 +182,7 @@ def run_torch(args, layers_only: bool = False) -> dict:
     batches = [(torch.from_numpy(b.tokens).long(), torch.from_numpy(b.lengths).long(),
                 torch.from_numpy(b.labels).long()) for b in _plan(d, vocab, config)]
     C = len(d.labels)
-    model = _torch_model(E, config.units, C)
+    model = torch_bigru(E, config.units, C)
     if layers_only:
         xs = [(model.embedding(ids).detach().requires_grad_(True), lengths) for ids, lengths, _ in batches]
         times = []

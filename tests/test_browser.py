@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
@@ -33,28 +32,12 @@ def _keep(shot: Path) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import uvicorn
-
-    from rnnlab.cli.serve import bind
     from rnnlab.serve import create_app, load_runs
-    from test_serve import train_tiny_run
+    from test_serve import serving, train_tiny_run
 
     folder = train_tiny_run(tmp_path_factory.mktemp("browser") / "tweets", bidirectional=False)
-    sock = bind("127.0.0.1", 0)
-    srv = uvicorn.Server(uvicorn.Config(create_app(load_runs([folder])), log_level="warning", access_log=False))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    for _ in range(200):
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            threading.Event().wait(0.05)
-    yield url
-    srv.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serving(create_app(load_runs([folder]))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -134,26 +117,13 @@ def test_a_runs_page_draws_p_by_T_cells(server, page, tmp_path):
 @pytest.mark.skipif(not os.environ.get("RNNLAB_SCREENSHOT_RUN"), reason="RNNLAB_SCREENSHOT_RUN names no run")
 def test_a_trained_runs_page(browser, tmp_path):
     """The README's picture of a real run: its page reads a tweet and draws a map of p × T cells."""
-    import uvicorn
-
-    from rnnlab.cli.serve import bind
     from rnnlab.serve import create_app, load_runs
+    from test_serve import serving
 
     runs = load_runs([os.environ["RNNLAB_SCREENSHOT_RUN"]])
     name, run = next(iter(runs.items()))
-    sock = bind("127.0.0.1", 0)
-    srv = uvicorn.Server(uvicorn.Config(create_app(runs), log_level="warning", access_log=False))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
+    with serving(create_app(runs)) as url:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        for _ in range(200):
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                threading.Event().wait(0.05)
         page.goto(f"{url}/run/{name}")
         page.wait_for_selector("#about:not(:empty)")
         tweet = "I can't believe how happy this makes me #blessed"
@@ -165,7 +135,3 @@ def test_a_trained_runs_page(browser, tmp_path):
         shot = tmp_path / "serve-emotion.png"
         page.screenshot(path=str(shot), full_page=True)
         _keep(shot)
-    finally:
-        srv.should_exit = True
-        thread.join(10)
-        sock.close()

@@ -6,6 +6,7 @@ by itself on the unpadded text, `rnnlab explain --json`, and the word tree recom
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -503,28 +504,37 @@ def test_a_batcher_left_on_an_ended_loop_drains_on_the_next():
     assert asyncio.run(second()) == ["B"]
 
 
-@pytest.fixture(scope="module")
-def server(runs):
-    """The application on a real uvicorn server, on a free loopback port, in a thread."""
+@contextlib.contextmanager
+def serving(app):
+    """`app` on a real uvicorn server, on a free loopback port, in a thread: yields its URL once it answers."""
+    import httpx
     import uvicorn
 
     from rnnlab.cli.serve import bind
 
     sock = bind("127.0.0.1", 0)
-    srv = uvicorn.Server(uvicorn.Config(create_app(runs), log_level="warning", access_log=False))
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    for _ in range(200):
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            threading.Event().wait(0.05)
-    yield url
-    srv.should_exit = True
-    thread.join(10)
-    sock.close()
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                threading.Event().wait(0.05)
+        yield url
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def server(runs):
+    with serving(create_app(runs)) as url:
+        yield url
 
 
 def test_a_real_server_answers_and_survives_bad_requests(server):
