@@ -79,8 +79,9 @@ def _fit(train: Split, val: Split, labels: tuple[str, ...], task: str, Cs: Seque
          start: float) -> Floor:
     from sklearn.linear_model import LogisticRegression
 
-    vectorizer = features().fit(train.texts)
-    X_train, X_val = vectorizer.transform(train.texts), vectorizer.transform(val.texts)
+    vectorizer = features()
+    X_train = vectorizer.fit_transform(train.texts)  # one pass over train: the same matrix as fit, transform
+    X_val = vectorizer.transform(val.texts)
     best = None
     by_C: dict[float, float] = {}
     for C in Cs:
