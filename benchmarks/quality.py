@@ -35,7 +35,6 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
-from peers import torch_bigru
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -170,6 +169,8 @@ def run_torch_peer(dataset, val_only: bool, threads: int = 1, seed: int = 0, epo
             pred = torch.cat([model(ids[i:i + 256], lengths[i:i + 256]).argmax(1)
                               for i in range(0, len(ids), 256)]).numpy()
         return metrics.report(labels.numpy(), pred, dataset.labels, dataset.task)
+
+    from peers import torch_bigru  # beside this script
 
     model = torch_bigru(E, units, C)
     optim = torch.optim.Adam(model.parameters(), lr=lr)

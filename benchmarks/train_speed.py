@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from peers import torch_bigru
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -182,6 +181,8 @@ def run_torch(args, layers_only: bool = False) -> dict:
     batches = [(torch.from_numpy(b.tokens).long(), torch.from_numpy(b.lengths).long(),
                 torch.from_numpy(b.labels).long()) for b in _plan(d, vocab, config)]
     C = len(d.labels)
+    from peers import torch_bigru  # beside this script
+
     model = torch_bigru(E, config.units, C)
     if layers_only:
         xs = [(model.embedding(ids).detach().requires_grad_(True), lengths) for ids, lengths, _ in batches]
