@@ -12,13 +12,13 @@ every gate; `cell.gate(name)` returns the rows of a single gate so each equation
 
 Each cell splits its step in two, which is what makes a whole sequence fast:
 
-    z_t = W_a x_t + b_a          `project`: for all t at once, one (T, k) @ (k, G·p) matmul before the loop
-    a_t = recur(z_t, a_{t-1})    `recur`: the part that must run in order, U_a a_{t-1} and the nonlinearity
+    wx_t = W_a x_t + b_a         `project`: for all t at once, one (T, k) @ (k, G·p) matmul before the loop
+    a_t = recur(wx_t, a_{t-1})   `recur`: the part that must run in order, U_a a_{t-1} and the nonlinearity
 
 and `cell(x_t, a_{t-1})` is simply `recur(project(x_t), a_{t-1})`.
 
 Min cells (`MinGRU`, `MinLSTM`; Feng et al. 2024, "Were RNNs All We Needed?") have no U_a: their gates
-read x_t alone, so `recur` is a_t = α_t ⊙ a_{t-1} + β_t with (α_t, β_t) = `cell.coefficients(z_t)`, and
+read x_t alone, so `recur` is a_t = α_t ⊙ a_{t-1} + β_t with (α_t, β_t) = `cell.coefficients(wx_t)`, and
 a layer computes all T steps by a scan over those pairs (`linear_scan.py`) instead of T dependent matmuls.
 """
 
@@ -119,11 +119,11 @@ class Cell(eqx.Module):
         return self.W_a[rows], self.U_a[rows], self.b_a[rows]
 
     def project(self, x: Float[Arrayish, "*T k"]) -> Float[Array, "*T Gp"]:
-        """z = W_a x + b_a for one timestep (k,) or all of them at once (T, k): the part outside the loop."""
+        """wx = W_a x + b_a for one timestep (k,) or all of them at once (T, k): the part outside the loop."""
         return x @ self.W_a.T + self.b_a
 
-    def recur(self, z_t: Float[Array, " Gp"], state: PyTree) -> PyTree:
-        """state_t from z_t = W_a x_t + b_a and state_{t-1}: the part that must run in order."""
+    def recur(self, wx_t: Float[Array, " Gp"], state: PyTree) -> PyTree:
+        """state_t from wx_t = W_a x_t + b_a and state_{t-1}: the part that must run in order."""
         raise NotImplementedError
 
     def initial_state(self, a_0: Float[Array, " p"] | None = None) -> PyTree:
@@ -163,9 +163,9 @@ class Elman(Cell):
         self._init_weights(features, units, key)
         self.activation = activation
 
-    def recur(self, z_t: Float[Array, " p"], a_prev: Float[Array, " p"]) -> Float[Array, " p"]:
+    def recur(self, wx_t: Float[Array, " p"], a_prev: Float[Array, " p"]) -> Float[Array, " p"]:
         f_a = activation_fn(self.activation)
-        return f_a(z_t + self.U_a @ a_prev)
+        return f_a(wx_t + self.U_a @ a_prev)
 
 
 class GRU(Cell):
@@ -196,19 +196,20 @@ class GRU(Cell):
         self.c_n = c_n if reset_after else None
         self.reset_after = reset_after
 
-    def recur(self, z_t: Float[Array, " Gp"], a_prev: Float[Array, " p"]) -> Float[Array, " p"]:
+    def recur(self, wx_t: Float[Array, " Gp"], a_prev: Float[Array, " p"]) -> Float[Array, " p"]:
         p = self.units
-        x_r, x_z, x_n = z_t[:p], z_t[p : 2 * p], z_t[2 * p :]
+        wx_r, wx_z, wx_n = wx_t[:p], wx_t[p : 2 * p], wx_t[2 * p :]   # W_r x_t + b_r, W_z x_t + b_z, W_n x_t + b_n
         if self.reset_after:
-            h = self.U_a @ a_prev  # one matmul for all three gates
-            r = jax.nn.sigmoid(x_r + h[:p])
-            z = jax.nn.sigmoid(x_z + h[p : 2 * p])
-            n = jnp.tanh(x_n + r * (h[2 * p :] + self.c_n))
+            ua = self.U_a @ a_prev  # U_a a_{t-1}: one matmul for all three gates
+            ua_r, ua_z, ua_n = ua[:p], ua[p : 2 * p], ua[2 * p :]
+            r = jax.nn.sigmoid(wx_r + ua_r)
+            z = jax.nn.sigmoid(wx_z + ua_z)
+            n = jnp.tanh(wx_n + r * (ua_n + self.c_n))
         else:
-            h = self.U_a[: 2 * p] @ a_prev
-            r = jax.nn.sigmoid(x_r + h[:p])
-            z = jax.nn.sigmoid(x_z + h[p:])
-            n = jnp.tanh(x_n + self.U_a[2 * p :] @ (r * a_prev))
+            ua_r, ua_z = jnp.split(self.U_a[: 2 * p] @ a_prev, 2)
+            r = jax.nn.sigmoid(wx_r + ua_r)
+            z = jax.nn.sigmoid(wx_z + ua_z)
+            n = jnp.tanh(wx_n + self.U_a[2 * p :] @ (r * a_prev))   # U_n (r_t ⊙ a_{t-1})
         return (1.0 - z) * n + z * a_prev
 
 
@@ -243,11 +244,11 @@ class LSTM(Cell):
         return state[0]
 
     def recur(
-        self, z_t: Float[Array, " Gp"], state: tuple[Float[Array, " p"], Float[Array, " p"]]
+        self, wx_t: Float[Array, " Gp"], state: tuple[Float[Array, " p"], Float[Array, " p"]]
     ) -> tuple[Float[Array, " p"], Float[Array, " p"]]:
         a_prev, c_prev = state
         p = self.units
-        s = z_t + self.U_a @ a_prev  # one matmul for all four gates
+        s = wx_t + self.U_a @ a_prev  # W_a x_t + b_a + U_a a_{t-1}: one matmul for all four gates
         i = jax.nn.sigmoid(s[:p])
         f = jax.nn.sigmoid(s[p : 2 * p])
         g = jnp.tanh(s[2 * p : 3 * p])
@@ -298,12 +299,12 @@ class MinCell(Cell):
         rows = slice(i * self.units, (i + 1) * self.units)
         return self.W_a[rows], None, self.b_a[rows]
 
-    def coefficients(self, z: Float[Array, "*T Gp"]) -> tuple[Float[Array, "*T p"], Float[Array, "*T p"]]:
-        """(α, β) from z = W_a x + b_a, for one step (G·p,) or all of them (T, G·p)."""
+    def coefficients(self, wx: Float[Array, "*T Gp"]) -> tuple[Float[Array, "*T p"], Float[Array, "*T p"]]:
+        """(α, β) from wx = W_a x + b_a, for one step (G·p,) or all of them (T, G·p)."""
         raise NotImplementedError
 
-    def recur(self, z_t: Float[Array, " Gp"], a_prev: Float[Array, " p"]) -> Float[Array, " p"]:
-        alpha, beta = self.coefficients(z_t)
+    def recur(self, wx_t: Float[Array, " Gp"], a_prev: Float[Array, " p"]) -> Float[Array, " p"]:
+        alpha, beta = self.coefficients(wx_t)
         return alpha * a_prev + beta
 
 
@@ -328,9 +329,9 @@ class MinGRU(MinCell):
     def __init__(self, features: int, units: int, *, scan: str = "sequential", key: PRNGKeyArray):
         self._init_min(features, units, scan, key)
 
-    def coefficients(self, z: Float[Array, "*T Gp"]) -> tuple[Float[Array, "*T p"], Float[Array, "*T p"]]:
+    def coefficients(self, wx: Float[Array, "*T Gp"]) -> tuple[Float[Array, "*T p"], Float[Array, "*T p"]]:
         p = self.units
-        u, h = z[..., :p], z[..., p:]
+        u, h = wx[..., :p], wx[..., p:]   # u = W_z x_t + b_z (z_t = σ(u)), h = ã_t
         return jax.nn.sigmoid(-u), jax.nn.sigmoid(u) * h
 
 
@@ -355,9 +356,9 @@ class MinLSTM(MinCell):
     def __init__(self, features: int, units: int, *, scan: str = "sequential", key: PRNGKeyArray):
         self._init_min(features, units, scan, key)
 
-    def coefficients(self, z: Float[Array, "*T Gp"]) -> tuple[Float[Array, "*T p"], Float[Array, "*T p"]]:
+    def coefficients(self, wx: Float[Array, "*T Gp"]) -> tuple[Float[Array, "*T p"], Float[Array, "*T p"]]:
         p = self.units
-        u_f, u_i, h = z[..., :p], z[..., p : 2 * p], z[..., 2 * p :]
+        u_f, u_i, h = wx[..., :p], wx[..., p : 2 * p], wx[..., 2 * p :]   # f_t = σ(u_f), i_t = σ(u_i), h = ã_t
         shift = jax.lax.stop_gradient(jnp.maximum(0.0, -20.0 - jnp.maximum(u_f, u_i)))  # f' does not depend on it
         f, i = jax.nn.sigmoid(u_f + shift), jax.nn.sigmoid(u_i + shift)
         f_norm = f / (f + i)

@@ -186,7 +186,7 @@ def in_order(cells: list[Cell], T: int) -> dict:
 
 
 def _state_floats(cell: Cell) -> int:
-    """Floats kept per step for the backward pass: z_t = W_a x_t + b_a (G·p) and the state (p, or 2p)."""
+    """Floats kept per step for the backward pass: wx_t = W_a x_t + b_a (G·p) and the state (p, or 2p)."""
     return cell.gates * cell.units + (2 if isinstance(cell, LSTM) else 1) * cell.units
 
 

@@ -28,14 +28,14 @@ from rnnlab.padding import reverse_within
 
 
 def scan(
-    cell: Cell, z: Float[Array, "T Gp"], state_0: PyTree, length: Int[Array, ""] | None = None
+    cell: Cell, wx: Float[Array, "T Gp"], state_0: PyTree, length: Int[Array, ""] | None = None
 ) -> tuple[Float[Array, "T p"], PyTree]:
-    """The loop itself: state_t = cell.recur(z_t, state_{t-1}) for t = 1..T, z = W_a x + b_a precomputed.
+    """The loop itself: state_t = cell.recur(wx_t, state_{t-1}) for t = 1..T, wx = W_a x + b_a precomputed.
 
     With `length` L, steps t > L leave the state as it was and output zeros, so a padded sequence ends in
     exactly the state it has when run alone, unpadded. Returns (a_1..a_T, state_T).
     """
-    final, a = _steps(cell, z, jnp.arange(z.shape[0]), state_0, length)
+    final, a = _steps(cell, wx, jnp.arange(wx.shape[0]), state_0, length)
     return a, final
 
 
@@ -62,21 +62,21 @@ def scan_in_pieces(
     return a.reshape(n * chunk, -1)[:T], final
 
 
-def _steps(cell: Cell, z, t, state_0, length):
-    """(state_T, a_1..a_T) of `scan` over the steps t of z."""
+def _steps(cell: Cell, wx, t, state_0, length):
+    """(state_T, a_1..a_T) of `scan` over the steps t of wx."""
     if isinstance(cell, MinCell):
-        return _linear_steps(cell, z, t, state_0, length)
+        return _linear_steps(cell, wx, t, state_0, length)
 
     def step(state, inputs):
-        z_t, t = inputs
-        new = cell.recur(z_t, state)
+        wx_t, t = inputs
+        new = cell.recur(wx_t, state)
         if length is not None:
             valid = t < length
             new = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new, state)
             return new, jnp.where(valid, cell.hidden(new), 0.0)
         return new, cell.hidden(new)
 
-    return jax.lax.scan(step, state_0, (z, t))
+    return jax.lax.scan(step, state_0, (wx, t))
 
 
 # A min cell's layer runs in pieces of this many steps (under `jax.checkpoint`) unless given `chunk`: its
@@ -84,10 +84,10 @@ def _steps(cell: Cell, z, t, state_0, length):
 MIN_PIECE = 32
 
 
-def _linear_steps(cell: MinCell, z, t, state_0, length):
+def _linear_steps(cell: MinCell, wx, t, state_0, length):
     """`_steps` for a min cell: (α_t, β_t) for every t at once, then a_t = α_t ⊙ a_{t-1} + β_t by the cell's
     scan (`linear_scan`). Past `length`, α = 1 and β = 0 carry the state unchanged and a_t is output as 0."""
-    alpha, beta = cell.coefficients(z)
+    alpha, beta = cell.coefficients(wx)
     if length is not None:
         valid = (t < length)[:, None]
         alpha, beta = jnp.where(valid, alpha, 1.0), jnp.where(valid, beta, 0.0)
@@ -195,8 +195,8 @@ class Recurrent(eqx.Module):
         if chunk is not None and chunk < x.shape[0]:
             a, final = scan_in_pieces(self.cell, x, state_0, length, chunk)
         else:
-            z = self.cell.project(x)  # W_a x_t + b_a for all t: one matmul outside the loop
-            a, final = scan(self.cell, z, state_0, length)
+            wx = self.cell.project(x)  # W_a x_t + b_a for all t: one matmul outside the loop
+            a, final = scan(self.cell, wx, state_0, length)
         if self.reverse:
             a = reverse_within(a, length)
         return a, final
