@@ -235,6 +235,38 @@ def test_the_python_api_reads_a_run(run):
         r.trace(["so", "happy"])
 
 
+def test_a_run_is_a_classifier_by_its_kind_or_by_having_none(run, tmp_path):
+    from rnnlab import inference, train
+
+    assert checkpoint.Run is inference.Run and checkpoint.predict_proba is inference.predict_proba
+    assert train.evaluate is inference.evaluate
+    assert json.loads((run / CONFIG).read_text())["kind"] == "classifier"
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    info = json.loads((old / CONFIG).read_text())
+    del info["kind"]                                 # a run written before config.json had a kind
+    (old / CONFIG).write_text(json.dumps(info))
+    text = ["so happy today", "awful"]
+    np.testing.assert_array_equal(load_run(old).predict_proba(text), load_run(run).predict_proba(text))
+    (old / CONFIG).write_text(json.dumps({**info, "kind": "sequence"}))
+    with pytest.raises(checkpoint.RunError, match=r"config\.json: 'kind' is 'sequence': not a classifier's run"):
+        load_run(old)
+
+
+def test_bucketed_and_one_shape_probabilities_agree(run):
+    """inference.predict_proba in length buckets and in one padded shape (training's evaluation) give the
+    same probabilities: padding past a text's length changes nothing."""
+    from rnnlab import inference
+
+    r = load_run(run)
+    ids, lengths = r.encode(["so happy today", "awful", "", "what a day it was, really " * 4])
+    bucketed = inference.predict_proba(r.members, ids, lengths, batch_size=3)
+    one_shape = inference.predict_proba(r.members, ids, lengths, batch_size=3, buckets=False)
+    assert bucketed.shape == (4, len(r.labels))
+    np.testing.assert_allclose(bucketed, one_shape, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bucketed.sum(axis=1), 1.0, rtol=1e-5)
+
+
 # -- how files are written ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])

@@ -17,10 +17,7 @@ SHA-256 is stored in its file's metadata and checked on load. A file is written 
 the same folder, fsynced, renamed over the old one, and the folder fsynced: a reader or a crash sees the
 old file or the new one, never half. Every file that cannot be used is refused with one line naming it.
 
-    run = load_run("runs/emotion")
-    run.predict("so happy today!")                 # one label
-    run.predict_proba(["so happy today!"])        # (1, C)
-    tokens, a, y = run.trace("so happy today!")   # per-step states (T, q) and probabilities (T, C)
+    run = load_run("runs/emotion")                 # an rnnlab.inference.Run, ready to predict
 """
 
 from __future__ import annotations
@@ -31,9 +28,9 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +38,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int, PyTree
+from jaxtyping import PyTree
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from rnnlab.data.batches import bucket_edges, encode, make, plan
-from rnnlab.data.tokenize import tokenize
 from rnnlab.data.vocab import Vocabulary
+from rnnlab.inference import KIND, Members, Run
+from rnnlab.inference import predict_proba as predict_proba  # re-exported: inference lives in rnnlab.inference
 from rnnlab.models import ModelConfig, TextClassifier
 
 CONFIG = "config.json"
@@ -319,8 +316,8 @@ _MODEL_INTS = ("vocab_size", "classes", "k", "units", "layers")
 
 
 def read_info(run_dir: str | Path) -> dict:
-    """config.json of a run folder, checked: its entries, the model's keys and sizes, and that the label
-    names and vocabulary agree with the model's classes and rows."""
+    """config.json of a classifier's run folder, checked: its kind ("classifier", or none), its entries, the
+    model's keys and sizes, and that the label names and vocabulary agree with the model's classes and rows."""
     path = Path(run_dir) / CONFIG
     info = read_json(path)
 
@@ -329,6 +326,8 @@ def read_info(run_dir: str | Path) -> dict:
 
     if not isinstance(info, dict):
         raise bad(f"expected a JSON object; got {type(info).__name__}")
+    if info.get("kind", KIND) != KIND:  # a config.json without a kind is a classifier's (runs written before it)
+        raise bad(f"'kind' is {info['kind']!r}: not a classifier's run (one of `rnnlab train` has {KIND!r})")
     for key, kind in _INFO.items():
         if key not in info:
             raise bad(f"no {key!r} entry")
@@ -369,92 +368,13 @@ def read_state(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, meta
 
 
-Members = tuple[TextClassifier, ...]
-
-
-@dataclass
-class Run:
-    """A trained classifier with what it needs to read text: its members (an ensemble of one or more
-    `TextClassifier`s whose probabilities are averaged), vocabulary, label names and config.
-
-    `run.model` is the first member: one complete classifier, whose states `trace` shows.
-    """
-
-    members: Members
-    config: dict
-    vocab: Vocabulary
-    labels: tuple[str, ...]
-    task: str
-    metric: str
-    path: Path | None = None
-
-    @property
-    def model(self) -> TextClassifier:
-        return self.members[0]
-
-    @property
-    def maxlen(self) -> int:
-        return int(self.config.get("maxlen", 64))
-
-    def encode(self, texts: list[str]) -> tuple[Int[np.ndarray, "N T"], Int[np.ndarray, " N"]]:
-        """(ids (N, maxlen), lengths (N,)) for raw texts."""
-        return encode(texts, self.vocab, self.maxlen)
-
-    def predict_proba(self, texts: str | Sequence[str], batch_size: int = 256
-                      ) -> Float[np.ndarray, "N C"] | Float[np.ndarray, " C"]:
-        """Class probabilities (N, C) for N raw texts, the mean over the members; (C,) for one text given
-        as a string."""
-        if isinstance(texts, str):
-            return self.predict_proba([texts], batch_size)[0]
-        ids, lengths = self.encode(list(texts))
-        return predict_proba(self.members, ids, lengths, batch_size)
-
-    def predict(self, texts: str | Sequence[str]) -> list[str] | str:
-        """The most probable label name of each text; one label for one text given as a string."""
-        if isinstance(texts, str):
-            return self.predict([texts])[0]
-        return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
-
-    def trace(self, text: str) -> tuple[list[str], Float[Array, "T q"], Float[Array, "T C"]]:
-        """(tokens, a (T, q), y (T, C)) for one text, T = its number of tokens (capped at maxlen; an empty
-        text reads as one `<unk>`). a: the first member's states a_t (`TextClassifier.trace`); y_t: the
-        members' mean probabilities for the text read up to token t, so y_T is the run's prediction."""
-        if not isinstance(text, str):
-            raise TypeError(f"trace reads one text (a string); got {type(text).__name__}")
-        tokens = tokenize(text)[: self.maxlen] or ["<unk>"]
-        ids = jnp.asarray(self.vocab.encode(tokens), jnp.int32)
-        traces = [m.trace(ids) for m in self.members]
-        return tokens, traces[0][0], jnp.mean(jnp.stack([y for _, y in traces]), axis=0)
-
-
-@eqx.filter_jit
-def _proba(members: Members, tokens: Array, lengths: Array) -> Array:
-    return jnp.mean(jnp.stack([m.predict_proba(tokens, lengths) for m in members]), axis=0)
-
-
-def predict_proba(
-    members: Members | TextClassifier, ids: Int[np.ndarray, "N T"], lengths: Int[np.ndarray, " N"],
-    batch_size: int = 256,
-) -> Float[np.ndarray, "N C"]:
-    """Probabilities (N, C) for encoded texts, averaged over the members, in length buckets (a few
-    compiled shapes)."""
-    if isinstance(members, TextClassifier):
-        members = (members,)
-    out = np.zeros((len(lengths), members[0].config.classes), np.float32)
-    labels = np.zeros(len(lengths), np.int32)
-    for T, rows in plan(lengths, batch_size, bucket_edges(ids.shape[1]), None):
-        b = make(ids, lengths, labels, T, rows, batch_size)
-        out[rows] = np.asarray(_proba(members, jnp.asarray(b.tokens), jnp.asarray(b.lengths)))[: len(rows)]
-    return out
-
-
 def save_config(
     run_dir: str | Path, model_config: ModelConfig, members: int, config: dict, vocab: Vocabulary,
     labels: tuple[str, ...], task: str, metric: str, data: dict | None = None,
 ) -> None:
     """Write config.json (atomically) into `run_dir`; `data` describes the data trained on (source,
     fingerprint), so that a resume can check it is given the same."""
-    info = {"config": config, "model": model_config.to_dict(), "members": members, "task": task,
+    info = {"kind": KIND, "config": config, "model": model_config.to_dict(), "members": members, "task": task,
             "metric": metric, "labels": list(labels), "vocab": vocab.tokens}
     if data is not None:
         info["data"] = data

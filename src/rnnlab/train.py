@@ -34,13 +34,14 @@ import numpy as np
 import optax
 from jaxtyping import Float, Int
 
-from rnnlab import baseline, checkpoint, compile_cache, metrics, optim
+from rnnlab import baseline, checkpoint, compile_cache, inference, metrics, optim
 from rnnlab.data import subwords
 from rnnlab.data.batches import bucket_edges, encode, make, plan, prefetch
 from rnnlab.data.dataset import Dataset, Split
 from rnnlab.data.embeddings import embedding_matrix, load_vectors
 from rnnlab.data.tokenize import tokenize
 from rnnlab.data.vocab import Vocabulary
+from rnnlab.inference import EVAL_BATCH
 from rnnlab.layers import with_engine
 from rnnlab.models import POOLINGS, ModelConfig, TextClassifier
 from rnnlab.pretrain import pretrain
@@ -183,8 +184,8 @@ class FitResult:
         """The first member (the only one unless `Config.members` > 1)."""
         return self.members[0]
 
-    def run(self, config: Config, task: str) -> checkpoint.Run:
-        return checkpoint.Run(self.members, config.to_dict(), self.vocab, self.labels, task, self.metric,
+    def run(self, config: Config, task: str) -> inference.Run:
+        return inference.Run(self.members, config.to_dict(), self.vocab, self.labels, task, self.metric,
                               self.out_dir)
 
 
@@ -475,38 +476,14 @@ def averaged(state: TrainState, ema_on: bool = True) -> tuple:
     return tuple(out)
 
 
-def evaluate(
-    members: tuple[TextClassifier, ...] | TextClassifier, vocab: Vocabulary, split: Split,
-    labels: tuple[str, ...], task: str, maxlen: int,
-    encoded: tuple[Int[np.ndarray, "N T"], Int[np.ndarray, " N"]] | None = None,
-) -> dict:
-    """`metrics.report` (official metric, accuracy, per class, confusion matrix) for one split, from the
-    members' mean probabilities. encoded: the split's (ids, lengths) when already encoded."""
-    ids, lengths = encoded if encoded is not None else encode(split.texts, vocab, maxlen)
-    proba = predict_proba(members, ids, lengths)
-    return metrics.report(split.labels, proba.argmax(axis=1), labels, task)
-
-
-EVAL_BATCH = 512  # texts per evaluation call, all padded to maxlen: one compiled shape
-
-
-@eqx.filter_jit
-def _proba(members: tuple[TextClassifier, ...], tokens, lengths):
-    return jnp.mean(jnp.stack([m.predict_proba(tokens, lengths) for m in members]), axis=0)
+evaluate = inference.evaluate  # one split's report from the members' probabilities (kept here by name)
 
 
 def predict_proba(members: tuple[TextClassifier, ...] | TextClassifier, ids: Int[np.ndarray, "N T"],
                   lengths: Int[np.ndarray, " N"], batch_size: int = EVAL_BATCH) -> Float[np.ndarray, "N C"]:
-    """The members' mean probabilities (N, C), in batches of one shape (batch_size, T) whatever N is."""
-    members = (members,) if isinstance(members, TextClassifier) else tuple(members)
-    N = len(lengths)
-    out = np.zeros((N, members[0].config.classes), np.float32)
-    zeros = np.zeros(N, np.int32)
-    for i in range(0, N, batch_size):
-        rows = np.arange(i, min(i + batch_size, N))
-        b = make(ids, lengths, zeros, ids.shape[1], rows, batch_size)
-        out[rows] = np.asarray(_proba(members, jnp.asarray(b.tokens), jnp.asarray(b.lengths)))[: len(rows)]
-    return out
+    """The members' mean probabilities (N, C), in batches of one shape (batch_size, T) whatever N is
+    (`inference.predict_proba` without buckets)."""
+    return inference.predict_proba(members, ids, lengths, batch_size, buckets=False)
 
 
 class _Lines:
