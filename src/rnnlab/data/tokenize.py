@@ -13,6 +13,7 @@ is lower-cased; other punctuation is one token per character.
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 
@@ -35,23 +36,34 @@ _CONTRACTION = re.compile(r"^(.+?)(n't|'s|'re|'ve|'ll|'d|'m)$")
 
 
 _INVISIBLE = {"\ufe0f", "\ufe0e", "\u200d", "\u200b"}  # variation selectors and joiners left alone
+_CACHED = 1 << 17  # chunks (and words) whose tokens are remembered; a bound on a server's memory
+# Every emoji holds at least one non-ASCII character of this set (no emoji is ASCII alone): a chunk
+# without one has no emoji, and skips emoji.analyze.
+_EMOJI_CHARS = frozenset(c for e in emoji.EMOJI_DATA for c in e if not c.isascii())
+_SQUEEZE: dict[int, tuple[re.Pattern, str]] = {}
 
 
 def squeeze_repeats(word: str, keep: int = 2) -> str:
     """A character repeated more than `keep` times in a row cut to `keep` (`"sooo"` -> `"soo"`)."""
-    return re.sub(r"(.)\1{" + str(keep) + ",}", r"\1" * keep, word, flags=re.DOTALL)
+    if keep not in _SQUEEZE:
+        _SQUEEZE[keep] = (re.compile(r"(.)\1{" + str(keep) + ",}", re.DOTALL), r"\1" * keep)
+    pattern, repl = _SQUEEZE[keep]
+    return pattern.sub(repl, word)
 
 
-def _split_word(word: str) -> list[str]:
+@functools.lru_cache(maxsize=_CACHED)
+def _split_word(word: str) -> tuple[str, ...]:
     word = squeeze_repeats(word.replace("’", "'").lower())
     m = _CONTRACTION.match(word)
     if m and "'" not in m.group(1):
-        return [m.group(1), m.group(2)]
-    return word.split("'") if word.count("'") > 1 else [word]
+        return m.group(1), m.group(2)
+    return tuple(word.split("'")) if word.count("'") > 1 else (word,)
 
 
 def _split_emoji(text: str) -> list[tuple[bool, str]]:
     """(is_emoji, piece) in order: each emoji (with its skin tone and joiners) alone, text between."""
+    if text.isascii() or _EMOJI_CHARS.isdisjoint(text):
+        return [(False, text)] if text else []
     pieces: list[tuple[bool, str]] = []
     last = 0
     for match in emoji.analyze(text, non_emoji=False, join_emoji=True):
@@ -65,10 +77,11 @@ def _split_emoji(text: str) -> list[tuple[bool, str]]:
     return pieces
 
 
-def tokenize(text: str) -> list[str]:
-    """The tokens of one tweet (possibly empty), per the rules in this module's docstring."""
+@functools.lru_cache(maxsize=_CACHED)
+def _chunk_tokens(chunk: str) -> tuple[str, ...]:
+    """The tokens of one whitespace-free chunk of a tweet."""
     tokens: list[str] = []
-    for is_emoji, piece in _split_emoji(squeeze_repeats(html.unescape(text))):
+    for is_emoji, piece in _split_emoji(squeeze_repeats(chunk)):
         if is_emoji:
             tokens.append(piece)
             continue
@@ -87,4 +100,20 @@ def tokenize(text: str) -> list[str]:
                 tokens.extend(_split_word(value))
             else:
                 tokens.append(value)
-    return [t for t in tokens if t and t not in _INVISIBLE]
+    return tuple(t for t in tokens if t and t not in _INVISIBLE)
+
+
+def tokenize(text: str) -> list[str]:
+    """The tokens of one tweet (possibly empty), per the rules in this module's docstring."""
+    # Whitespace ends every token and every emoji, and no run of 3+ repeats holds both whitespace and not:
+    # each whitespace-free chunk is tokenized alone, and its tokens remembered.
+    tokens: list[str] = []
+    for chunk in html.unescape(text).split():
+        tokens += _chunk_tokens(chunk)
+    return tokens
+
+
+def clear_cache() -> None:
+    """Forget the remembered tokens of chunks and words (to time a first pass)."""
+    _chunk_tokens.cache_clear()
+    _split_word.cache_clear()
