@@ -202,3 +202,99 @@ def test_chunked_rematerialisation_changes_nothing_but_memory(kind, chunk):
     assert kept(chunked) < kept(plain) / 3  # x and T/C states instead of T steps' gates and states
 
 
+
+
+# ---------------------------------------------------------------------------- a full initial state, state_0
+
+
+def _state_0(kind: str, p: int, B: int, seed: int):
+    """A nonzero state_0 for a batch of B: a_0, and an LSTM's c_0 beside it."""
+    rng = np.random.default_rng(seed)
+    a_0 = jnp.asarray(rng.uniform(-0.9, 0.9, (B, p)).astype(np.float32))
+    c_0 = jnp.asarray(rng.uniform(-2.0, 2.0, (B, p)).astype(np.float32))
+    return (a_0, c_0) if kind == "lstm" else a_0
+
+
+@pytest.mark.parametrize("engine", ["scan", "fused"])
+@pytest.mark.parametrize("kind", ["elman", "gru", "lstm"])
+def test_state_0_starts_the_loop_as_pytorchs_h_0_and_c_0(kind, engine):
+    import torch
+
+    from rnnlab.interop import to_torch
+
+    if engine == "fused" and rnnlab.fast.why_not(rnnlab.make_cell(kind, 3, 5, key=KEY)) is not None:
+        pytest.skip("the fused engine is not built here")
+    layer = Recurrent(rnnlab.make_cell(kind, 3, 5, key=KEY), engine=engine)
+    x = np.random.default_rng(11).standard_normal((2, 7, 3)).astype(np.float32)
+    state_0 = _state_0(kind, 5, 2, seed=12)
+    a, final = layer(x, state_0=state_0)
+    module = to_torch(rnnlab.layers.Stack([layer]))
+    given = tuple(torch.from_numpy(np.array(s))[None] for s in jax.tree.leaves(state_0))
+    with torch.no_grad():
+        out, state = module(torch.from_numpy(x), given if kind == "lstm" else given[0])
+    np.testing.assert_allclose(np.asarray(a), out.numpy(), atol=1e-5)
+    want = state if kind == "lstm" else (state,)
+    for got, w in zip(jax.tree.leaves(final), want, strict=True):
+        np.testing.assert_allclose(np.asarray(got), w[0].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["elman", "gru", "lstm"])
+def test_state_0_on_the_engine_equals_the_scan_and_its_gradients(kind):
+    layer = Recurrent(rnnlab.make_cell(kind, 3, 5, key=KEY))
+    if rnnlab.fast.why_not(layer.cell) is not None:
+        pytest.skip("the fused engine is not built here")
+    x = np.random.default_rng(13).standard_normal((3, 6, 3)).astype(np.float32)
+    lengths = np.array([6, 2, 4])
+    state_0 = _state_0(kind, 5, 3, seed=14)
+
+    def loss(layer, state_0, engine):
+        a, final = rnnlab.layers.with_engine(layer, engine)(x, lengths, state_0=state_0)
+        return jnp.sum(a * jnp.cos(a)) + sum(jnp.sum(s**2) for s in jax.tree.leaves(final))
+
+    for wrt in (0, 1):  # the weights, and state_0 itself
+        fused = jax.grad(loss, argnums=wrt)(layer, state_0, "fused")
+        scan = jax.grad(loss, argnums=wrt)(layer, state_0, "scan")
+        for got, want in zip(jax.tree.leaves(fused), jax.tree.leaves(scan), strict=True):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-5)
+    np.testing.assert_allclose(loss(layer, state_0, "fused"), loss(layer, state_0, "scan"), rtol=1e-5)
+
+
+@pytest.mark.parametrize("engine", ["scan", "fused"])
+@pytest.mark.parametrize("kind", ["elman", "gru", "lstm"])
+def test_a_sequence_in_two_halves_carrying_state_T_equals_it_whole(kind, engine):
+    """The invariant truncated backpropagation through time rests on: the second half, started from the
+    first half's state_T, gives what the whole sequence gives at its steps."""
+    layer = Recurrent(rnnlab.make_cell(kind, 3, 5, key=KEY), engine=engine)
+    if engine == "fused" and rnnlab.fast.why_not(layer.cell) is not None:
+        pytest.skip("the fused engine is not built here")
+    x = np.random.default_rng(15).standard_normal((2, 9, 3)).astype(np.float32)
+    state_0 = _state_0(kind, 5, 2, seed=16)
+    a, final = layer(x, state_0=state_0)
+    a_1, half = layer(x[:, :4], state_0=state_0)
+    a_2, final_2 = layer(x[:, 4:], state_0=half)
+    np.testing.assert_allclose(np.asarray(jnp.concatenate([a_1, a_2], 1)), np.asarray(a), atol=1e-6)
+    for got, want in zip(jax.tree.leaves(final_2), jax.tree.leaves(final), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
+    # one sequence (T, k) takes a (p,) state the same way; a (p,) state_0 serves every row of a batch
+    one, _ = layer(x[1], state_0=jax.tree.map(lambda s: s[1], state_0))
+    np.testing.assert_allclose(np.asarray(one), np.asarray(a[1]), atol=1e-6)
+    shared, _ = layer(x, state_0=jax.tree.map(lambda s: s[1], state_0))
+    np.testing.assert_allclose(np.asarray(shared[1]), np.asarray(a[1]), atol=1e-6)
+
+
+def test_state_0_refused_beside_a_0_or_of_the_wrong_shape_in_one_line():
+    lstm = Recurrent(rnnlab.LSTM(3, 4, key=KEY))
+    x = np.zeros((2, 5, 3), np.float32)
+    with pytest.raises(ValueError, match="give a_0 or state_0, not both"):
+        lstm(x, a_0=np.zeros(4, np.float32), state_0=(jnp.zeros(4), jnp.zeros(4)))
+    with pytest.raises(rnnlab.ShapeError, match=r"^expected state_0 as a pair \(a, c\), each of shape \(p=4,\) "
+                       r"or \(B=2, p=4\) \(the lstm cell's state\); got \(2, 4\)$"):
+        lstm(x, state_0=jnp.zeros((2, 4)))
+    with pytest.raises(rnnlab.ShapeError, match=r"got \(\(2, 4\), \(3, 4\)\)$"):
+        lstm(x, state_0=(jnp.zeros((2, 4)), jnp.zeros((3, 4))))
+    elman = Recurrent(rnnlab.Elman(3, 4, key=KEY))
+    with pytest.raises(rnnlab.ShapeError, match=r"^expected state_0 as a of shape \(p=4,\) "):
+        elman(x, state_0=(jnp.zeros(4), jnp.zeros(4)))
+    stack = rnnlab.RNN("gru", 3, 4, layers=2, key=KEY)
+    with pytest.raises(ValueError, match=r"state_0 needs one entry per layer \(2\); got 1"):
+        stack(x, state_0=[jnp.zeros(4)])

@@ -102,7 +102,9 @@ class Recurrent(eqx.Module):
     for every t (zeros after each sequence's end), state_T the final state (for an LSTM, the pair (a_T, c_T)).
     With `lengths` (B,) the padded batch gives, for every sequence, exactly what it gives alone unpadded.
 
-    a_0 is zeros, or `a_0` given at call time ((p,) or (B, p)), or learned (`learn_a_0=True`).
+    a_0 is zeros, or `a_0` given at call time ((p,) or (B, p)), or learned (`learn_a_0=True`); or the
+    whole initial state is given as `state_0` (an LSTM's (a_0, c_0)), as truncated backpropagation through
+    time passes one window's state_T to the next.
     `chunk=C` rematerialises for long sequences: ⌈T/C⌉ pieces of C steps (about √T holds the least), of
     which the backward keeps only each one's starting state and recomputes the rest: under `jax.checkpoint`
     on the scan (`scan_in_pieces`), inside the kernel on the fused path. A min cell (`MinGRU`, `MinLSTM`) runs
@@ -162,19 +164,49 @@ class Recurrent(eqx.Module):
             return jax.vmap(lambda _: self.cell.initial_state(a_0))(jnp.arange(batch))
         return jax.vmap(self.cell.initial_state)(a_0)
 
+    def check_state(self, state_0: PyTree, batch: int | None = None) -> PyTree:
+        """state_0 as the loop takes it: the cell's state pytree (an LSTM's pair (a, c), else a), each part
+        (p,) or (B, p), the (p,) ones repeated over the batch. Raises ShapeError in one line where it does
+        not fit."""
+        want = self.cell.initial_state()
+        sizes = f"(p={self.units},)" + ("" if batch is None else f" or (B={batch}, p={self.units})")
+        what = f"a pair (a, c), each of shape {sizes}" if isinstance(want, tuple) else f"a of shape {sizes}"
+
+        if isinstance(state_0, list):
+            state_0 = tuple(state_0)
+        allowed = {(self.units,)} if batch is None else {(self.units,), (batch, self.units)}
+        if (jax.tree.structure(state_0) != jax.tree.structure(want)
+                or any(tuple(jnp.shape(leaf)) not in allowed for leaf in jax.tree.leaves(state_0))):
+            got = jax.tree.map(lambda leaf: tuple(jnp.shape(leaf)), state_0)
+            raise _checks.ShapeError(f"expected state_0 as {what} (the {self.cell.kind} cell's state); got {got}")
+        state_0 = jax.tree.map(lambda leaf, w: jnp.asarray(leaf, w.dtype), state_0, want)
+        if batch is None:
+            return state_0
+        return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (batch, self.units)), state_0)
+
     def __call__(
         self,
         x: Float[Arrayish, "*B T k"],
         lengths: Int[Arrayish, "..."] | None = None,
         a_0: Float[Arrayish, "..."] | None = None,
+        *,
+        state_0: PyTree | None = None,
     ) -> tuple[Float[Array, "*B T p"], PyTree]:
+        """(a, state_T) from x (T, k) or (B, T, k). The loop starts from `state_0` where given (the cell's
+        whole state: an LSTM's (a_0, c_0); a state_T of an earlier call continues that call's sequences),
+        else from a_0 (c_0 = 0), else from the learned a_0 or zeros."""
         _checks.check_sequence(x, self.features)
+        if a_0 is not None and state_0 is not None:
+            raise ValueError("give a_0 or state_0, not both: state_0 holds a_0 (and an LSTM's c_0)")
         if lengths is not None:
             _checks.check_lengths(lengths, tuple(x.shape))
             lengths = jnp.asarray(lengths)
         x = jnp.asarray(x)
         batch = x.shape[0] if x.ndim == 3 else None
-        state_0 = self.initial_state(None if a_0 is None else jnp.asarray(a_0), batch)
+        if state_0 is not None:
+            state_0 = self.check_state(state_0, batch)
+        else:
+            state_0 = self.initial_state(None if a_0 is None else jnp.asarray(a_0), batch)
         if fast.uses_engine(self.engine, self.cell, x):  # the whole batch on the fused CPU engine
             if batch is None:  # one sequence as a batch of one
                 a, final = fast.sequence(self.cell, x[None], None if lengths is None else lengths.reshape(1),
@@ -251,10 +283,18 @@ class Bidirectional(eqx.Module):
         x: Float[Arrayish, "*B T k"],
         lengths: Int[Arrayish, "..."] | None = None,
         a_0: tuple[Float[Arrayish, "*B p"] | None, Float[Arrayish, "*B p"] | None] | None = None,
+        *,
+        state_0: tuple[PyTree, PyTree] | None = None,
     ) -> tuple[Float[Array, "*B T D"], tuple[PyTree, PyTree]]:
+        """a_0 or state_0: a pair (forward's, backward's), either part None for the default."""
+        if a_0 is not None and state_0 is not None:
+            raise ValueError("give a_0 or state_0, not both: state_0 holds a_0 (and an LSTM's c_0)")
+        if state_0 is not None and (not isinstance(state_0, tuple | list) or len(state_0) != 2):
+            raise ValueError("state_0 of a Bidirectional layer is a pair (forward's state_0, backward's)")
         a_0_fwd, a_0_bwd = (None, None) if a_0 is None else a_0
-        a_fwd, final_fwd = self.forward(x, lengths, a_0_fwd)
-        a_bwd, final_bwd = self.backward(x, lengths, a_0_bwd)
+        s_0_fwd, s_0_bwd = (None, None) if state_0 is None else state_0
+        a_fwd, final_fwd = self.forward(x, lengths, a_0_fwd, state_0=s_0_fwd)
+        a_bwd, final_bwd = self.backward(x, lengths, a_0_bwd, state_0=s_0_bwd)
         return jnp.concatenate([a_fwd, a_bwd], axis=-1), (final_fwd, final_bwd)
 
 
@@ -301,17 +341,24 @@ class Stack(eqx.Module):
         lengths: Int[Arrayish, "..."] | None = None,
         a_0: Sequence[PyTree] | None = None,
         *,
+        state_0: Sequence[PyTree] | None = None,
         key: PRNGKeyArray | None = None,
-    ) -> tuple[Float[Array, "*B T q"], list[PyTree]]:
-        if a_0 is not None and len(a_0) != len(self.layers):
-            raise ValueError(f"a_0 needs one entry per layer ({len(self.layers)}); got {len(a_0)}")
+    ) -> tuple[Float[Array, "*B T D"], list[PyTree]]:
+        """a_0 or state_0: one entry per layer (None for a layer's default); the list of state_T this
+        returns is a state_0 that continues the same sequences."""
+        if a_0 is not None and state_0 is not None:
+            raise ValueError("give a_0 or state_0, not both: state_0 holds a_0 (and an LSTM's c_0)")
+        for name, given in (("a_0", a_0), ("state_0", state_0)):
+            if given is not None and len(given) != len(self.layers):
+                raise ValueError(f"{name} needs one entry per layer ({len(self.layers)}); got {len(given)}")
         finals = []
         for i, layer in enumerate(self.layers):
             if i > 0 and key is not None and self.dropout > 0:
                 key, sub = jax.random.split(key)
                 keep = jax.random.bernoulli(sub, 1.0 - self.dropout, x.shape)
                 x = jnp.where(keep, x / (1.0 - self.dropout), 0.0)
-            x, final = layer(x, lengths, None if a_0 is None else a_0[i])
+            x, final = layer(x, lengths, None if a_0 is None else a_0[i],
+                             state_0=None if state_0 is None else state_0[i])
             finals.append(final)
         return x, finals
 
