@@ -18,7 +18,7 @@ import pytest
 from rnnlab import metrics
 from rnnlab.checkpoint import STATE, load_arrays, load_run, predict_proba, save_run
 from rnnlab.data import Dataset, Split, Vocabulary
-from rnnlab.data.batches import encode
+from rnnlab.data.batches import encode, make
 from rnnlab.models import ModelConfig, TextClassifier, pool
 from rnnlab.train import Config, class_weight, fit
 
@@ -241,3 +241,101 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     assert [h["val_score"] for h in resumed.history] == [h["val_score"] for h in whole.history]
     np.testing.assert_allclose([h["train_loss"] for h in resumed.history],
                                [h["train_loss"] for h in whole.history], rtol=1e-5)
+
+
+# -- fit's pieces: prepare, the training state, the loop ----------------------------------------------------
+
+def _vectors(tmp_path: Path, k: int = 6) -> Path:
+    """A tiny word2vec text file over the toy words."""
+    rng = np.random.default_rng(3)
+    words = ["great", "love", "happy", "awful", "hate", "sad", *(f"w{i}" for i in range(0, 30, 2))]
+    path = tmp_path / "vectors.txt"
+    path.write_text("".join(f"{w} {' '.join(f'{v:.4f}' for v in rng.normal(size=k))}\n" for w in words))
+    return path
+
+
+def test_a_training_state_saved_and_loaded_whole_is_the_same(tmp_path):
+    """TrainingState.to_arrays/meta through state.safetensors and back (`from_arrays` onto a template of
+    shapes alone) gives every array and the position back exactly."""
+    from rnnlab import checkpoint, train
+
+    config = Config(**{**SMALL, "members": 2, "ema": 0.9, "subwords": 50})
+    prep = train.prepare(config, toy_dataset())
+    members, key = train.init_members(prep.model_config, prep.E, prep.grams, config.seed, 2)
+    params, static = eqx.partition(members, tuple(train.trainable(m) for m in members))
+    state = train.TrainingState.start(params)
+    fixed = (static, train.StepConfig.of(config), jnp.asarray(train.schedule(config, 8)), key)
+    b = make(*prep.train, toy_dataset()["train"].labels, 16, np.arange(16), 16)
+    state.step, loss = train._train_step(fixed, state.step, *jax.device_put((b.tokens, b.lengths, b.labels, b.weights)))
+    state.losses, state.step_in_epoch, state.global_step, state.best_score = [loss], 1, 1, 0.5
+    state.history = [{"epoch": 1, "train_loss": 0.7, "val_score": 0.5, "seconds": 1.0}]
+    checkpoint.save_arrays(tmp_path / STATE, state.to_arrays(), state.meta(12.5))
+    arrays, meta = checkpoint.read_state(tmp_path / STATE)
+    template = train.TrainingState(eqx.filter_eval_shape(train.init_state, params), params)
+    back = train.TrainingState.from_arrays(template, arrays, meta, "state")
+    assert set(back.to_arrays()) == set(state.to_arrays()) and len(arrays) > 20
+    for name, a in state.to_arrays().items():
+        np.testing.assert_array_equal(back.to_arrays()[name], a, err_msg=name)
+    assert back.meta() == {**state.meta(12.5), "epoch_losses": [float(loss)]} and back.elapsed == 12.5
+    assert (back.best_score, back.step_in_epoch, back.global_step) == (0.5, 1, 1)
+
+
+def test_prepare_builds_the_vocabulary_the_tuner_counts(tmp_path):
+    """tune_task's parameter count comes from the same vocabulary as a fit's model: with pretrained vectors
+    and vector_words extending the vocabulary, the counts agree with the fitted members'."""
+    from rnnlab import train
+    from rnnlab.tune_task import TrainTask, count, trained
+
+    config = Config(**{**SMALL, "embeddings": str(_vectors(tmp_path)), "vector_words": 4, "epochs": 1,
+                       "members": 2, "subwords": 40})
+    ds = toy_dataset()
+    prep = train.prepare(config, ds)
+    assert prep.model_config.k == 6 and prep.E.shape == (len(prep.vocab), 6) and prep.grams.shape[0] == len(prep.vocab)
+    ids, lengths = prep.train
+    assert ids.shape == (len(ds["train"]), config.maxlen) and lengths.max() <= config.maxlen
+    result = fit(config, ds, progress=False)
+    assert result.vocab.tokens == prep.vocab.tokens
+    assert TrainTask(ds, config).parameters(config) == (sum(trained(m) for m in result.members),
+                                                         sum(count(m.rnn) for m in result.members))
+
+
+def test_a_one_epoch_fit_traces_few_programs(tmp_path):
+    """Model building, the optimiser's start, the finiteness checks and the copies are each one program
+    over the whole tree, not one per weight: a 1-epoch fit with pretrained vectors (sizes no other test
+    uses) traces at most 10 programs."""
+    import jax.monitoring
+
+    traced = []
+
+    def listen(event, seconds, **kw):
+        if event.endswith("jaxpr_trace_duration"):
+            traced.append(kw.get("fun_name", event))
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        config = Config(**{**SMALL, "embeddings": str(_vectors(tmp_path, k=5)), "units": 5, "epochs": 1,
+                           "maxlen": 24, "ema": 0.9, "subwords": 30, "checkpoint_every": 3})
+        fit(config, toy_dataset(200, seed=4), tmp_path / "run", progress=False)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert 0 < len(traced) <= 10, traced
+
+
+def test_a_finished_run_writes_no_state_after_its_last_epoch(tmp_path, monkeypatch):
+    """state.safetensors is written after every epoch but the last of a run that then finishes and removes
+    it; kept (keep_state), it is written after the last epoch too, and resuming it finds nothing to do."""
+    from rnnlab import checkpoint
+    from rnnlab.train import RunFinishedError
+
+    writes = []
+    save = checkpoint.save_arrays
+    monkeypatch.setattr(checkpoint, "save_arrays",
+                        lambda path, *a, **kw: (writes.append(Path(path).name), save(path, *a, **kw))[1])
+    config = Config(**{**SMALL, "epochs": 3, "checkpoint_every": 0})
+    fit(config, toy_dataset(), tmp_path / "a", progress=False)
+    assert writes.count(STATE) == 2 and not (tmp_path / "a" / STATE).exists()
+    writes.clear()
+    fit(config, toy_dataset(), tmp_path / "b", progress=False, keep_state=True)
+    assert writes.count(STATE) == 3 and load_arrays(tmp_path / "b" / STATE)[1]["epoch"] == 3
+    with pytest.raises(RunFinishedError):
+        fit(config, toy_dataset(), tmp_path / "b", progress=False, resume=True)

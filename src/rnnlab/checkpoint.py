@@ -410,8 +410,8 @@ def load_run(run_dir: str | Path) -> Run:
         raise RunError(f"{run_dir}: no {MODEL}: the run has not finished its first epoch (continue it with "
                        f"`rnnlab train DATA --out {run_dir} --resume`)")
     try:
-        template = tuple(eqx.filter_eval_shape(TextClassifier, ModelConfig(**info["model"]), None,
-                                               key=jax.random.key(0))
+        model_config = ModelConfig(**info["model"])
+        template = tuple(eqx.filter_eval_shape(lambda: TextClassifier(model_config, None, key=jax.random.key(0)))
                          for _ in range(int(info.get("members", 1))))
     except (TypeError, ValueError) as e:
         raise RunError(f"{run_dir / CONFIG}: the model it describes cannot be built ({e})") from None

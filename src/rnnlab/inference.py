@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
@@ -111,7 +112,7 @@ def predict_proba(
         batches = [(ids.shape[1], np.arange(i, min(i + batch_size, N))) for i in range(0, N, batch_size)]
     for T, rows in batches:
         b = make(ids, lengths, zeros, T, rows, batch_size)
-        out[rows] = np.asarray(_proba(members, jnp.asarray(b.tokens), jnp.asarray(b.lengths)))[: len(rows)]
+        out[rows] = np.asarray(_proba(members, *jax.device_put((b.tokens, b.lengths))))[: len(rows)]
     return out
 
 

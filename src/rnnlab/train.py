@@ -32,13 +32,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Float, Int
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from rnnlab import baseline, checkpoint, compile_cache, inference, metrics, optim
 from rnnlab.data import subwords
 from rnnlab.data.batches import bucket_edges, encode, make, plan, prefetch
 from rnnlab.data.dataset import Dataset, Split
-from rnnlab.data.embeddings import embedding_matrix, load_vectors
+from rnnlab.data.embeddings import WordVectors, embedding_matrix, load_vectors
 from rnnlab.data.tokenize import tokenize
 from rnnlab.data.vocab import Vocabulary
 from rnnlab.inference import EVAL_BATCH
@@ -237,7 +237,7 @@ def memory_estimate(config: Config, model_config: ModelConfig, texts: int, T: in
     (the weights, their gradient, AdamW's two moments, the moving average and the best copy); `batch`, one
     step's x_t, a_t and gates kept for the backward pass, twice (B × T × (k + layers · directions · p ·
     (G + 3)) floats a member); `ids`, the token ids of `texts` texts (texts × maxlen int32)."""
-    template = eqx.filter_eval_shape(TextClassifier, model_config, None, key=jax.random.key(0))
+    template = eqx.filter_eval_shape(lambda: TextClassifier(model_config, None, key=jax.random.key(0)))
     params = sum(math.prod(x.shape) for x in jax.tree.leaves(template) if hasattr(x, "shape"))
     G = _GATES.get(model_config.cell.lower(), 3)
     per_step = model_config.k + model_config.layers * (2 if model_config.bidirectional else 1) * \
@@ -355,7 +355,9 @@ def schedule(config: Config, total_steps: int) -> Float[np.ndarray, " S"]:
     rate = optax.warmup_cosine_decay_schedule(
         0.0, config.lr, warmup, max(total_steps, warmup + 1), end_value=config.lr * 0.05)
     size = 1 << max(total_steps - 1, 0).bit_length()  # a power of two: runs of other lengths share the step
-    return np.asarray(jax.vmap(rate)(jnp.minimum(jnp.arange(size), max(total_steps - 1, 0))), np.float32)
+    steps = jax.device_put(np.minimum(np.arange(size, dtype=np.int32), max(total_steps - 1, 0)))
+    # run op by op, not under jit: XLA's fusion of the schedule's arithmetic would change the rates' last bits
+    return np.asarray(jax.vmap(rate)(steps), np.float32)
 
 
 class StepConfig(NamedTuple):
@@ -388,8 +390,10 @@ def _no_E(tree):
     return eqx.tree_at(_E, tree, None) if tree.E is not None else tree
 
 
+@eqx.filter_jit
 def init_state(params: tuple) -> TrainState:
-    """Zero moments; the average starts at the weights. Copies of `params`: the step donates its buffers."""
+    """Zero moments; the average starts at the weights. Copies of `params`: the step donates its buffers.
+    One compiled program for the whole tree."""
     return TrainState(jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, params), optim.adamw_init(params),
                       optim.ema_init(tuple(p.E for p in params)))
 
@@ -553,10 +557,151 @@ def fit(
                     exist_ok, say)
 
 
+def vocabulary(config: Config, tokenized: list[list[str]]) -> tuple[Vocabulary, WordVectors | None]:
+    """The vocabulary a training builds from its training texts' tokens (`min_freq`, `max_vocab`), extended
+    by the first `vector_words` words of the pretrained vectors; and those vectors (None without)."""
+    vocab = Vocabulary.build(tokenized, config.min_freq, config.max_vocab)
+    if not config.embeddings:
+        return vocab, None
+    wv = load_vectors(config.embeddings)
+    if config.vector_words:
+        vocab = vocab.extended(wv.words[: config.vector_words])
+    return vocab, wv
+
+
+@dataclass
+class Prepared:
+    """What a training reads besides its weights. dataset: with its val split (`split_off_val`); E (V, k):
+    the pretrained start of E (None: random, or a resume's own from its state); grams (V, G): each token's
+    rows of H (None without subwords); train, val: (ids (N, maxlen), lengths (N,)); T: the bucket the
+    longest training text falls in; metric: the task's official metric."""
+
+    dataset: Dataset
+    vocab: Vocabulary
+    model_config: ModelConfig
+    E: Float[np.ndarray, "V k"] | None
+    grams: Int[np.ndarray, "V G"] | None
+    train: tuple[Int[np.ndarray, "N T"], Int[np.ndarray, " N"]]
+    val: tuple[Int[np.ndarray, "M T"], Int[np.ndarray, " M"]]
+    T: int
+    metric: str
+
+
+def prepare(config: Config, dataset: Dataset, info: dict | None = None) -> Prepared:
+    """The vocabulary, E's start, H's gram table, the model's config and the encoded texts of a training of
+    `config` on `dataset`, each text tokenised once; a training too large for the memory is refused
+    (`check_memory`) before its texts are encoded. info: the config.json of a run being resumed (its own
+    vocabulary and model config; E then comes from its state)."""
+    dataset = split_off_val(dataset, config.val_fraction, config.seed)
+    train, val = dataset["train"], dataset["val"]
+    if info is not None:
+        vocab, model_config, E = Vocabulary(info["vocab"]), ModelConfig(**info["model"]), None
+        ids, lengths = encode(train.texts, vocab, config.maxlen)
+        T = min(config.maxlen, -(-int(lengths.max(initial=1)) // 32) * 32)
+    else:
+        tokenized = [tokenize(t) for t in train.texts]
+        vocab, wv = vocabulary(config, tokenized)
+        E = embedding_matrix(vocab, wv, seed=config.seed)[0] if wv is not None else None
+        model_config = config.model_config(len(vocab), len(dataset.labels), wv.k if wv is not None else None)
+        longest = max((len(t) for t in tokenized), default=1)
+        T = min(config.maxlen, -(-longest // 32) * 32)   # the bucket the longest text falls in
+        check_memory(config, model_config, sum(len(s) for s in dataset.splits.values()), T)  # before the ids
+        ids, lengths = vocab.encode_batch(tokenized, config.maxlen)
+    grams = (subwords.table(vocab.tokens, model_config.subword_buckets, model_config.subword_grams)
+             if model_config.subword_buckets else None)
+    return Prepared(dataset, vocab, model_config, E, grams, (ids, lengths), encode(val.texts, vocab, config.maxlen),
+                    T, metrics.official_metric(dataset.task))
+
+
+def init_members(model_config: ModelConfig, E: Float[np.ndarray, "V k"] | None, grams: Int[np.ndarray, "V G"] | None,
+                 seed: int, members: int, engine: str = "auto") -> tuple[tuple[TextClassifier, ...], PRNGKeyArray]:
+    """(the members at their random start, the run's key): member 0 drawn from fold_in(key(seed), 0), member
+    i from fold_in(key, 1000 + i). With E given, every member's random weights are drawn in one compiled
+    program and E and grams set after it; without, the members are built op by op: the model draws E as
+    normal · 0.4, a product XLA fuses into the draw under jit, which changes E's last bits."""
+    def build(seed):
+        key = jax.random.key(seed)
+        keys = [jax.random.fold_in(key, 0), *(jax.random.fold_in(key, 1000 + i) for i in range(1, members))]
+        return tuple(TextClassifier(model_config, None if E is not None else E, key=k,
+                                    grams=None if E is not None else grams) for k in keys), key
+
+    if E is None:
+        built, key = build(seed)
+    else:
+        if tuple(E.shape) != (model_config.vocab_size, model_config.k):
+            raise ValueError(f"E must be (V={model_config.vocab_size}, k={model_config.k}); got {tuple(E.shape)}")
+        built, key = eqx.filter_jit(build)(np.asarray(seed, np.int32))  # traced: the draws stay run-time work
+        E = jax.device_put(np.asarray(E, np.float32))
+        built = tuple(eqx.tree_at(lambda m: m.E, m, E) for m in built)
+        if grams is not None and model_config.subword_buckets:
+            table = jax.device_put(np.asarray(grams, np.int32))
+            built = tuple(eqx.tree_at(lambda m: m.grams, m, table) for m in built)
+    return tuple(with_engine(m, engine) for m in built), key
+
+
+@eqx.filter_jit
+def _all_finite(tree) -> Bool[Array, ""]:
+    """Whether every float of every array in `tree` is finite: one compiled reduction over the tree."""
+    leaves = [x for x in jax.tree.leaves(tree) if eqx.is_inexact_array(x)]
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves])) if leaves else jnp.asarray(True)
+
+
+@dataclass
+class TrainingState:
+    """All a training holds that a resume needs: the step's state (weights, moving average, AdamW's moments
+    and count; the buffers the step donates), the best weights so far, and the loop's position. Saved whole
+    as state.safetensors (`to_arrays` under `params`, `best`, `ema`, `opt`; `meta` as its metadata)."""
+
+    step: TrainState
+    best: tuple
+    epoch: int = 0                 # epochs finished
+    step_in_epoch: int = 0         # steps of the epoch in progress done
+    global_step: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0            # epochs since the best
+    history: list[dict] = field(default_factory=list)
+    elapsed: float = 0.0           # training seconds before this session
+    losses: list = field(default_factory=list)  # the losses of the epoch in progress, so far
+
+    @classmethod
+    def start(cls, params: tuple) -> TrainingState:
+        """Step 0: zero moments, the average and the best at the weights."""
+        return cls(init_state(params), params)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        s = self.step
+        return {**checkpoint.tree_arrays(s.params, "params"), **checkpoint.tree_arrays(self.best, "best"),
+                **checkpoint.tree_arrays(s.ema, "ema"), **checkpoint.tree_arrays((s.adam, s.ema_state), "opt")}
+
+    def meta(self, elapsed: float | None = None) -> dict:
+        """The position, as JSON; elapsed: the training seconds so far (else those before this session)."""
+        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+                "best_score": None if self.best_score == -math.inf else self.best_score,
+                "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "history": self.history,
+                "elapsed": self.elapsed if elapsed is None else elapsed,
+                "epoch_losses": [float(v) for v in jax.device_get(self.losses)] if self.step_in_epoch else []}
+
+    @classmethod
+    def from_arrays(cls, template: TrainingState, arrays: dict[str, np.ndarray], meta: dict,
+                    source: str = "") -> TrainingState:
+        """The state `to_arrays` and `meta` describe, its trees shaped as `template`'s (names, shapes and
+        dtypes checked by `checkpoint.fill_tree`, one line naming `source` where they differ)."""
+        t = template.step
+        params = checkpoint.fill_tree(t.params, arrays, "params", source)
+        best = checkpoint.fill_tree(t.params, arrays, "best", source)
+        ema = checkpoint.fill_tree(t.params, arrays, "ema", source)
+        adam, ema_state = checkpoint.fill_tree((t.adam, t.ema_state), arrays, "opt", source)
+        best_score = -math.inf if meta["best_score"] is None else meta["best_score"]
+        return cls(TrainState(params, ema, adam, ema_state), best, meta["epoch"], meta["step_in_epoch"],
+                   meta["global_step"], best_score, meta["best_epoch"], meta["bad_epochs"], meta["history"],
+                   meta["elapsed"], list(meta.get("epoch_losses", [])))
+
+
 def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool, callback: EpochCallback | None,
          resume: bool, evaluate_test: bool, keep_state: bool, exist_ok: bool, say: Callable[[str], None],
          ) -> FitResult:
-    """`fit`'s body, with out_dir locked."""
+    """`fit`'s body, with out_dir locked: prepare, start or resume the state, loop, evaluate and write."""
     start = time.perf_counter()
     compile_cache.enable()
     fingerprint = data_fingerprint(dataset)
@@ -569,177 +714,145 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
     info, resuming = None, False
     if out is not None:
         config, info, resuming = _open_run(out, config, dataset, fingerprint, resume, exist_ok, say)
-    # split with the config the run trains with: a resume holds out the rows its run held out
-    dataset = split_off_val(dataset, config.val_fraction, config.seed)
-    train, val = dataset["train"], dataset["val"]
-    labels, C = dataset.labels, len(dataset.labels)
-    metric = metrics.official_metric(dataset.task)
-
-    # vocabulary and initial embedding
-    if resuming:
-        vocab = Vocabulary(info["vocab"])
-        model_config = ModelConfig(**info["model"])
-        E = None
-    else:
-        tokenized = [tokenize(t) for t in train.texts]
-        vocab = Vocabulary.build(tokenized, config.min_freq, config.max_vocab)
-        E, k = None, config.k
-        if config.embeddings:
-            wv = load_vectors(config.embeddings)
-            if config.vector_words:
-                vocab = vocab.extended(wv.words[: config.vector_words])
-            E, _ = embedding_matrix(vocab, wv, seed=config.seed)
-            k = wv.k
-        model_config = config.model_config(len(vocab), C, k)
-        longest = max((len(t) for t in tokenized), default=1)
-        T = min(config.maxlen, -(-longest // 32) * 32)   # the bucket the longest text falls in
-        check_memory(config, model_config, sum(len(s) for s in dataset.splits.values()), T)
-    key = jax.random.key(config.seed)
-    if config.members < 1:
-        raise ValueError(f"members must be >= 1; got {config.members}")
-    member_keys = [jax.random.fold_in(key, 0), *(jax.random.fold_in(key, 1000 + i) for i in range(1, config.members))]
-    grams = (subwords.table(vocab.tokens, model_config.subword_buckets, model_config.subword_grams)
-             if model_config.subword_buckets else None)
-    members = tuple(with_engine(TextClassifier(model_config, E, key=k, grams=grams), config.engine)
-                    for k in member_keys)
-    params, static = eqx.partition(members, tuple(trainable(m) for m in members))
-
-    ids, lengths = (vocab.encode_batch(tokenized, config.maxlen) if not resuming
-                    else encode(train.texts, vocab, config.maxlen))
-    val_encoded = encode(val.texts, vocab, config.maxlen)
+    # prepared with the config the run trains with: a resume holds out the rows its run held out
+    prep = prepare(config, dataset, info if resuming else None)
+    dataset, labels, metric = prep.dataset, prep.dataset.labels, prep.metric
+    members, key = init_members(prep.model_config, prep.E, prep.grams, config.seed, config.members, config.engine)
+    ids, lengths = prep.train
     if config.pretrain_epochs and not resuming:
         members = tuple(pretrain(m, ids, lengths, epochs=config.pretrain_epochs, lr=config.lr,
                                  batch_size=config.batch_size, clip=config.clip, seed=config.seed + i)[0]
                         for i, m in enumerate(members))
-        params, static = eqx.partition(members, tuple(trainable(m) for m in members))
-    edges = bucket_edges(config.maxlen)
-    weight = class_weight(train.labels, C, config.class_weights)
-    steps_per_epoch = len(plan(lengths, config.batch_size, edges, None))
-    rates = schedule(config, steps_per_epoch * config.epochs)
-    state = init_state(params)
-    opt_state = (state.adam, state.ema_state)
-
-    epoch, step_in_epoch, global_step, elapsed = 0, 0, 0, 0.0
-    best_score, best_epoch, bad_epochs, history = -math.inf, -1, 0, []
-    ema, best_params = state.ema, jax.tree.map(jnp.copy, params)
-    epoch_losses: list[float] = []   # the losses of the epoch a checkpoint was written in, so far
-    last_saved = 0
+    params, static = eqx.partition(members, tuple(trainable(m) for m in members))
     if resuming:
         arrays, meta = checkpoint.read_state(state_path)
-        params = checkpoint.fill_tree(params, arrays, "params", str(state_path))
-        best_params = checkpoint.fill_tree(params, arrays, "best", str(state_path))
-        ema = checkpoint.fill_tree(params, arrays, "ema", str(state_path))
-        opt_state = checkpoint.fill_tree(opt_state, arrays, "opt", str(state_path))
-        epoch, step_in_epoch, global_step = meta["epoch"], meta["step_in_epoch"], meta["global_step"]
-        best_score, best_epoch, bad_epochs = meta["best_score"], meta["best_epoch"], meta["bad_epochs"]
-        history, elapsed = meta["history"], meta["elapsed"]
-        epoch_losses, last_saved = list(meta.get("epoch_losses", [])), global_step
-        if best_score is None:
-            best_score = -math.inf
-        say(f"resuming {out} at epoch {epoch + 1} of {config.epochs}, step {step_in_epoch} of {steps_per_epoch} "
-            f"({global_step} steps done)")
-    elif out is not None:
-        checkpoint.save_config(out, model_config, len(members), config.to_dict(), vocab, labels, dataset.task,
-                               metric, {"source": dataset.source, "fingerprint": fingerprint})
+        template = TrainingState(eqx.filter_eval_shape(init_state, params), params)   # shapes alone
+        state = TrainingState.from_arrays(template, arrays, meta, str(state_path))
+        steps_per_epoch = len(plan(lengths, config.batch_size, bucket_edges(config.maxlen), None))
+        say(f"resuming {out} at epoch {state.epoch + 1} of {config.epochs}, step {state.step_in_epoch} of "
+            f"{steps_per_epoch} ({state.global_step} steps done)")
+    else:
+        state = TrainingState.start(params)
+    if not resuming and out is not None:
+        checkpoint.save_config(out, prep.model_config, len(members), config.to_dict(), prep.vocab, labels,
+                               dataset.task, metric, {"source": dataset.source, "fingerprint": fingerprint})
 
-    def check_finite(weights):
-        """Stop with TrainingDivergedError at the first step of this epoch whose loss is NaN or inf, or when
-        `weights` are: nothing of that step is written, the run keeps its last good checkpoint."""
-        values = np.array([float(v) for v in losses], np.float64)
-        bad = np.flatnonzero(~np.isfinite(values))
-        weights_ok = bad.size == 0 and all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(weights))
-        if bad.size == 0 and weights_ok:
-            return
-        i = int(bad[0]) if bad.size else len(losses) - 1
-        what = f"the training loss became {values[i]}" if bad.size else "the weights became NaN or inf"
-        kept = ((f"; {out} keeps its last good checkpoint (step {last_saved})" if last_saved else
-                 f"; {out} has no checkpoint yet")
-                + (f" and its best model (epoch {best_epoch})" if best_epoch > 0 else "")) if out is not None else ""
-        raise TrainingDivergedError(
-            f"{what} at step {global_step - len(losses) + i + 1} (epoch {epoch + 1}, step {i + 1} of "
-            f"{steps_per_epoch}): training stopped{kept}; lower --lr or --clip, or check the data and "
-            "the embeddings")
+    state = _loop(config, prep, state, static, key, out, keep_state, callback, progress)
 
-    def save_state():
-        nonlocal last_saved
-        check_finite(params)
-        if state_path is None:
-            return
-        arrays = {**checkpoint.tree_arrays(params, "params"), **checkpoint.tree_arrays(best_params, "best"),
-                  **checkpoint.tree_arrays(ema, "ema"), **checkpoint.tree_arrays(opt_state, "opt")}
-        meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
-                "best_score": None if best_score == -math.inf else best_score, "best_epoch": best_epoch,
-                "bad_epochs": bad_epochs, "history": history,
-                "elapsed": elapsed + time.perf_counter() - session_start,
-                "epoch_losses": [float(v) for v in losses] if step_in_epoch else []}
-        checkpoint.save_arrays(state_path, arrays, meta)
-        last_saved = global_step
-
-    state = TrainState(params, ema, *opt_state)
-    fixed = (static, StepConfig.of(config), jnp.asarray(rates), key)
-    session_start = time.perf_counter()
-    stop = bad_epochs >= config.patience or epoch >= config.epochs
-    with _progress(progress) as bar:
-        while not stop:
-            batches = plan(lengths, config.batch_size, edges, np.random.default_rng([config.seed, epoch]))
-            task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(batches), info="",
-                                completed=step_in_epoch)
-            losses, epoch_losses = epoch_losses, []
-            def feed(batch):  # run ahead in a thread: the next batch is on the device before it is asked for
-                b = make(ids, lengths, train.labels, *batch, config.batch_size, weight)
-                return jax.device_put((b.tokens, b.lengths, b.labels, b.weights))
-
-            for b in prefetch(map(feed, batches[step_in_epoch:])):
-                state, loss = _train_step(fixed, state, *b)
-                params, ema, opt_state = state.params, state.ema, (state.adam, state.ema_state)
-                losses.append(loss)
-                step_in_epoch += 1
-                global_step += 1
-                if len(losses) % 20 == 0:
-                    bar.update(task, advance=20, info=f"loss {float(np.mean(losses[-20:])):.4f}")
-                if config.checkpoint_every and global_step % config.checkpoint_every == 0:
-                    save_state()
-            check_finite(params)
-            kept = averaged(state, config.ema > 0)
-            members = eqx.combine(kept, static)
-            score = evaluate(members, vocab, val, labels, dataset.task, config.maxlen, val_encoded)["score"]
-            epoch, step_in_epoch = epoch + 1, 0
-            train_loss = float(np.mean([float(v) for v in losses])) if losses else float("nan")
-            if score > best_score:
-                best_score, best_epoch, bad_epochs, best_params = score, epoch, 0, kept
-                if out is not None:
-                    checkpoint.save_model(out / checkpoint.MODEL, members, epoch)
-            else:
-                bad_epochs += 1
-            seconds = elapsed + time.perf_counter() - session_start
-            history.append({"epoch": epoch, "train_loss": train_loss, "val_score": score, "seconds": seconds})
-            bar.update(task, completed=len(batches),
-                       info=f"loss {train_loss:.4f}  val {metric} {score:.4f}  best {best_score:.4f}")
-            stop = (bad_epochs >= config.patience or epoch >= config.epochs
-                    or (config.max_seconds is not None and seconds >= config.max_seconds))
-            save_state()
-            if callback is not None and callback(epoch, score, history):
-                stop = True
-
-    members = eqx.combine(best_params, static)
-    result = FitResult(best_score, best_epoch, metric, members, vocab, labels, history, out_dir=out,
-                       seconds=elapsed + time.perf_counter() - session_start)
-    result.val = evaluate(members, vocab, val, labels, dataset.task, config.maxlen, val_encoded)
+    members = eqx.combine(state.best, static)
+    result = FitResult(state.best_score, state.best_epoch, metric, members, prep.vocab, labels, state.history,
+                       out_dir=out, seconds=state.elapsed)
+    result.val = evaluate(members, prep.vocab, dataset["val"], labels, dataset.task, config.maxlen, prep.val)
     if evaluate_test and "test" in dataset:
-        result.test = evaluate(members, vocab, dataset["test"], labels, dataset.task, config.maxlen)
+        result.test = evaluate(members, prep.vocab, dataset["test"], labels, dataset.task, config.maxlen)
     if config.baseline and out is not None:  # runs on disk (a tuning trial in memory skips it)
-        result.baseline = baseline.floor_report(train, val, dataset["test"] if result.test is not None else None,
+        result.baseline = baseline.floor_report(dataset["train"], dataset["val"],
+                                                dataset["test"] if result.test is not None else None,
                                                 labels, dataset.task)
     if out is not None:
-        checkpoint.save_model(out / checkpoint.MODEL, members, best_epoch)
+        checkpoint.save_model(out / checkpoint.MODEL, members, state.best_epoch)
         checkpoint.write_json(out / checkpoint.METRICS, {
-            "task": dataset.task, "metric": metric, "best_epoch": best_epoch,
+            "task": dataset.task, "metric": metric, "best_epoch": state.best_epoch,
             "val": {metric: result.val["score"], **result.val},
             "test": None if result.test is None else {metric: result.test["score"], **result.test},
-            "history": history, "train_seconds": result.seconds, "baseline": result.baseline,
+            "history": state.history, "train_seconds": result.seconds, "baseline": result.baseline,
             "wall_seconds": time.perf_counter() - start,
         })
         if not keep_state:
             state_path.unlink(missing_ok=True)
             checkpoint.fsync_dir(out)
     return result
+
+
+def _loop(config: Config, prep: Prepared, state: TrainingState, static: tuple, key: PRNGKeyArray, out: Path | None,
+          keep_state: bool, callback: EpochCallback | None, progress: bool) -> TrainingState:
+    """Epochs of steps from `state` on until the last epoch, early stopping, the time limit or the callback:
+    each epoch evaluated on val, the best kept (model.safetensors in `out`), the state saved every
+    `checkpoint_every` steps and after each epoch but the run's last (unless `keep_state`). Returns the
+    state at the end, its elapsed the whole training's seconds."""
+    dataset, labels = prep.dataset, prep.dataset.labels
+    train = dataset["train"]
+    ids, lengths = prep.train
+    state_path = out / checkpoint.STATE if out is not None else None
+    edges = bucket_edges(config.maxlen)
+    weight = class_weight(train.labels, len(labels), config.class_weights)
+    steps_per_epoch = len(plan(lengths, config.batch_size, edges, None))
+    rates = schedule(config, steps_per_epoch * config.epochs)
+    fixed = (static, StepConfig.of(config), jax.device_put(rates), key)
+    last_saved = state.global_step   # the step of the checkpoint on disk (0: none)
+    session_start = time.perf_counter()
+
+    def check_finite():
+        """Stop with TrainingDivergedError at the first step of this epoch whose loss is NaN or inf, or when
+        the weights are: nothing of that step is written, the run keeps its last good checkpoint."""
+        values = np.asarray([float(v) for v in jax.device_get(state.losses)], np.float64)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size == 0 and bool(_all_finite(state.step.params)):
+            return
+        i = int(bad[0]) if bad.size else len(values) - 1
+        what = f"the training loss became {values[i]}" if bad.size else "the weights became NaN or inf"
+        kept = ((f"; {out} keeps its last good checkpoint (step {last_saved})" if last_saved else
+                 f"; {out} has no checkpoint yet")
+                + (f" and its best model (epoch {state.best_epoch})" if state.best_epoch > 0 else "")
+                ) if out is not None else ""
+        raise TrainingDivergedError(
+            f"{what} at step {state.global_step - len(values) + i + 1} (epoch {state.epoch + 1}, step {i + 1} of "
+            f"{steps_per_epoch}): training stopped{kept}; lower --lr or --clip, or check the data and "
+            "the embeddings")
+
+    def save_state():
+        nonlocal last_saved
+        check_finite()
+        if state_path is None:
+            return
+        checkpoint.save_arrays(state_path, state.to_arrays(),
+                               state.meta(state.elapsed + time.perf_counter() - session_start))
+        last_saved = state.global_step
+
+    stop = state.bad_epochs >= config.patience or state.epoch >= config.epochs
+    with _progress(progress) as bar:
+        while not stop:
+            batches = plan(lengths, config.batch_size, edges, np.random.default_rng([config.seed, state.epoch]))
+            task = bar.add_task(f"epoch {state.epoch + 1}/{config.epochs}", total=len(batches), info="",
+                                completed=state.step_in_epoch)
+
+            def feed(batch):  # run ahead in a thread: the next batch is on the device before it is asked for
+                b = make(ids, lengths, train.labels, *batch, config.batch_size, weight)
+                return jax.device_put((b.tokens, b.lengths, b.labels, b.weights))
+
+            for b in prefetch(map(feed, batches[state.step_in_epoch:])):
+                state.step, loss = _train_step(fixed, state.step, *b)
+                state.losses.append(loss)
+                state.step_in_epoch += 1
+                state.global_step += 1
+                if progress and len(state.losses) % 20 == 0:
+                    bar.update(task, advance=20, info=f"loss {float(np.mean(state.losses[-20:])):.4f}")
+                if config.checkpoint_every and state.global_step % config.checkpoint_every == 0:
+                    save_state()
+            check_finite()
+            kept = averaged(state.step, config.ema > 0)
+            members = eqx.combine(kept, static)
+            score = evaluate(members, prep.vocab, dataset["val"], labels, dataset.task, config.maxlen,
+                             prep.val)["score"]
+            losses = [float(v) for v in jax.device_get(state.losses)]
+            state.epoch, state.step_in_epoch, state.losses = state.epoch + 1, 0, []
+            train_loss = float(np.mean(losses)) if losses else float("nan")
+            if score > state.best_score:
+                state.best_score, state.best_epoch, state.bad_epochs, state.best = score, state.epoch, 0, kept
+                if out is not None:
+                    checkpoint.save_model(out / checkpoint.MODEL, members, state.epoch)
+            else:
+                state.bad_epochs += 1
+            seconds = state.elapsed + time.perf_counter() - session_start
+            state.history.append({"epoch": state.epoch, "train_loss": train_loss, "val_score": score,
+                                  "seconds": seconds})
+            bar.update(task, completed=len(batches),
+                       info=f"loss {train_loss:.4f}  val {prep.metric} {score:.4f}  best {state.best_score:.4f}")
+            stop = (state.bad_epochs >= config.patience or state.epoch >= config.epochs
+                    or (config.max_seconds is not None and seconds >= config.max_seconds))
+            if not stop or keep_state:  # a run that finishes now removes its state: no need to write it
+                save_state()
+            if callback is not None and callback(state.epoch, score, state.history):
+                stop = True
+    state.elapsed += time.perf_counter() - session_start
+    return state

@@ -22,9 +22,7 @@ import numpy as np
 
 from rnnlab import metrics, train
 from rnnlab.data.dataset import Dataset, Split
-from rnnlab.data.embeddings import load_vectors
 from rnnlab.data.tokenize import tokenize
-from rnnlab.data.vocab import Vocabulary
 from rnnlab.models import TextClassifier
 from rnnlab.tune import TrialLog
 
@@ -48,25 +46,19 @@ class TrainTask:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.metric = metrics.official_metric(dataset.task)
         self.folds = cross_validation(dataset, folds, base.seed) if folds else []
-        self._vocab: Vocabulary | None = None
+        self._tokens: list[list[str]] | None = None   # the train split's tokens, once
 
     def config(self, values: dict[str, Any]) -> train.Config:
         return dataclasses.replace(self.base, **values)
 
     def parameters(self, config: train.Config) -> tuple[int, int]:
         """(trainable parameters, those of the recurrent layers) of the model(s) `config` builds, from
-        shapes alone, with the vocabulary built as `train.fit` builds it."""
-        if self._vocab is None:
-            texts = self.dataset["train"].texts
-            self._vocab = Vocabulary.build([tokenize(t) for t in texts], self.base.min_freq, self.base.max_vocab)
-        V, k = len(self._vocab), config.k
-        if config.embeddings:
-            wv = load_vectors(config.embeddings)
-            k = wv.k
-            if getattr(config, "vector_words", 0):
-                V = len(self._vocab.extended(wv.words[: config.vector_words]))
-        model_config = config.model_config(V, len(self.dataset.labels), k)
-        model = eqx.filter_eval_shape(TextClassifier, model_config, None, key=jax.random.key(0))
+        shapes alone, with the vocabulary `train.fit` builds (`train.vocabulary`)."""
+        if self._tokens is None:
+            self._tokens = [tokenize(t) for t in self.dataset["train"].texts]
+        vocab, wv = train.vocabulary(config, self._tokens)
+        model_config = config.model_config(len(vocab), len(self.dataset.labels), wv.k if wv is not None else None)
+        model = eqx.filter_eval_shape(lambda: TextClassifier(model_config, None, key=jax.random.key(0)))
         members = getattr(config, "members", 1)
         return members * trained(model), members * count(model.rnn)
 
