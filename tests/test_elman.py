@@ -185,3 +185,111 @@ def test_a_damaged_elman_run_is_one_line_in_explain_and_inspect(tmp_path, damage
         result = CliRunner().invoke(app, command)
         assert result.exit_code != 0 and "Traceback" not in result.output, result.output
         assert all(w in "".join(result.output.split()) for w in words), result.output  # wrapped lines joined
+
+
+# ------------------------------------------------------------------------- the model: models.SequenceModel
+
+
+def test_step_loss_is_each_outputs_loss_by_hand():
+    import jax.numpy as jnp
+
+    from rnnlab.models import step_loss
+
+    logits = jnp.array([[2.0, -1.0, 0.5], [0.0, 0.0, 0.0]])
+    target = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], np.float32)
+    sigmoid = 1 / (1 + np.exp(-np.asarray(logits)))
+    bce = -(target * np.log(sigmoid) + (1 - target) * np.log(1 - sigmoid)).sum(-1)
+    np.testing.assert_allclose(step_loss("sigmoid", logits, jnp.asarray(target)), bce, rtol=1e-6)
+    log_softmax = np.asarray(logits) - np.log(np.exp(np.asarray(logits)).sum(-1, keepdims=True))
+    np.testing.assert_allclose(step_loss("softmax", logits, jnp.array([0, 1])), -log_softmax[[0, 1], [0, 1]],
+                               rtol=1e-6)
+    one_hot = np.eye(3, dtype=np.float32)[[0, 1]]
+    np.testing.assert_allclose(step_loss("softmax", logits, jnp.asarray(one_hot)), -log_softmax[[0, 1], [0, 1]],
+                               rtol=1e-6)
+    np.testing.assert_allclose(step_loss("identity", logits, jnp.asarray(target)),
+                               ((np.asarray(logits) - target) ** 2).sum(-1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+def test_sequence_model_is_its_layer_and_readout_and_continues_a_stream(cell):
+    import jax
+    import jax.numpy as jnp
+
+    from rnnlab.layers import with_engine
+    from rnnlab.models import sequence_model
+
+    model = sequence_model(cell, 3, 5, 4, "sigmoid", key=jax.random.key(1))
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 10, 3)).astype(np.float32))
+    logits, a, final = model.run(x)
+    layer = model.rnn.layers[0]
+    a_layer, _ = layer(x)
+    np.testing.assert_allclose(a, a_layer, atol=1e-6)
+    W_y, b_y = np.asarray(model.readout.W_y), np.asarray(model.readout.b_y)
+    np.testing.assert_allclose(logits, np.asarray(a) @ W_y.T + b_y, atol=1e-5)  # y_t = W_y a_t + b_y, every t
+    # a stream in two windows, the second started from the first's state_T, is the stream whole
+    first, _, state = model.run(x[:, :6])
+    second, _, end = model.run(x[:, 6:], state)
+    np.testing.assert_allclose(jnp.concatenate([first, second], 1), logits, atol=1e-5)
+    for got, want in zip(jax.tree.leaves(end), jax.tree.leaves(final), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    # the engine and the scan agree on the model, and one stream (T, k) gives its row of the batch
+    np.testing.assert_allclose(with_engine(model, "scan").run(x)[0], logits, atol=1e-5)
+    np.testing.assert_allclose(model(x[1]), logits[1], atol=1e-5)
+    np.testing.assert_allclose(model.probabilities(logits), 1 / (1 + np.exp(-np.asarray(logits))), rtol=1e-5)
+
+
+def test_sequence_model_many_to_one_reads_each_sequence_at_its_own_end():
+    import jax
+    import jax.numpy as jnp
+
+    from rnnlab.models import sequence_model
+
+    x = jnp.asarray(np.random.default_rng(3).standard_normal((3, 7, 2)).astype(np.float32))
+    lengths = jnp.array([7, 3, 5])
+    for bidirectional in (False, True):
+        model = sequence_model("gru", 2, 4, 3, every_step=False, bidirectional=bidirectional, key=jax.random.key(4))
+        many = sequence_model("gru", 2, 4, 3, every_step=True, bidirectional=bidirectional, key=jax.random.key(4))
+        y = model(x, lengths)
+        assert y.shape == (3, 3)
+        for b, L in enumerate(np.asarray(lengths)):
+            alone = many(x[b, :L])  # (L, q): y_t at every step of the sequence alone
+            # one direction: y at t = L; two: the forward a_L and the backward a_1, each having read it all
+            want = alone[L - 1] if not bidirectional else model.readout(jnp.concatenate(
+                [many.run(x[b, :L])[1][L - 1, :4], many.run(x[b, :L])[1][0, 4:]]))
+            np.testing.assert_allclose(y[b], want, atol=1e-5)
+
+
+def test_truncated_bptt_trains_through_the_layer_as_the_scan_over_each_window():
+    """One epoch of `train_sequence` (the windows of B streams as one batch through the layer, the state
+    carried from window to window) equals the same epoch written out by hand on `layers.scan`."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from rnnlab import experiments
+    from rnnlab.layers import scan
+    from rnnlab.models import sequence_model
+
+    data = elman.load("letters", seed=5, size=120)
+    run = experiments.train_sequence(data, units=6, epochs=1, streams=4, window=8, lr=1e-2, seed=5)
+    model = sequence_model("elman", data.k, 6, data.q, data.output, key=jax.random.key(5))
+    cell, readout = model.rnn.layers[0].cell, model.readout
+    xs, ys = experiments._windows(data, 4, 8)
+    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-2))
+    params = (cell, readout)
+    opt_state = optimizer.init(eqx.filter(params, eqx.is_inexact_array))
+    state = jnp.zeros((4, 6))
+
+    def loss(params, x, y, state):
+        cell, readout = params
+        a, final = jax.vmap(lambda x_b, s_b: scan(cell, cell.project(x_b), s_b))(x, state)
+        bce = optax.sigmoid_binary_cross_entropy(readout(a), y).sum(-1)
+        return bce.mean(), final
+
+    for x, y in zip(xs, ys, strict=True):
+        (_, state), grads = eqx.filter_value_and_grad(loss, has_aux=True)(params, x, y, state)
+        updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(params, eqx.is_inexact_array))
+        params = eqx.apply_updates(params, updates)
+    np.testing.assert_allclose(run.model.rnn.layers[0].cell.W_a, params[0].W_a, atol=1e-5)
+    np.testing.assert_allclose(run.model.readout.W_y, params[1].W_y, atol=1e-5)

@@ -77,12 +77,27 @@ def test_flops_of_one_elman_step_by_hand():
 
 
 def test_sequence_model_readout_runs_every_step():
-    from rnnlab.experiments import SequenceModel
+    from rnnlab.models import sequence_model
 
-    model = SequenceModel("elman", 29, 16, 29, key=jax.random.key(0))
+    model = sequence_model("elman", 29, 16, 29, key=jax.random.key(0))
     result = ex.explain(model, timesteps=10)
     assert result.every_step
     assert result.flops["sequence"] == 10 * (ex.cell_flops(model.layer.cell) + 2 * 29 * 16 + 29)
+    once = ex.explain(sequence_model("elman", 29, 16, 29, every_step=False, key=jax.random.key(0)), timesteps=10)
+    assert not once.every_step and once.flops["sequence"] == 10 * ex.cell_flops(model.layer.cell) + 2 * 29 * 16 + 29
+
+
+def test_build_gives_the_one_sequence_model_and_the_old_names_still_work():
+    from rnnlab import experiments
+    from rnnlab.models import SequenceModel
+
+    model = ex.build("gru", features=5, units=4, outputs=3, layers=2, every_step=True)
+    assert type(model) is SequenceModel and model.every_step and model.q == 3 and len(model.rnn.layers) == 2
+    with pytest.warns(DeprecationWarning, match="rnnlab.models.SequenceModel"):
+        assert ex.Network is SequenceModel
+    with pytest.warns(DeprecationWarning, match="sequence_model"):
+        old = experiments.SequenceModel("elman", 6, 5, 6, "sigmoid", key=jax.random.key(0))
+    assert type(old) is SequenceModel and old.output == "sigmoid" and old.units == 5
 
 
 @pytest.mark.parametrize(("p", "T"), [(10, 20), (30, 20)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -47,3 +48,34 @@ def test_fit_with_pretraining_runs_and_is_reproducible():
     b = fit(config, toy_dataset(n=64), progress=False)
     for x, y in zip(leaves(a.model), leaves(b.model), strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_next_word_loss_is_the_cross_entropy_of_each_neighbour_by_hand(bidirectional):
+    """NextWord's loss against a NumPy loop: forwards y_t = softmax(W_y a_t + b_y) scores token t+1, backwards
+    softmax(V_y a_t + c_y) scores token t-1, over the steps inside each text only."""
+    from rnnlab.pretrain import NextWord
+
+    config = ModelConfig(vocab_size=12, classes=2, k=4, units=3, bidirectional=bidirectional)
+    model = TextClassifier(config, key=jax.random.key(0))
+    lm = NextWord(model, words=6, key=jax.random.key(1))
+    rng = np.random.default_rng(2)
+    tokens = rng.integers(1, 12, (3, 6)).astype(np.int32)
+    lengths = np.array([6, 2, 4], np.int32)
+    targets = np.clip(tokens - 1, 0, 6)
+    a = np.asarray(model.states(jnp.asarray(tokens), jnp.asarray(lengths)))
+
+    def log_softmax(z):
+        return z - np.log(np.exp(z - z.max()).sum()) - z.max()
+
+    terms = []
+    for b, L in enumerate(lengths):
+        for t in range(L):
+            if t + 1 < L:
+                z = np.asarray(lm.forward.W_y) @ a[b, t, :3] + np.asarray(lm.forward.b_y)
+                terms.append(-log_softmax(z)[targets[b, t + 1]])
+            if bidirectional and t > 0:
+                z = np.asarray(lm.backward.W_y) @ a[b, t, 3:] + np.asarray(lm.backward.b_y)
+                terms.append(-log_softmax(z)[targets[b, t - 1]])
+    loss = lm.loss(jnp.asarray(tokens), jnp.asarray(lengths), jnp.asarray(targets), None)
+    np.testing.assert_allclose(float(loss), np.mean(terms), rtol=1e-5)

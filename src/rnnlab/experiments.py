@@ -1,7 +1,8 @@
 """Elman's (1990) experiments: a many-to-many model trained to predict the next element of a stream.
 
     a_t = f_a(W_a x_t + U_a a_{t-1} + b_a)        (T steps of one Recurrent layer, p units)
-    y_t = W_y a_t + b_y                           (a prediction at every step: many-to-many)
+    y_t = W_y a_t + b_y                           (a prediction at every step: many-to-many,
+                                                   `models.SequenceModel`)
 
 `train_sequence("elman:sentences")` trains one; `evaluate` runs it over a stream; `report` measures
 what it learned and writes the figures: the XOR error per position, the letters' error per letter, the
@@ -9,13 +10,20 @@ tree of the per-word mean hidden states of the sentences (hierarchical clusterin
 
 Training follows the stream the way the paper does, without cutting it into unrelated pieces: the stream
 is split into B parallel streams, read in windows of W steps, and each window starts from the state the
-previous one ended in (truncated backpropagation through time: gradients flow W steps back).
+previous one ended in (truncated backpropagation through time: gradients flow W steps back). The layer
+carries the state from window to window (`Recurrent(..., state_0=)`), so the windows of the B streams run
+as one batch on the fused engine.
+
+A run folder holds config.json ("kind": "sequence": the settings, the loss history, the report's numbers)
+and model.safetensors (the weights), as a classifier's does; folders of the earlier layout
+(sequence.json, sequence.safetensors) still load.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,16 +33,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
+from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from rnnlab.cells import Activation, Readout, make_cell
+from rnnlab import models
+from rnnlab.cells import Activation
 from rnnlab.data import elman
-from rnnlab.layers import Recurrent, scan
+from rnnlab.models import sequence_model
 
 __all__ = [
     "PAPER",
     "Evaluation",
-    "SequenceModel",
     "SequenceRun",
     "cluster_words",
     "evaluate",
@@ -45,61 +53,28 @@ __all__ = [
 ]
 
 
-class SequenceModel(eqx.Module):
-    """inputs -> Recurrent -> Readout at every step: (T, k) -> y (T, q) and a (T, p).
-
-    `output` says how y_t is read: "sigmoid" (q independent bits) or "softmax" (one of q symbols).
-    """
-
-    layer: Recurrent
-    readout: Readout
-    output: str = eqx.field(static=True)
-
-    def __init__(
-        self,
-        cell: str,
-        features: int,
-        units: int,
-        outputs: int,
-        output: str = "softmax",
-        *,
-        activation: str | Activation = "tanh",
-        key: PRNGKeyArray,
-    ):
-        if output not in ("sigmoid", "softmax"):
-            raise ValueError(f"output must be 'sigmoid' or 'softmax'; got {output!r}")
-        kc, kr = jax.random.split(key)
-        self.layer = Recurrent(make_cell(cell, features, units, activation=activation, key=kc))
-        self.readout = Readout(units, outputs, key=kr)
-        self.output = output
-
-    @property
-    def units(self) -> int:
-        return self.layer.units
-
-    def initial_state(self) -> PyTree:
-        """state_0 for one stream (zeros)."""
-        return self.layer.cell.initial_state()
-
-    def run(self, x: Float[Array, "T k"], state_0: PyTree) -> tuple[Float[Array, "T q"], Float[Array, "T p"], PyTree]:
-        """(logits y_1..y_T, states a_1..a_T, state_T) for one stream from state_0."""
-        a, final = scan(self.layer.cell, self.layer.cell.project(x), state_0)
-        return self.readout(a), a, final
-
-    def __call__(self, x: Float[Array, "T k"]) -> Float[Array, "T q"]:
-        """Logits y_t for every step of x (T, k), from a_0 = 0."""
-        return self.run(x, self.initial_state())[0]
-
-    def probabilities(self, logits: Float[Array, "*T q"]) -> Float[Array, "*T q"]:
-        """y_t as probabilities: per bit (sigmoid) or over the q symbols (softmax)."""
-        return jax.nn.sigmoid(logits) if self.output == "sigmoid" else jax.nn.softmax(logits, axis=-1)
+def __getattr__(name: str):
+    if name == "SequenceModel":  # the model moved to rnnlab.models; the old constructor keeps working
+        warnings.warn("rnnlab.experiments.SequenceModel is deprecated: the model is rnnlab.models.SequenceModel, "
+                      "built by rnnlab.models.sequence_model(cell, k, p, q, output, key=...)",
+                      DeprecationWarning, stacklevel=2)
+        return _sequence_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def step_loss(model: SequenceModel, logits: Float[Array, "*T q"], targets: Float[Array, "*T q"]) -> Float[Array, "*T"]:
-    """Loss at every step (nats): binary cross-entropy summed over bits, or the next symbol's."""
-    if model.output == "sigmoid":
-        return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1)
-    return optax.softmax_cross_entropy(logits, targets)
+def _sequence_model(cell: str, features: int, units: int, outputs: int, output: str = "softmax", *,
+                    activation: str | Activation = "tanh", key: PRNGKeyArray) -> models.SequenceModel:
+    """What `experiments.SequenceModel(...)` built: one layer of `cell`, a readout at every step."""
+    if output not in ("sigmoid", "softmax"):
+        raise ValueError(f"output must be 'sigmoid' or 'softmax'; got {output!r}")
+    return sequence_model(cell, features, units, outputs, output, activation=activation, key=key)
+
+
+def step_loss(model: models.SequenceModel, logits: Float[Array, "*T q"], targets: Float[Array, "*T q"]
+              ) -> Float[Array, "*T"]:
+    """Loss at every step (nats): binary cross-entropy summed over bits, or the next symbol's
+    (`model.step_loss`)."""
+    return model.step_loss(logits, targets)
 
 
 # The paper's sizes (hidden units) and sizes that train here in seconds on two CPU cores.
@@ -122,7 +97,7 @@ FEATURES = {"xor": 1, "letters": 6, "sentences": len(elman.WORDS)}
 class SequenceRun:
     """A trained model with the data it saw, its loss per epoch (mean per step, nats) and its settings."""
 
-    model: SequenceModel
+    model: models.SequenceModel
     data: elman.ElmanData
     history: list[float]
     seconds: float
@@ -154,7 +129,7 @@ def train_sequence(
     seed: int = 0,
     log: Callable[[int, float], None] | None = None,
 ) -> SequenceRun:
-    """Train a many-to-many model (`SequenceModel`) to predict the next element of an Elman stream, with Adam.
+    """Train a many-to-many `models.SequenceModel` to predict the next element of an Elman stream, with Adam.
 
     data: an `ElmanData` or a name ("elman:xor", "elman:letters", "elman:sentences"; generated with `seed`
     and `size`). cell: "elman" | "gru" | "lstm". units: p. activation: f_a of an Elman cell.
@@ -182,17 +157,17 @@ def train_sequence(
         raise ValueError(f"lr must be > 0; got {lr}")
 
     key = jax.random.key(seed)
-    model = SequenceModel(cell, data.k, units, data.q, data.output, activation=activation, key=key)
+    model = sequence_model(cell, data.k, units, data.q, data.output, activation=activation, key=key)
     xs, ys = _windows(data, streams, window)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))
     params, static = eqx.partition(model, eqx.is_inexact_array)
     opt_state = optimizer.init(params)
-    state_0 = jax.vmap(lambda _: model.initial_state())(jnp.arange(streams))
+    state_0 = model.initial_state(batch=streams)
 
     def window_loss(params, x, y, state):
         m = eqx.combine(params, static)
-        logits, _, final = jax.vmap(m.run)(x, state)
-        return step_loss(m, logits, y).mean(), final
+        logits, _, final = m.run(x, state)  # the B streams' windows (B, W, k) as one batch, from their states
+        return m.step_loss(logits, y).mean(), final
 
     @jax.jit
     def epoch(params, opt_state):
@@ -243,15 +218,16 @@ class Evaluation:
     error: Float[np.ndarray, " T"]
 
 
-def evaluate(model: SequenceModel, data: elman.ElmanData) -> Evaluation:
-    """Run `model` over `data`'s stream in one scan and measure every step."""
-    if data.k != model.layer.features:
-        raise ValueError(f"the model reads k={model.layer.features} features; {data.name} has k={data.k}")
+def evaluate(model: models.SequenceModel, data: elman.ElmanData) -> Evaluation:
+    """Run `model` over `data`'s stream from a_0 = 0 (a batch of one) and measure every step."""
+    if data.k != model.features:
+        raise ValueError(f"the model reads k={model.features} features; {data.name} has k={data.k}")
     x = jnp.asarray(data.inputs[0])
     target = jnp.asarray(data.targets[0])
-    logits, a, _ = eqx.filter_jit(model.run)(x, model.initial_state())
+    logits, a, _ = eqx.filter_jit(model.run)(x[None])
+    logits, a = logits[0], a[0]
     y = model.probabilities(logits)
-    loss = step_loss(model, logits, target)
+    loss = model.step_loss(logits, target)
     error = ((y - target) ** 2).sum(-1)
     return Evaluation(data, np.asarray(y), np.asarray(a), np.asarray(loss), np.asarray(error))
 
@@ -502,12 +478,12 @@ def report(run: SequenceRun, out: str | Path | None = None, *, test_seed: int | 
     return result
 
 
-def hidden_states(model: SequenceModel, x: Float[Array, "T k"]) -> Float[Array, "T p"]:
+def hidden_states(model: models.SequenceModel, x: Float[Array, "T k"]) -> Float[Array, "T p"]:
     """a_1..a_T for one stream from a_0 = 0."""
-    return model.run(x, model.initial_state())[1]
+    return model.run(x)[1]
 
 
-def predict_ids(model: SequenceModel, x: Float[Array, "T k"]) -> Int[Array, " T"]:
+def predict_ids(model: models.SequenceModel, x: Float[Array, "T k"]) -> Int[Array, " T"]:
     """The most likely next symbol after every step (softmax outputs)."""
     return jnp.argmax(model(x), axis=-1)
 
@@ -541,6 +517,11 @@ def save_sequence(run: SequenceRun, run_dir: str | Path, result: dict | None = N
     return run_dir
 
 
+def _renamed(name: str) -> str:
+    """An array's name in the earlier model (one `layer` beside the readout) as `SequenceModel` names it."""
+    return ".rnn.layers[0]" + name.removeprefix(".layer") if name.startswith(".layer.") else name
+
+
 def load_sequence(run_dir: str | Path) -> SequenceRun:
     """The run `save_sequence` wrote into `run_dir`, with its stream regenerated."""
     from rnnlab import checkpoint
@@ -550,7 +531,7 @@ def load_sequence(run_dir: str | Path) -> SequenceRun:
     try:
         c = info["config"]
         data = elman.load(c["task"], seed=c["seed"], size=c["size"])
-        template = SequenceModel(
+        template = sequence_model(
             c["cell"], data.k, c["units"], data.q, c["output"], activation=c["activation"], key=jax.random.key(0)
         )
         history, seconds = list(info["history"]), float(info["seconds"])
@@ -558,5 +539,6 @@ def load_sequence(run_dir: str | Path) -> SequenceRun:
         what = f"lacks the entry {e}" if isinstance(e, KeyError) else f"holds a value it cannot use ({e})"
         raise checkpoint.RunError(f"{run_dir / SEQUENCE_CONFIG}: {what}") from None
     arrays, _ = checkpoint.load_arrays(run_dir / SEQUENCE_MODEL)
+    arrays = {_renamed(name): a for name, a in arrays.items()}
     model = checkpoint.fill_tree(template, arrays, source=str(run_dir / SEQUENCE_MODEL))
     return SequenceRun(model, data, history, seconds, dict(c))

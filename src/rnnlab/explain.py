@@ -14,6 +14,7 @@ units updated at each of the T steps, and the same weights running T=20 and T=20
 from __future__ import annotations
 
 import html
+import warnings
 from dataclasses import dataclass, field
 
 import equinox as eqx
@@ -23,13 +24,13 @@ import numpy as np
 from jaxtyping import PRNGKeyArray
 
 from rnnlab.cells import GRU, LSTM, Cell, MinCell, MinGRU, Readout, activation_name
-from rnnlab.layers import RNN, Bidirectional, Recurrent, Stack
+from rnnlab.layers import Bidirectional, Recurrent
 from rnnlab.linear_scan import depth as scan_depth
+from rnnlab.models import SequenceModel, sequence_model
 
 __all__ = [
     "BYTES_PER_FLOAT",
     "Explanation",
-    "Network",
     "Parameter",
     "build",
     "cell_flops",
@@ -43,22 +44,12 @@ __all__ = [
 BYTES_PER_FLOAT = 4  # float32
 
 
-class Network(eqx.Module):
-    """A recurrent stack and, optionally, the readout y_t = f_y(W_y a_t + b_y) (q outputs).
-
-    `every_step` says whether y_t is computed at every step (many-to-many, Elman's next-word task) or
-    at the last one only (many-to-one, a label for a tweet).
-    """
-
-    rnn: Stack
-    readout: Readout | None
-    every_step: bool = eqx.field(static=True)
-
-    def __call__(self, x, lengths=None):
-        a, finals = self.rnn(x, lengths)
-        if self.readout is None:
-            return a, finals
-        return (self.readout(a) if self.every_step else self.readout(a[..., -1, :])), finals
+def __getattr__(name: str):
+    if name == "Network":  # the model is models.SequenceModel, which takes the same (rnn, readout, every_step)
+        warnings.warn("rnnlab.explain.Network is deprecated: use rnnlab.models.SequenceModel",
+                      DeprecationWarning, stacklevel=2)
+        return SequenceModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build(
@@ -72,19 +63,16 @@ def build(
     every_step: bool = False,
     activation: str = "tanh",
     key: PRNGKeyArray | None = None,
-) -> Network:
-    """A `Network` of `layers` recurrent layers (k features in, p units each) and a readout of q outputs
-    (none when outputs=0). Raises ValueError, with the reason, for sizes that cannot be built."""
+) -> SequenceModel:
+    """A `models.SequenceModel` of `layers` recurrent layers (k features in, p units each) and a readout of
+    q outputs (none when outputs=0). Raises ValueError, with the reason, for sizes that cannot be built."""
     for name, value in (("features", features), ("units", units), ("layers", layers)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1; got {value}")
     if outputs < 0:
         raise ValueError(f"outputs must be 0 (no readout) or more; got {outputs}")
-    key = jax.random.key(0) if key is None else key
-    k_rnn, k_out = jax.random.split(key)
-    rnn = RNN(cell, features, units, layers=layers, bidirectional=bidirectional, activation=activation, key=k_rnn)
-    readout = Readout(rnn.output_size, outputs, key=k_out) if outputs else None
-    return Network(rnn, readout, every_step)
+    return sequence_model(cell, features, units, outputs, layers=layers, bidirectional=bidirectional,
+                          activation=activation, every_step=every_step, key=jax.random.key(0) if key is None else key)
 
 
 @dataclass(frozen=True)
@@ -247,11 +235,10 @@ class Explanation:
 
 
 def explain(model, *, timesteps: int = 20, batch: int = 1, every_step: bool | None = None) -> Explanation:
-    """Explain `model` (a Cell, Recurrent, Bidirectional, Stack, Network, or any Equinox module holding
-    cells) for sequences of T = `timesteps` steps in batches of B = `batch`.
+    """Explain `model` (a Cell, Recurrent, Bidirectional, Stack, SequenceModel, TextClassifier, or any
+    Equinox module holding cells) for sequences of T = `timesteps` steps in batches of B = `batch`.
 
-    every_step: whether a readout runs at every step (default: the model's own `every_step`, else
-    whether it has an `output` attribute, as a many-to-many `SequenceModel` has; else False).
+    every_step: whether a readout runs at every step (default: the model's own `every_step`, else False).
     """
     if timesteps < 1:
         raise ValueError(f"timesteps T must be at least 1; got {timesteps}")
@@ -263,7 +250,7 @@ def explain(model, *, timesteps: int = 20, batch: int = 1, every_step: bool | No
             f"{type(model).__name__} holds no recurrent cell (Elman, GRU, LSTM, MinGRU, MinLSTM) to explain")
     readouts = _readouts(model)
     if every_step is None:
-        every_step = bool(getattr(model, "every_step", hasattr(model, "output") and hasattr(model, "readout")))
+        every_step = bool(getattr(model, "every_step", False))
     step = sum(cell_flops(c) for c in cells)
     out_flops = sum(readout_flops(r) for r in readouts)
     seq = step * timesteps + out_flops * (timesteps if every_step else 1)
@@ -627,7 +614,7 @@ def renderables(ex: Explanation, *, misreadings: bool = True, drawing: bool = Tr
     for t_ in sorted({20, T, 2000}):
         e2 = ex.at(t_)
         grow.add_row(str(t_), str(p), f"{e2.total:,}", _human(e2.flops["sequence"]), _bytes(e2.memory["sequence"]))
-    if isinstance(ex.model, Network | Cell | Recurrent):
+    if isinstance(ex.model, SequenceModel | Cell | Recurrent):
         doubled = explain(_resized(ex, 2 * p), timesteps=T, every_step=ex.every_step)
         grow.add_row(
             str(T),
@@ -676,19 +663,10 @@ def _resized(ex: Explanation, units: int):
     """The same architecture with p = `units` (for the growth table)."""
     model = ex.model
     cell = ex.cells[0]
-    if isinstance(model, Network):
-        layers = sum(1 for x in model.rnn.layers)
-        bidi = isinstance(model.rnn.layers[0], Bidirectional)
-        q = model.readout.W_y.shape[0] if model.readout is not None else 0
-        return build(
-            cell.kind,
-            features=cell.features,
-            units=units,
-            outputs=q,
-            layers=layers,
-            bidirectional=bidi,
-            every_step=model.every_step,
-        )
+    if isinstance(model, SequenceModel):
+        return sequence_model(cell.kind, cell.features, units, model.q, model.output, layers=len(model.rnn.layers),
+                              bidirectional=isinstance(model.rnn.layers[0], Bidirectional),
+                              every_step=model.every_step, key=jax.random.key(0))
     return build(cell.kind, features=cell.features, units=units).rnn
 
 

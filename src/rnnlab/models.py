@@ -1,29 +1,37 @@
-"""A text classifier built from the equations: tokens -> x_t -> a_t -> one label per text.
+"""The models: a recurrent `Stack` and the readout y_t = f_y(W_y a_t + b_y), in two forms.
+
+`SequenceModel`, on raw features: x_t (k,) -> a_t (D,) -> y_t (q,), at every step (many-to-many, Elman's
+streams) or at each sequence's last one (many-to-one); `sequence_model(...)` builds one.
+
+`TextClassifier`, on tokens: one label per text.
 
     x_t = E[token_t] (+ mean_g H[g])                   (k,)   embedding row of the t-th token (and, with
                                                               subwords, the mean row of its hashed n-grams g)
-    a_t = RNN(x_1..x_t)                                (q,)   q = p units, or 2p when bidirectional
-    h   = pool(a_1..a_L)                               (q,)   last state, mean or max over the L real steps
-    y   = softmax(W_y h + b_y)                         (C,)   one probability per class
+    a_t = RNN(x_1..x_t)                                (D,)   D = p units, or 2p when bidirectional
+    h   = pool(a_1..a_L)                               (D,)   last state, mean or max over the L real steps
+    y   = softmax(W_y h + b_y)                         (C,)   one probability per class (q = C outputs)
 
 Padding (steps after each text's length L) is never read: the layers stop at L and pooling masks it.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+import optax
+from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
-from rnnlab.cells import Readout
-from rnnlab.layers import RNN, Bidirectional, Stack
+from rnnlab.cells import Activation, Readout, make_cell
+from rnnlab.layers import RNN, Bidirectional, Recurrent, Stack
 from rnnlab.padding import valid_steps
 
 POOLINGS = ("last", "mean", "max")
+OUTPUTS = ("softmax", "sigmoid", "identity")
 
 
 @dataclass(frozen=True)
@@ -55,11 +63,11 @@ def _dropout(x: Array, rate: float, key: PRNGKeyArray | None) -> Array:
     return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
-def pool(a: Float[Array, "B T q"], lengths: Int[Array, " B"], how: str, bidirectional: bool = False
-         ) -> Float[Array, "B q"]:
+def pool(a: Float[Array, "B T D"], lengths: Int[Array, " B"], how: str, bidirectional: bool = False
+         ) -> Float[Array, "B D"]:
     """h from the states a_1..a_L of each sequence. `last`: a_L (for two directions, the forward a_L and
     the backward a_1: each direction's final state); `mean`/`max`: over t <= L only."""
-    B, T, q = a.shape
+    B, T, D = a.shape
     mask = valid_steps(lengths, T)[..., None]  # (B, T, 1)
     if how == "max":
         return jnp.where(mask, a, -jnp.inf).max(axis=1)
@@ -68,9 +76,159 @@ def pool(a: Float[Array, "B T q"], lengths: Int[Array, " B"], how: str, bidirect
     if how == "last":
         last = a[jnp.arange(B), lengths - 1]
         if bidirectional:
-            return jnp.concatenate([last[:, : q // 2], a[:, 0, q // 2 :]], axis=-1)
+            return jnp.concatenate([last[:, : D // 2], a[:, 0, D // 2 :]], axis=-1)
         return last
     raise ValueError(f"unknown pooling {how!r}: use one of {', '.join(POOLINGS)}")
+
+
+def step_loss(output: str, logits: Float[Array, "*T q"], targets: Array) -> Float[Array, "*T"]:
+    """The loss of y_t at every step, (*T,) from logits (*T, q): for "softmax" the cross-entropy (nats) with
+    targets (*T, q) (a distribution over the q symbols) or (*T,) (the symbols' ids); for "sigmoid" the
+    binary cross-entropy summed over the q bits; for "identity" the squared error summed over the q outputs."""
+    if output == "softmax":
+        if jnp.issubdtype(targets.dtype, jnp.integer):
+            return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+        return optax.softmax_cross_entropy(logits, targets)
+    if output == "sigmoid":
+        return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1)
+    if output == "identity":
+        return ((logits - targets) ** 2).sum(-1)
+    raise ValueError(f"unknown output {output!r}: use one of {', '.join(OUTPUTS)}")
+
+
+class SequenceModel(eqx.Module):
+    """x_t (k features) -> `Stack` (p units a layer; a_t has D = p, or 2p bidirectional) -> y_t = W_y a_t + b_y
+    (q outputs, logits), the layers run by `Recurrent` (so on the fused engine where it runs the cell).
+
+    every_step: y_t at every step (many-to-many: a prediction after each element of a stream) or only at
+    each sequence's last step, t = L (many-to-one: one answer per sequence). output: how the logits read
+    as y_t: "softmax" (one of q symbols), "sigmoid" (q independent bits) or "identity" (q numbers); it picks
+    `probabilities` and the loss. Without a readout (None) the model gives the states a_t alone.
+
+    ```python
+    model = sequence_model("elman", k=6, p=20, q=6, output="sigmoid", key=jax.random.key(0))
+    logits, a, state_T = model.run(x)           # x (B, T, k) -> (B, T, q), (B, T, p), [state_T per layer]
+    more, _, _ = model.run(x_next, state_T)     # the same streams, continued where they ended
+    ```
+    """
+
+    rnn: Stack
+    readout: Readout | None
+    every_step: bool = eqx.field(static=True, default=True)
+    output: str = eqx.field(static=True, default="softmax")
+
+    def __init__(self, rnn: Stack, readout: Readout | None = None, every_step: bool = True,
+                 output: str = "softmax"):
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}; got {output!r}")
+        if readout is not None and readout.W_y.shape[1] != rnn.output_size:
+            raise ValueError(f"the readout reads a_t of {readout.W_y.shape[1]} features; the layers give "
+                             f"{rnn.output_size}")
+        self.rnn = rnn
+        self.readout = readout
+        self.every_step = every_step
+        self.output = output
+
+    @property
+    def features(self) -> int:
+        """k: features of each x_t."""
+        return self.rnn.features
+
+    @property
+    def units(self) -> int:
+        """p: units of the last layer (per direction)."""
+        return self.rnn.units
+
+    @property
+    def q(self) -> int:
+        """q: outputs of each y_t (0 without a readout)."""
+        return 0 if self.readout is None else self.readout.W_y.shape[0]
+
+    @property
+    def layer(self) -> Recurrent | Bidirectional:
+        """The first recurrent layer (Elman's experiments have this one alone)."""
+        return self.rnn.layers[0]
+
+    def initial_state(self, batch: int | None = None) -> list[PyTree]:
+        """state_0 of every layer for one sequence, or for `batch` of them: zeros (or a layer's learned a_0)."""
+        def of(layer: Recurrent) -> PyTree:
+            return layer.initial_state(batch=batch)
+
+        return [(of(x.forward), of(x.backward)) if isinstance(x, Bidirectional) else of(x) for x in self.rnn.layers]
+
+    def run(
+        self,
+        x: Float[Array, "*B T k"],
+        state_0: list[PyTree] | None = None,
+        lengths: Int[Array, "..."] | None = None,
+        *,
+        key: PRNGKeyArray | None = None,
+    ) -> tuple[Float[Array, "..."] | None, Float[Array, "*B T D"], list[PyTree]]:
+        """(logits, a, state_T) for x (T, k) or (B, T, k) from state_0 (one entry per layer; default
+        `initial_state`): logits (*B, T, q) at every step, or (*B, q) at t = L; a (*B, T, D) the last layer's
+        states; state_T of every layer, a state_0 that continues the same sequences. Dropout only with `key`."""
+        a, finals = self.rnn(x, lengths, state_0=state_0, key=key)
+        if self.readout is None:
+            return None, a, finals
+        if self.every_step:
+            return self.readout(a), a, finals
+        return self.readout(self._last(a, lengths)), a, finals
+
+    def _last(self, a: Float[Array, "*B T D"], lengths) -> Float[Array, "*B D"]:
+        """a at each sequence's last step, t = L (for two directions, the forward a_L and the backward a_1)."""
+        bidirectional = isinstance(self.rnn.layers[-1], Bidirectional)
+        if a.ndim == 2:
+            return self._last(a[None], None if lengths is None else jnp.reshape(lengths, (1,)))[0]
+        L = jnp.full(a.shape[:1], a.shape[1], jnp.int32) if lengths is None else jnp.asarray(lengths)
+        return pool(a, L, "last", bidirectional)
+
+    def __call__(
+        self, x: Float[Array, "*B T k"], lengths: Int[Array, "..."] | None = None, state_0: list[PyTree] | None = None
+    ) -> Float[Array, "..."]:
+        """The logits (`run`'s first result) from state_0 (default zeros); a_t where there is no readout."""
+        logits, a, _ = self.run(x, state_0, lengths)
+        return a if logits is None else logits
+
+    def probabilities(self, logits: Float[Array, "*T q"]) -> Float[Array, "*T q"]:
+        """y_t as the output reads it: per bit (sigmoid), over the q symbols (softmax), or as they are."""
+        if self.output == "sigmoid":
+            return jax.nn.sigmoid(logits)
+        return jax.nn.softmax(logits, axis=-1) if self.output == "softmax" else logits
+
+    def step_loss(self, logits: Float[Array, "*T q"], targets: Array) -> Float[Array, "*T"]:
+        """The loss at every step for this model's output (`step_loss`)."""
+        return step_loss(self.output, logits, targets)
+
+
+def sequence_model(
+    cell: str,
+    k: int,
+    p: int,
+    q: int,
+    output: str = "softmax",
+    *,
+    layers: int = 1,
+    bidirectional: bool = False,
+    activation: str | Activation = "tanh",
+    every_step: bool = True,
+    engine: str = "auto",
+    key: PRNGKeyArray,
+) -> SequenceModel:
+    """A `SequenceModel`: `layers` layers of `cell` ("elman" | "gru" | "lstm" | "mingru" | "minlstm") reading
+    k features, p units each (per direction), and a readout of q outputs (none when q = 0). activation: an
+    Elman cell's f_a. output, every_step: see `SequenceModel`; engine: see `Recurrent`."""
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {', '.join(OUTPUTS)}; got {output!r}")
+    if q < 0:
+        raise ValueError(f"q (outputs of y_t) must be 0 (no readout) or more; got {q}")
+    k_rnn, k_out = jax.random.split(key)
+    if layers == 1 and not bidirectional:  # a single cell takes k_rnn itself
+        rnn = Stack([Recurrent(make_cell(cell, k, p, activation=activation, key=k_rnn), engine=engine)])
+    else:
+        rnn = RNN(cell, k, p, layers=layers, bidirectional=bidirectional, activation=activation, engine=engine,
+                  key=k_rnn)
+    readout = Readout(rnn.output_size, q, key=k_out) if q else None
+    return SequenceModel(rnn, readout, every_step, output)
 
 
 class TextClassifier(eqx.Module):
@@ -79,7 +237,7 @@ class TextClassifier(eqx.Module):
     ```python
     model = TextClassifier(ModelConfig(vocab_size=V, classes=4), key=jax.random.key(0))
     logits = model(tokens, lengths)             # tokens (B, T) ints, lengths (B,) -> (B, C)
-    a, y = model.trace(tokens[0], lengths[0])   # (T, q) states and (T, C) probabilities, step by step
+    a, y = model.trace(tokens[0], lengths[0])   # (T, D) states and (T, C) probabilities, step by step
     ```
     """
 
@@ -114,7 +272,10 @@ class TextClassifier(eqx.Module):
 
     @property
     def q(self) -> int:
-        """Features of each a_t given to pooling: p, or 2p when the last layer is bidirectional."""
+        """Deprecated: the features of each a_t given to pooling (`model.rnn.output_size`, D = p or 2p); q
+        names the outputs of y_t elsewhere (here C, `config.classes`)."""
+        warnings.warn("TextClassifier.q is deprecated: use model.rnn.output_size (the width D of a_t) or "
+                      "model.config.classes (the outputs of y)", DeprecationWarning, stacklevel=2)
         return self.rnn.output_size
 
     def embed(self, tokens: Int[Array, "*B T"]) -> Float[Array, "*B T k"]:
@@ -131,7 +292,7 @@ class TextClassifier(eqx.Module):
 
     def states(
         self, tokens: Int[Array, "B T"], lengths: Int[Array, " B"], *, key: PRNGKeyArray | None = None
-    ) -> Float[Array, "B T q"]:
+    ) -> Float[Array, "B T D"]:
         """a_t for every step of every sequence (zeros after each one's length). Dropout only with `key`."""
         keys = jax.random.split(key, 2) if key is not None else (None, None)
         x = _dropout(self.embed(tokens), self.config.embed_dropout, keys[0])
@@ -153,10 +314,10 @@ class TextClassifier(eqx.Module):
 
     def trace(
         self, tokens: Int[Array, " T"], length: Int[Array, ""] | int | None = None
-    ) -> tuple[Float[Array, "T q"], Float[Array, "T C"]]:
-        """One text step by step: (a (T, q), y (T, C)).
+    ) -> tuple[Float[Array, "T D"], Float[Array, "T C"]]:
+        """One text step by step: (a (T, D), y (T, C)).
 
-        a_t is the recurrent state at step t (q = p, or 2p bidirectional: [forward a_t; backward a_t]).
+        a_t is the recurrent state at step t (D = p, or 2p bidirectional: [forward a_t; backward a_t]).
         y_t is the class probabilities the head gives for the text's pooled states up to step t,
         softmax(W_y pool(a_1..a_t) + b_y), so y_L (L = length) is the prediction for the whole text.
         Steps after L (padding) hold zeros in a and repeat y_L. With two directions the backward half of

@@ -22,11 +22,16 @@ from jaxtyping import Array, Int, PRNGKeyArray
 
 from rnnlab.cells import Readout
 from rnnlab.data.batches import bucket_edges, plan
-from rnnlab.models import TextClassifier
+from rnnlab.models import TextClassifier, step_loss
 
 
 class NextWord(eqx.Module):
-    """A classifier's embedding and layer with readouts over `words` + 1 token classes per direction."""
+    """The next-word objective on a classifier's own states: readouts over `words` + 1 token classes per
+    direction, y_t at every step scored by `models.step_loss` as a many-to-many `SequenceModel` is.
+
+    It is not a `SequenceModel` because each direction's half of a_t needs its own readout and its own
+    targets (the next token forwards, the previous one backwards), where a `SequenceModel` reads all of a_t.
+    """
 
     model: TextClassifier
     forward: Readout
@@ -54,8 +59,7 @@ class NextWord(eqx.Module):
         if self.backward is not None:
             pairs.append((self.backward, a[..., p:], targets[:, :-1], (t[:, 1:] < lengths[:, None]), slice(1, None)))
         for readout, a_dir, target, valid, steps in pairs:
-            logits = readout(a_dir[:, steps])
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, target)
+            ce = step_loss("softmax", readout(a_dir[:, steps]), target)  # y_t at every step
             total += jnp.sum(jnp.where(valid, ce, 0.0))
             count += jnp.sum(valid)
         return total / jnp.maximum(count, 1.0)
