@@ -25,14 +25,16 @@ CS = (0.3, 1.0, 3.0, 10.0)
 
 
 def features() -> Any:
-    """The unfitted TF-IDF vectoriser: word 1-2-grams beside char_wb 2-5-grams."""
+    """The unfitted TF-IDF vectoriser: word 1-2-grams beside char_wb 2-5-grams (`rnnlab.tfidf.Tfidf`:
+    scikit-learn's `TfidfVectorizer`, the same matrix, its char_wb n-grams counted once per distinct word)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import FeatureUnion
 
+    from rnnlab.tfidf import Tfidf
+
     return FeatureUnion([
         ("word", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, lowercase=True)),
-        ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, lowercase=True,
-                                 min_df=2)),
+        ("char", Tfidf(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, lowercase=True, min_df=2)),
     ])
 
 
