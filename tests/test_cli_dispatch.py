@@ -16,8 +16,9 @@ def test_train_on_an_elman_stream_saves_a_sequence_run(tmp_path):
     out = tmp_path / "xor"
     result = runner.invoke(app, ["train", "elman:xor", "--out", str(out), "--units", "4", "--epochs", "2"])
     assert result.exit_code == 0, result.output
-    config = json.loads((out / "sequence.json").read_text())
-    assert "xor" in json.dumps(config)
+    config = json.loads((out / "config.json").read_text())
+    assert config["kind"] == "sequence" and config["config"]["task"] == "elman:xor" and config["config"]["units"] == 4
+    assert (out / "model.safetensors").is_file()
     run = load_sequence(out)
     assert run.model.units == 4  # --units reached the model: p = 4
 

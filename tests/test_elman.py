@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -155,6 +156,8 @@ def test_sequence_run_saved_and_loaded_gives_the_same_predictions(tmp_path):
 
     train_elman("elman:letters", tmp_path / "run", cell="gru", units=5, epochs=2, seed=3)
     assert experiments.is_sequence_run(tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["kind"] == "sequence"
+    assert (tmp_path / "run" / "model.safetensors").is_file() and not (tmp_path / "run" / "sequence.json").exists()
     loaded = experiments.load_sequence(tmp_path / "run")
     assert loaded.model.layer.cell.kind == "gru" and loaded.model.units == 5 and len(loaded.history) == 2
     again = experiments.train_sequence("elman:letters", cell="gru", units=5, epochs=2, seed=3)
@@ -164,23 +167,80 @@ def test_sequence_run_saved_and_loaded_gives_the_same_predictions(tmp_path):
     assert (tmp_path / "run" / "elman-letters.png").is_file()
 
 
+def save_in_the_earlier_layout(run, folder):
+    """`run` written as runs were before config.json held a kind: sequence.json and sequence.safetensors,
+    the weights named as the earlier model named them (one `layer` beside the `readout`)."""
+    from rnnlab import checkpoint
+
+    info = {"config": {**run.config, "size": len(run.data.segments), "output": run.model.output},
+            "history": run.history, "seconds": run.seconds, "result": {}}
+    checkpoint.write_json(folder / "sequence.json", info)
+    arrays = {name.replace(".rnn.layers[0].", ".layer."): a for name, a in checkpoint.tree_arrays(run.model).items()}
+    assert set(arrays) == {".layer.cell.W_a", ".layer.cell.U_a", ".layer.cell.b_a", ".readout.W_y", ".readout.b_y"}
+    checkpoint.save_arrays(folder / "sequence.safetensors", arrays, {"task": run.data.name})
+    return folder
+
+
+def test_a_run_in_the_earlier_layout_still_loads_and_serves(tmp_path):
+    import jax.numpy as jnp
+
+    from rnnlab import experiments
+    from rnnlab.serve.runs import load_runs
+
+    run = experiments.train_sequence("elman:letters", units=4, epochs=1, size=300, seed=2)
+    folder = save_in_the_earlier_layout(run, tmp_path / "letters")
+    assert experiments.is_sequence_run(folder) and not (folder / "config.json").exists()
+    loaded = experiments.load_sequence(folder)
+    x = jnp.asarray(run.data.inputs[0, :40])
+    np.testing.assert_array_equal(loaded.model(x), run.model(x))
+    assert loaded.history == run.history and loaded.config["task"] == "elman:letters"
+    served = load_runs([folder], warm=False)["letters"]
+    assert served.kind == "sequence" and served.info()["p"] == 4
+    # saved again, the folder takes the one layout: config.json and model.safetensors, the old files gone
+    experiments.save_sequence(loaded, folder)
+    assert sorted(f.name for f in folder.iterdir()) == ["config.json", "model.safetensors"]
+    np.testing.assert_array_equal(experiments.load_sequence(folder).model(x), run.model(x))
+
+
+def test_a_sequence_run_is_not_written_over_a_classifier_run(tmp_path):
+    from rnnlab import checkpoint, experiments
+
+    folder = tmp_path / "emotion"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"kind": "classifier", "config": {}}))
+    run = experiments.train_sequence("elman:xor", units=2, epochs=1, size=400, seed=0)
+    with pytest.raises(checkpoint.RunError, match="holds another run"):
+        experiments.save_sequence(run, folder)
+    assert json.loads((folder / "config.json").read_text())["kind"] == "classifier"
+    assert not experiments.is_sequence_run(folder)
+
+
+NEW, EARLIER = ("config.json", "model.safetensors"), ("sequence.json", "sequence.safetensors")
+
+
+@pytest.mark.parametrize("layout", [NEW, EARLIER], ids=["config.json", "sequence.json"])
 @pytest.mark.parametrize(
     ("damage", "words"),
     [
-        (lambda d: (d / "sequence.json").write_text('{"config": {}}'), ["sequence.json", "lackstheentry"]),
-        (lambda d: (d / "sequence.json").write_text("{oops"), ["sequence.json"]),
-        (lambda d: (d / "sequence.safetensors").write_bytes(b"\0" * 4), ["sequence.safetensors"]),
+        (lambda d, c, m: (d / c).write_text('{"kind": "sequence", "config": {}}'), ["{c}", "lackstheentry"]),
+        (lambda d, c, m: (d / c).write_text("{oops"), ["{c}"]),
+        (lambda d, c, m: (d / m).write_bytes(b"\0" * 4), ["{m}"]),
     ],
+    ids=["an entry missing", "not JSON", "weights cut"],
 )
-def test_a_damaged_elman_run_is_one_line_in_explain_and_inspect(tmp_path, damage, words):
+def test_a_damaged_elman_run_is_one_line_in_explain_and_inspect(tmp_path, layout, damage, words):
     from typer.testing import CliRunner
 
     from rnnlab import experiments
     from rnnlab.cli import app
 
     run = experiments.train_sequence("elman:xor", units=2, epochs=1, size=400, seed=0)
-    folder = experiments.save_sequence(run, tmp_path / "xor")
-    damage(folder)
+    if layout == NEW:
+        folder = experiments.save_sequence(run, tmp_path / "xor")
+    else:
+        folder = save_in_the_earlier_layout(run, tmp_path / "xor")
+    damage(folder, *layout)
+    words = [w.format(c=layout[0], m=layout[1]) for w in words]
     for command in (["explain", str(folder)], ["inspect", str(folder), "011"]):
         result = CliRunner().invoke(app, command)
         assert result.exit_code != 0 and "Traceback" not in result.output, result.output

@@ -21,6 +21,7 @@ and model.safetensors (the weights), as a classifier's does; folders of the earl
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import warnings
@@ -38,6 +39,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from rnnlab import models
 from rnnlab.cells import Activation
 from rnnlab.data import elman
+from rnnlab.layers import Bidirectional
 from rnnlab.models import sequence_model
 
 __all__ = [
@@ -490,30 +492,55 @@ def predict_ids(model: models.SequenceModel, x: Float[Array, "T k"]) -> Int[Arra
 
 # ------------------------------------------------------------------------------------------ run folders
 
-SEQUENCE_CONFIG = "sequence.json"
-SEQUENCE_MODEL = "sequence.safetensors"
+KIND = "sequence"  # config.json's "kind" for an Elman run (a classifier's is "classifier")
+SEQUENCE_CONFIG = "sequence.json"  # the earlier layout's settings, still read
+SEQUENCE_MODEL = "sequence.safetensors"  # and its weights
+
+
+def _kind(path: Path) -> str | None:
+    """The "kind" a config.json names, or None where it names none or cannot be read."""
+    try:
+        info = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info.get("kind") if isinstance(info, dict) else None
 
 
 def is_sequence_run(run_dir: str | Path) -> bool:
-    """Whether `run_dir` holds a many-to-many run written by `save_sequence`."""
-    return (Path(run_dir) / SEQUENCE_CONFIG).is_file()
+    """Whether `run_dir` holds a many-to-many run written by `save_sequence`: its config.json says
+    "kind": "sequence", or it holds the earlier layout's sequence.json."""
+    from rnnlab.checkpoint import CONFIG
+
+    run_dir = Path(run_dir)
+    return _kind(run_dir / CONFIG) == KIND or (run_dir / SEQUENCE_CONFIG).is_file()
 
 
 def save_sequence(run: SequenceRun, run_dir: str | Path, result: dict | None = None) -> Path:
-    """Write `run` into `run_dir`: sequence.json (settings, loss history, the report's numbers) and
-    sequence.safetensors (the weights). The stream itself is regenerated from its name, seed and size."""
+    """Write `run` into `run_dir` as a run folder: model.safetensors (the weights), then config.json
+    ("kind": "sequence", the settings, loss history and the report's numbers). The stream itself is
+    regenerated from its name, seed and size. A folder holding another kind of run is refused (RunError);
+    the earlier layout's files, where the folder held them, are replaced."""
     from rnnlab import checkpoint
 
     run_dir = Path(run_dir)
+    if (run_dir / checkpoint.CONFIG).is_file() and _kind(run_dir / checkpoint.CONFIG) != KIND:
+        raise checkpoint.RunError(f"{run_dir / checkpoint.CONFIG}: {run_dir} holds another run (not an Elman "
+                                  "sequence run); write this one into another folder")
     numbers = {k: v for k, v in (result or {}).items() if k not in ("text", "files", "tree")}
+    model = run.model
     info = {
-        "config": {**run.config, "size": len(run.data.segments), "output": run.model.output},
+        "kind": KIND,
+        "config": {**run.config, "size": len(run.data.segments), "output": model.output,
+                   "layers": len(model.rnn.layers), "bidirectional": isinstance(model.layer, Bidirectional)},
         "history": run.history,
         "seconds": run.seconds,
         "result": numbers,
     }
-    checkpoint.write_json(run_dir / SEQUENCE_CONFIG, info)
-    checkpoint.save_arrays(run_dir / SEQUENCE_MODEL, checkpoint.tree_arrays(run.model), {"task": run.data.name})
+    checkpoint.save_arrays(run_dir / checkpoint.MODEL, checkpoint.tree_arrays(model),
+                           {"kind": KIND, "task": run.data.name})
+    checkpoint.write_json(run_dir / checkpoint.CONFIG, info)
+    for old in (SEQUENCE_CONFIG, SEQUENCE_MODEL):
+        (run_dir / old).unlink(missing_ok=True)
     return run_dir
 
 
@@ -523,22 +550,32 @@ def _renamed(name: str) -> str:
 
 
 def load_sequence(run_dir: str | Path) -> SequenceRun:
-    """The run `save_sequence` wrote into `run_dir`, with its stream regenerated."""
+    """The run `save_sequence` wrote into `run_dir` (config.json and model.safetensors, or the earlier
+    sequence.json and sequence.safetensors), with its stream regenerated. A file that is missing, damaged
+    or of another kind of run is one line (RunError, FileNotFoundError) naming it."""
     from rnnlab import checkpoint
 
     run_dir = Path(run_dir)
-    info = checkpoint.read_json(run_dir / SEQUENCE_CONFIG)
+    earlier = not (run_dir / checkpoint.CONFIG).is_file() and (run_dir / SEQUENCE_CONFIG).is_file()
+    config_path = run_dir / (SEQUENCE_CONFIG if earlier else checkpoint.CONFIG)
+    model_path = run_dir / (SEQUENCE_MODEL if earlier else checkpoint.MODEL)
+    info = checkpoint.read_json(config_path)
+    if not earlier and (not isinstance(info, dict) or info.get("kind") != KIND):
+        kind = info.get("kind") if isinstance(info, dict) else None
+        raise checkpoint.RunError(f"{config_path}: not an Elman sequence run (its kind is {kind!r}, not {KIND!r})")
     try:
         c = info["config"]
         data = elman.load(c["task"], seed=c["seed"], size=c["size"])
         template = sequence_model(
-            c["cell"], data.k, c["units"], data.q, c["output"], activation=c["activation"], key=jax.random.key(0)
+            c["cell"], data.k, c["units"], data.q, c["output"], activation=c["activation"],
+            layers=c.get("layers", 1), bidirectional=c.get("bidirectional", False), key=jax.random.key(0)
         )
         history, seconds = list(info["history"]), float(info["seconds"])
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         what = f"lacks the entry {e}" if isinstance(e, KeyError) else f"holds a value it cannot use ({e})"
-        raise checkpoint.RunError(f"{run_dir / SEQUENCE_CONFIG}: {what}") from None
-    arrays, _ = checkpoint.load_arrays(run_dir / SEQUENCE_MODEL)
-    arrays = {_renamed(name): a for name, a in arrays.items()}
-    model = checkpoint.fill_tree(template, arrays, source=str(run_dir / SEQUENCE_MODEL))
+        raise checkpoint.RunError(f"{config_path}: {what}") from None
+    arrays, _ = checkpoint.load_arrays(model_path)
+    if earlier:
+        arrays = {_renamed(name): a for name, a in arrays.items()}
+    model = checkpoint.fill_tree(template, arrays, source=str(model_path))
     return SequenceRun(model, data, history, seconds, dict(c))

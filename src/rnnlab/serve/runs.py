@@ -3,9 +3,10 @@
     load_runs(["runs/emotion", "demo-out/elman-sentences-run"])   # {name: Classifier | Sequence}
 
 A `Classifier` is a run from `rnnlab train` (`checkpoint.load_run`): labels for texts, and the states
-a_t of every layer and direction. A `Sequence` is an Elman (1990) run from `rnnlab demo`
-(`experiments.load_sequence`): y_t at every step, the next symbol, and for the sentences the tree of the
-words' mean hidden states. A folder that is neither stops the start with a `ServeError`.
+a_t of every layer and direction. A `Sequence` is an Elman (1990) run from `rnnlab demo` or `rnnlab train
+elman:NAME` (config.json's kind "sequence", or the earlier sequence.json; `experiments.load_sequence`):
+y_t at every step, the next symbol, and for the sentences the tree of the words' mean hidden states. A
+folder that is neither stops the start with a `ServeError`.
 """
 
 from __future__ import annotations
@@ -135,11 +136,12 @@ class Sequence:
     def info(self) -> dict:
         from rnnlab.explain import explain
 
-        layer = self.run.model.layer
+        model, explained = self.run.model, explain(self.run.model)
         return {
             "name": self.name, "kind": self.kind, "task": self.run.data.name, "outputs": list(self.run.data.vocab),
-            "cell": layer.cell.kind, "k": layer.features, "p": layer.units, "layers": 1, "bidirectional": False,
-            "parameters": explain(self.run.model).total, "example": EXAMPLES.get(self.task, ""),
+            "cell": explained.cells[0].kind, "k": model.features, "p": model.units,
+            "layers": len(model.rnn.layers), "bidirectional": isinstance(model.rnn.layers[-1], Bidirectional),
+            "parameters": explained.total, "example": EXAMPLES.get(self.task, ""),
             "tree": self.tree,
         }
 
@@ -217,8 +219,8 @@ def _load(name: str, path: Path) -> Classifier | Sequence:
         if experiments.is_sequence_run(path):
             return Sequence(name, experiments.load_sequence(path))
         if not (path / CONFIG).is_file():
-            raise ServeError(f"{path}: not a run folder: it has no {CONFIG} (from `rnnlab train`) and no "
-                             f"{experiments.SEQUENCE_CONFIG} (from `rnnlab demo`)")
+            raise ServeError(f"{path}: not a run folder: it has no {CONFIG} (from `rnnlab train` or "
+                             "`rnnlab demo`)")
         return Classifier(name, load_run(path))
     except ServeError:
         raise
