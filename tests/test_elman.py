@@ -152,7 +152,7 @@ def test_sequence_run_saved_and_loaded_gives_the_same_predictions(tmp_path):
     import jax.numpy as jnp
 
     from rnnlab import experiments
-    from rnnlab.cli.explain import train_elman
+    from rnnlab.cli.elman import train_elman
 
     train_elman("elman:letters", tmp_path / "run", cell="gru", units=5, epochs=2, seed=3)
     assert experiments.is_sequence_run(tmp_path / "run")

@@ -179,7 +179,7 @@ def train(
     from rnnlab.train import Config, RunFinishedError, fit
 
     if data.startswith("elman:"):
-        from rnnlab.cli.explain import train_elman
+        from rnnlab.cli.elman import train_elman
 
         train_elman(data, out, cell=cell or "elman", units=units, epochs=epochs, lr=lr, seed=seed)
         return
