@@ -18,6 +18,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TASKS = ("tweeteval/emotion", "tweeteval/hate", "tweeteval/irony",
          "umsab/english", "umsab/french", "umsab/italian", "umsab/spanish")
 FLOOR_CHAR = dict(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, lowercase=True, min_df=2)
+FLOOR_WORD = dict(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, lowercase=True)
 
 
 def assert_same_matrix(A, B):
@@ -31,7 +32,7 @@ def assert_same_matrix(A, B):
 def assert_same(kwargs: dict, train: list[str], others: list[list[str]]):
     stock, ours = TfidfVectorizer(**kwargs), Tfidf(**kwargs)
     assert_same_matrix(stock.fit_transform(train), ours.fit_transform(train))
-    assert stock.vocabulary_ == ours.vocabulary_
+    assert list(stock.vocabulary_.items()) == list(ours.vocabulary_.items())  # in the same order too
     if stock.use_idf:
         np.testing.assert_array_equal(stock.idf_, ours.idf_)
     for texts in others:
@@ -39,15 +40,17 @@ def assert_same(kwargs: dict, train: list[str], others: list[list[str]]):
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_the_floors_char_ngrams_on_every_shared_task(task):
+def test_the_floors_features_on_every_shared_task(task):
     if not DATA.is_dir():
         pytest.skip(f"no data at {DATA}")
     d = load(DATA / task)
-    assert_same(FLOOR_CHAR, d["train"].texts, [d["val"].texts, d["test"].texts])
+    for kwargs in (FLOOR_CHAR, FLOOR_WORD):
+        assert_same(kwargs, d["train"].texts, [d["val"].texts, d["test"].texts])
 
 
 TEXTS = ["I  am   SO happy!!! 😂😂", "a b c", "Été à Paris\u3000ce soir\x1cx", "", "   \t\n ", "l'amour qu’il",
-         "x", "no  new\u00a0words here", "🇫🇷 👨‍👩‍👧 #tag @user", "ab ab ab", "Über über UBER"]
+         "x", "no  new\u00a0words here", "🇫🇷 👨‍👩‍👧 #tag @user", "ab ab ab", "Über über UBER", "happy happy day",
+         "a happy day", "so happy"]
 UNSEEN = ["totally unseen zzz", "", "happy über", "😂", "q"]
 
 
@@ -60,6 +63,9 @@ UNSEEN = ["totally unseen zzz", "", "happy über", "😂", "q"]
     dict(analyzer="char_wb", ngram_range=(2, 5), binary=True, smooth_idf=False),
     dict(analyzer="char_wb", ngram_range=(2, 3), vocabulary=[" a", "ab", "pp", "zz", " x "]),
     dict(analyzer="word", ngram_range=(1, 2)),  # any other analyzer: scikit-learn's own counting
+    dict(analyzer="word", ngram_range=(1, 3), min_df=2),
+    dict(analyzer="word", ngram_range=(1, 2), max_df=2),
+    dict(analyzer="char", ngram_range=(1, 3), max_features=20),  # limited: scikit-learn's own pruning
 ])
 def test_matches_scikit_learn_on_hand_written_texts(kwargs):
     assert_same(kwargs, TEXTS, [UNSEEN, TEXTS[::-1]])

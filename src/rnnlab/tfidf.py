@@ -1,4 +1,5 @@
-"""scikit-learn's `TfidfVectorizer` with its char_wb n-grams counted once per distinct word: the same matrix.
+"""scikit-learn's `TfidfVectorizer` with less of it in Python (char_wb n-grams counted once per distinct word):
+the same matrix.
 
     Tfidf(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2).fit_transform(texts)  # (N, F)
 
@@ -7,8 +8,8 @@ those of its words, each word's taken alone (they never cross whitespace), so th
 W (N, U) counts each of the U distinct words in each text, G (U, F) each n-gram in each distinct word. Here
 each distinct word is cut once (by scikit-learn's own `_char_wb_ngrams`), the n-grams are numbered in one
 C-level pass in the order a pass over the texts first meets them (as scikit-learn numbers them), and the
-product is left to scipy. Everything after the counting (pruning by document frequency, sorting the
-terms, the TF-IDF weights) is scikit-learn's own code; any other analyzer is scikit-learn's throughout.
+product is left to scipy. Pruning by document frequency and sorting the terms are scikit-learn's steps
+with their loops over the terms in C (for every analyzer); the TF-IDF weights are scikit-learn's own code.
 """
 
 from __future__ import annotations
@@ -58,6 +59,38 @@ class Tfidf(TfidfVectorizer):
         W = _counts(word_ids, np.cumsum(lengths), (N, U))
         G = _counts(gram_ids, np.concatenate([[0], np.cumsum(per_word)]), (U, F))
         return vocabulary, _as_counts(W @ G, self.dtype)
+
+    def _limit_features(self, X, vocabulary, high=None, low=None, limit=None):
+        """`CountVectorizer._limit_features` (terms kept by document frequency, the vocabulary renumbered in
+        place, in its order) without its Python loop over the terms."""
+        if limit is not None or (high is None and low is None):
+            return super()._limit_features(X, vocabulary, high, low, limit)
+        dfs = np.bincount(X.indices, minlength=X.shape[1])  # X is CSR without duplicates
+        mask = np.ones(len(dfs), dtype=bool)
+        if high is not None:
+            mask &= dfs <= high
+        if low is not None:
+            mask &= dfs >= low
+        kept = np.flatnonzero(mask)
+        if len(kept) == 0:
+            raise ValueError("After pruning, no terms remain. Try a lower min_df or a higher max_df.")
+        terms = list(vocabulary)
+        ids = np.fromiter(vocabulary.values(), np.int64, len(terms))
+        keep = mask[ids]
+        vocabulary.clear()
+        vocabulary.update(zip(itertools.compress(terms, keep), (np.cumsum(mask) - 1)[ids[keep]].tolist(),
+                              strict=True))
+        return X[:, kept]
+
+    def _sort_features(self, X, vocabulary):
+        """`CountVectorizer._sort_features` (terms numbered in sorted order, the vocabulary renumbered in place,
+        X's indices mapped and left in their stored order) without its Python loop over the terms."""
+        terms = sorted(vocabulary)
+        map_index = np.empty(len(terms), dtype=X.indices.dtype)
+        map_index[np.fromiter(map(vocabulary.__getitem__, terms), np.int64, len(terms))] = np.arange(len(terms))
+        vocabulary.update(zip(terms, range(len(terms)), strict=True))
+        X.indices = map_index.take(X.indices, mode="clip")
+        return X
 
 
 def _counts(ids, indptr, shape):
