@@ -9,6 +9,10 @@ embedding of `happy`; each emoji is one token (skin tones kept with it); common 
 `<3`, ...) are one token; a character repeated 3+ times is cut to 2 (`sooo` -> `soo`); English
 contractions split as GloVe's corpus splits them (`don't` -> `do n't`, `it's` -> `it 's`); everything
 is lower-cased; other punctuation is one token per character.
+
+No token spans whitespace, so each whitespace-free chunk of a tweet is tokenized alone and its tokens are
+remembered (an LRU cache of `_CACHED` chunks; `clear_cache()` empties it): a chunk seen before costs a
+lookup.
 """
 
 from __future__ import annotations
