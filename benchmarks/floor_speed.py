@@ -84,6 +84,7 @@ def profile(task: str) -> dict:
     d = _dataset(task)
     out: dict = {"task": task, "train": len(d["train"])}
     with threadpool_limits(1):
+        baseline.features().fit_transform(d["val"].texts)  # untimed: the imports and first calls
         start = time.perf_counter()
         vectorizer = baseline.features()
         X = vectorizer.fit_transform(d["train"].texts)
