@@ -25,15 +25,14 @@ CS = (0.3, 1.0, 3.0, 10.0)
 
 
 def features() -> Any:
-    """The unfitted TF-IDF vectoriser: word 1-2-grams beside char_wb 2-5-grams (`rnnlab.tfidf.Tfidf`:
-    scikit-learn's `TfidfVectorizer`, the same matrix, with less of it in Python)."""
+    """The unfitted TF-IDF vectoriser: word 1-2-grams beside char_wb 2-5-grams."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import FeatureUnion
 
-    from rnnlab.tfidf import Tfidf
-
     return FeatureUnion([
-        ("word", Tfidf(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, lowercase=True)),
-        ("char", Tfidf(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, lowercase=True, min_df=2)),
+        ("word", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, lowercase=True)),
+        ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, lowercase=True,
+                                 min_df=2)),
     ])
 
 
