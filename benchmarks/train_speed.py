@@ -108,21 +108,20 @@ def run_rnnlab(args) -> dict:
             "val": round(result.best_score, 4)}
 
 
-def _plan(d, vocab, config):
-    from rnnlab.data import tokenize
+def _plan(prep, config):
     from rnnlab.data.batches import bucket_edges, make, plan
 
-    ids, lengths = vocab.encode_batch([tokenize(t) for t in d["train"].texts], config.maxlen)
+    ids, lengths = prep.train
     batches = plan(lengths, config.batch_size, bucket_edges(config.maxlen), np.random.default_rng([0, 0]))
-    return [make(ids, lengths, d["train"].labels, T, rows, config.batch_size) for T, rows in batches]
+    return [make(ids, lengths, prep.dataset["train"].labels, T, rows, config.batch_size) for T, rows in batches]
 
 
-def _setup():
-    from rnnlab.data import Vocabulary, embedding_matrix, load_vectors, tokenize
-    from rnnlab.train import Config
+def _prepared(copies: int):
+    """(the defaults, the data, what `fit` prepares from them: vocabulary, E, encoded texts)."""
+    from rnnlab.train import Config, prepare
 
-    config = Config()
-    return config, Vocabulary, embedding_matrix, load_vectors, tokenize
+    config, d = Config(), dataset(copies)
+    return config, d, prepare(config, d)
 
 
 def run_rnnlab_layers(args) -> dict:
@@ -132,11 +131,8 @@ def run_rnnlab_layers(args) -> dict:
 
     from rnnlab.layers import RNN
 
-    config, Vocabulary, embedding_matrix, load_vectors, tokenize = _setup()
-    d = dataset(args.copies)
-    vocab = Vocabulary.build([tokenize(t) for t in d["train"].texts], config.min_freq, config.max_vocab)
-    E, _ = embedding_matrix(vocab, load_vectors(config.embeddings), seed=0)
-    batches = _plan(d, vocab, config)
+    config, _, prep = _prepared(args.copies)
+    E, batches = prep.E, _plan(prep, config)
     rnn = RNN(config.cell, features=E.shape[1], units=config.units, bidirectional=True, key=jax.random.key(0))
     params, static = eqx.partition(rnn, eqx.is_inexact_array)
 
@@ -174,12 +170,10 @@ def run_torch(args, layers_only: bool = False) -> dict:
 
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 1)
-    config, Vocabulary, embedding_matrix, load_vectors, tokenize = _setup()
-    d = dataset(args.copies)
-    vocab = Vocabulary.build([tokenize(t) for t in d["train"].texts], config.min_freq, config.max_vocab)
-    E, _ = embedding_matrix(vocab, load_vectors(config.embeddings), seed=0)
+    config, d, prep = _prepared(args.copies)
+    E = prep.E
     batches = [(torch.from_numpy(b.tokens).long(), torch.from_numpy(b.lengths).long(),
-                torch.from_numpy(b.labels).long()) for b in _plan(d, vocab, config)]
+                torch.from_numpy(b.labels).long()) for b in _plan(prep, config)]
     C = len(d.labels)
     from peers import torch_bigru  # beside this script
 
@@ -198,8 +192,7 @@ def run_torch(args, layers_only: bool = False) -> dict:
                 "runs": [round(t, 3) for t in times]}
     optim = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(class_weight(d["train"].labels, C, "balanced")))
-    val_ids, val_lengths = vocab.encode_batch([tokenize(t) for t in d["val"].texts], config.maxlen)
-    val_ids, val_lengths = torch.from_numpy(val_ids).long(), torch.from_numpy(val_lengths).long()
+    val_ids, val_lengths = (torch.from_numpy(a).long() for a in prep.val)
     epochs, score = [], 0.0
     for _ in range(args.epochs):
         start = time.perf_counter()

@@ -663,6 +663,7 @@ class TrainingState:
     history: list[dict] = field(default_factory=list)
     elapsed: float = 0.0           # training seconds before this session
     losses: list = field(default_factory=list)  # the losses of the epoch in progress, so far
+    best_report: dict | None = None  # val's report of the best weights, when this session evaluated them (not saved)
 
     @classmethod
     def start(cls, params: tuple) -> TrainingState:
@@ -742,7 +743,8 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
     members = eqx.combine(state.best, static)
     result = FitResult(state.best_score, state.best_epoch, metric, members, prep.vocab, labels, state.history,
                        out_dir=out, seconds=state.elapsed)
-    result.val = evaluate(members, prep.vocab, dataset["val"], labels, dataset.task, config.maxlen, prep.val)
+    result.val = state.best_report or evaluate(members, prep.vocab, dataset["val"], labels, dataset.task,
+                                               config.maxlen, prep.val)
     if evaluate_test and "test" in dataset:
         result.test = evaluate(members, prep.vocab, dataset["test"], labels, dataset.task, config.maxlen)
     if config.baseline and out is not None:  # runs on disk (a tuning trial in memory skips it)
@@ -832,13 +834,14 @@ def _loop(config: Config, prep: Prepared, state: TrainingState, static: tuple, k
             check_finite()
             kept = averaged(state.step, config.ema > 0)
             members = eqx.combine(kept, static)
-            score = evaluate(members, prep.vocab, dataset["val"], labels, dataset.task, config.maxlen,
-                             prep.val)["score"]
+            report = evaluate(members, prep.vocab, dataset["val"], labels, dataset.task, config.maxlen, prep.val)
+            score = report["score"]
             losses = [float(v) for v in jax.device_get(state.losses)]
             state.epoch, state.step_in_epoch, state.losses = state.epoch + 1, 0, []
             train_loss = float(np.mean(losses)) if losses else float("nan")
             if score > state.best_score:
                 state.best_score, state.best_epoch, state.bad_epochs, state.best = score, state.epoch, 0, kept
+                state.best_report = report
                 if out is not None:
                     checkpoint.save_model(out / checkpoint.MODEL, members, state.epoch)
             else:
