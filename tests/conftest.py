@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+# the floor's cache of fitted reports: one per test process, never the user's
+os.environ.setdefault("RNNLAB_FLOOR_CACHE", tempfile.mkdtemp(prefix="rnnlab-floor-"))
 
 REPO = Path(__file__).resolve().parents[1]
 TWEETEVAL = REPO.parent / "shared" / "data" / "tweeteval"

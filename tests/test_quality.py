@@ -110,6 +110,39 @@ def test_floor_chooses_C_on_val_and_scores_it():
     assert floor.val["score"] > 0.9  # one cue word per class: the n-grams find it
 
 
+def test_the_floor_of_the_same_splits_is_fitted_once(tmp_path, monkeypatch):
+    from rnnlab import baseline
+
+    monkeypatch.setenv(baseline.CACHE_ENV, str(tmp_path / "floors"))
+    d = tiny()
+    first = baseline.floor_report(d["train"], d["val"], d["test"], d.labels, d.task)
+    assert "cached" not in first and len(list((tmp_path / "floors").iterdir())) == 1
+
+    def refit(*args, **kwargs):
+        raise AssertionError("fitted again")
+
+    monkeypatch.setattr(baseline, "fit_floor", refit)
+    again = baseline.floor_report(d["train"], d["val"], d["test"], d.labels, d.task)
+    assert again == {**first, "cached": True}
+    # one label changed, or no test split: another floor, fitted
+    labels = d["train"].labels.copy()
+    labels[0] = (labels[0] + 1) % len(d.labels)
+    other = Split(d["train"].texts, labels)
+    for args in ((other, d["val"], d["test"]), (d["train"], d["val"], None)):
+        with pytest.raises(AssertionError, match="fitted again"):
+            baseline.floor_report(*args, d.labels, d.task)
+    # a damaged entry is fitted again; the cache turned off reads and writes nothing
+    monkeypatch.undo()
+    monkeypatch.setenv(baseline.CACHE_ENV, str(tmp_path / "floors"))
+    (entry,) = (tmp_path / "floors").iterdir()
+    entry.write_text("{oops")
+    refitted = baseline.floor_report(d["train"], d["val"], d["test"], d.labels, d.task)
+    assert "cached" not in refitted and {**refitted, "seconds": 0} == {**first, "seconds": 0}
+    monkeypatch.setenv(baseline.CACHE_ENV, "0")
+    assert "cached" not in baseline.floor_report(d["train"], d["val"], d["test"], d.labels, d.task)
+    assert len(list((tmp_path / "floors").iterdir())) == 1
+
+
 def test_a_run_reports_the_floor_beside_the_model(run):
     out, result = run
     d = tiny()

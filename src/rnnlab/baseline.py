@@ -7,10 +7,18 @@
 Features: word 1-2-grams and character 2-5-grams within word boundaries (`char_wb`), each TF-IDF with
 sublinear term frequency, fitted on the training texts alone. The classifier: logistic regression with
 balanced class weights; its inverse regularisation C is the one of `CS` with the best validation score.
+
+`floor_report` (what `rnnlab train` writes as "baseline") is fitted once per data: its result is kept in
+the user's cache folder (`platformdirs.user_cache_dir("rnnlab")/floor`), named by a digest of the texts,
+labels, task, C grid and scikit-learn's version, so that training again on the same splits reads it back.
+`RNNLAB_FLOOR_CACHE=0` turns that off; a path moves it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +30,8 @@ from rnnlab import metrics
 from rnnlab.data.dataset import Split
 
 CS = (0.3, 1.0, 3.0, 10.0)
+METHOD = "tfidf word 1-2 + char_wb 2-5, logistic regression (balanced)"
+CACHE_ENV = "RNNLAB_FLOOR_CACHE"
 
 
 def features() -> Any:
@@ -59,7 +69,7 @@ class Floor:
 
     def summary(self) -> dict:
         """JSON-ready: the method, the chosen C, validation score by C, the validation score, seconds."""
-        return {"method": "tfidf word 1-2 + char_wb 2-5, logistic regression (balanced)", "C": self.C,
+        return {"method": METHOD, "C": self.C,
                 "val_by_C": {str(c): s for c, s in self.val_by_C.items()}, "metric": self.val["metric"],
                 "val": self.val["score"], "seconds": round(self.seconds, 2)}
 
@@ -97,6 +107,50 @@ def _fit(train: Split, val: Split, labels: tuple[str, ...], task: str, Cs: Seque
 
 def floor_report(train: Split, val: Split, test: Split | None, labels: Sequence[str], task: str) -> dict:
     """`Floor.summary()` of the floor fitted on train (C on val), with its test score when `test` is given:
-    what `rnnlab train` writes to metrics.json as "baseline"."""
+    what `rnnlab train` writes to metrics.json as "baseline". Read back from the cache when these splits
+    were fitted before (then "cached": true; "seconds" is the fit's own)."""
+    path = _cached(train, val, test, labels, task)
+    if path is not None and path.is_file():
+        try:
+            report = json.loads(path.read_text())
+            if isinstance(report, dict) and report.get("method") == METHOD:
+                return {**report, "cached": True}
+        except (OSError, ValueError):
+            pass  # a damaged entry is fitted again and replaced
     floor = fit_floor(train, val, labels, task)
-    return {**floor.summary(), "test": None if test is None else floor.evaluate(test)["score"]}
+    report = {**floor.summary(), "test": None if test is None else floor.evaluate(test)["score"]}
+    if path is not None:
+        from rnnlab.checkpoint import RunError, write_json
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(path, report)
+        except (OSError, RunError):
+            pass  # an unwritable cache costs the next run a fit, never this one
+    return report
+
+
+def _cached(train: Split, val: Split, test: Split | None, labels: Sequence[str], task: str):
+    """The cache file of this floor (a digest of everything its report depends on), or None when off."""
+    from pathlib import Path
+
+    setting = os.environ.get(CACHE_ENV, "").strip()
+    if setting.lower() in ("0", "off", "false", "no"):
+        return None
+    if setting.lower() in ("", "1", "on", "true", "yes"):
+        import platformdirs
+
+        folder = Path(platformdirs.user_cache_dir("rnnlab")) / "floor"
+    else:
+        folder = Path(setting).expanduser()
+    import sklearn
+
+    h = hashlib.sha256(json.dumps([METHOD, sklearn.__version__, list(CS), list(labels), task]).encode())
+    for split in (train, val, test):
+        if split is None:
+            h.update(b"\0none")
+            continue
+        for text, label in zip(split.texts, np.asarray(split.labels).tolist(), strict=True):
+            h.update(f"{label}\t{text}\n".encode("utf-8", "surrogatepass"))
+        h.update(b"\0split")
+    return folder / f"{h.hexdigest()[:32]}.json"
