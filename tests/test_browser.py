@@ -59,7 +59,7 @@ def page(browser):
 
 
 def _total(cell: str, k: int, p: int) -> str:
-    from rnnlab.explain import build, explain
+    from rnnlab.teach.explain import build, explain
 
     return f"{explain(build(cell, features=k, units=p, outputs=2)).total:,}"
 

@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from rnnlab.cli import app
-from rnnlab.experiments import load_sequence
+from rnnlab.teach.elman.experiments import load_sequence
 
 runner = CliRunner()
 

@@ -6,9 +6,7 @@ import functools
 import http.server
 import json
 import re
-import sys
 import threading
-import types
 from pathlib import Path
 
 import numpy as np
@@ -269,10 +267,10 @@ def test_jsonl_folder_of_splits(tmp_path):
 
 
 def test_elman_names_go_to_the_elman_module(monkeypatch):
+    from rnnlab.teach.elman import data as elman_data
+
     calls = []
-    fake = types.ModuleType("rnnlab.data.elman")
-    fake.load = lambda name: calls.append(name) or "corpus"
-    monkeypatch.setitem(sys.modules, "rnnlab.data.elman", fake)
+    monkeypatch.setattr(elman_data, "load", lambda name: calls.append(name) or "corpus")
     assert data.load("elman:sentences") == "corpus" and calls == ["sentences"]
 
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from rnnlab.data import elman
+from rnnlab.teach.elman import data as elman
 
 # The paper's Table 1, written out again here: Consonant Vowel Interrupted High Back Voiced.
 PAPER_CODES = {"b": "101001", "d": "101101", "g": "101011", "a": "010011", "i": "010101", "u": "010111"}
@@ -120,28 +120,28 @@ def test_best_prediction_beats_word_frequencies():
 
 
 def test_xor_error_dips_on_every_third_bit():
-    from rnnlab import experiments
+    from rnnlab.teach.elman import experiments, views
 
     run = experiments.train_sequence("elman:xor", seed=0)
-    result = experiments.report(run)
+    result = views.report(run)
     err = result["error_by_position"]
     assert err["XOR bit"] < 0.1
     assert err["first bit"] > 0.2 and err["second bit"] > 0.2  # coin flips: about 0.25 at best
 
 
 def test_letters_error_high_on_consonants_low_on_vowels():
-    from rnnlab import experiments
+    from rnnlab.teach.elman import experiments, views
 
     run = experiments.train_sequence("elman:letters", seed=0)
-    result = experiments.report(run)
+    result = views.report(run)
     assert result["vowels"] < 0.05 < 0.3 < result["consonants"]
 
 
 def test_sentence_tree_splits_nouns_from_verbs(tmp_path):
-    from rnnlab import experiments
+    from rnnlab.teach.elman import experiments, views
 
     run = experiments.train_sequence("elman:sentences", seed=0)
-    result = experiments.report(run, tmp_path)
+    result = views.report(run, tmp_path)
     left, right = result["top_split"]
     assert {frozenset(left), frozenset(right)} == {elman.NOUNS, elman.VERBS}
     assert result["best_bits_per_word"] < result["model_bits_per_word"] < result["unigram_bits_per_word"]
@@ -151,8 +151,8 @@ def test_sentence_tree_splits_nouns_from_verbs(tmp_path):
 def test_sequence_run_saved_and_loaded_gives_the_same_predictions(tmp_path):
     import jax.numpy as jnp
 
-    from rnnlab import experiments
     from rnnlab.cli.elman import train_elman
+    from rnnlab.teach.elman import experiments
 
     train_elman("elman:letters", tmp_path / "run", cell="gru", units=5, epochs=2, seed=3)
     assert experiments.is_sequence_run(tmp_path / "run")
@@ -184,8 +184,8 @@ def save_in_the_earlier_layout(run, folder):
 def test_a_run_in_the_earlier_layout_still_loads_and_serves(tmp_path):
     import jax.numpy as jnp
 
-    from rnnlab import experiments
     from rnnlab.serve.runs import load_runs
+    from rnnlab.teach.elman import experiments
 
     run = experiments.train_sequence("elman:letters", units=4, epochs=1, size=300, seed=2)
     folder = save_in_the_earlier_layout(run, tmp_path / "letters")
@@ -203,7 +203,8 @@ def test_a_run_in_the_earlier_layout_still_loads_and_serves(tmp_path):
 
 
 def test_a_sequence_run_is_not_written_over_a_classifier_run(tmp_path):
-    from rnnlab import checkpoint, experiments
+    from rnnlab import checkpoint
+    from rnnlab.teach.elman import experiments
 
     folder = tmp_path / "emotion"
     folder.mkdir()
@@ -231,8 +232,8 @@ NEW, EARLIER = ("config.json", "model.safetensors"), ("sequence.json", "sequence
 def test_a_damaged_elman_run_is_one_line_in_explain_and_inspect(tmp_path, layout, damage, words):
     from typer.testing import CliRunner
 
-    from rnnlab import experiments
     from rnnlab.cli import app
+    from rnnlab.teach.elman import experiments
 
     run = experiments.train_sequence("elman:xor", units=2, epochs=1, size=400, seed=0)
     if layout == NEW:
@@ -327,9 +328,9 @@ def test_truncated_bptt_trains_through_the_layer_as_the_scan_over_each_window():
     import jax.numpy as jnp
     import optax
 
-    from rnnlab import experiments
     from rnnlab.layers import scan
     from rnnlab.models import sequence_model
+    from rnnlab.teach.elman import experiments
 
     data = elman.load("letters", seed=5, size=120)
     run = experiments.train_sequence(data, units=6, epochs=1, streams=4, window=8, lr=1e-2, seed=5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import xml.etree.ElementTree as ET
 
@@ -14,8 +13,8 @@ from typer.testing import CliRunner
 
 import rnnlab
 from rnnlab.cli import app
-
-ex = importlib.import_module("rnnlab.explain")  # the module, even where rnnlab re-exports explain()
+from rnnlab.teach import explain as ex
+from rnnlab.teach import explain_views as views
 
 CELLS = ["elman", "gru", "lstm"]
 
@@ -88,8 +87,8 @@ def test_sequence_model_readout_runs_every_step():
 
 
 def test_build_gives_the_one_sequence_model_and_the_old_names_still_work():
-    from rnnlab import experiments
     from rnnlab.models import SequenceModel
+    from rnnlab.teach.elman import experiments
 
     model = ex.build("gru", features=5, units=4, outputs=3, layers=2, every_step=True)
     assert type(model) is SequenceModel and model.every_step and model.q == 3 and len(model.rnn.layers) == 2
@@ -135,11 +134,11 @@ def test_same_weights_run_20_and_2000_steps(cell):
 @pytest.mark.parametrize("T", [1, 3, 20])
 def test_unrolled_drawings(T):
     result = ex.explain(ex.build("lstm", features=50, units=10, outputs=2), timesteps=T)
-    text = ex.unrolled_text(result)
+    text = views.unrolled_text(result)
     assert "x_1 (50)" in text and f"a_{T} (10)" in text and f"y_{T} (2)" in text
     drawing, footer = text.rsplit("\n", 1)
     assert drawing.count("[ cell ]") == min(T, 4) and "the same cell" in footer
-    svg = ex.unrolled_svg(result)
+    svg = views.unrolled_svg(result)
     root = ET.fromstring(svg)  # well-formed
     assert root.tag.endswith("svg")
     assert svg.count("<rect x=") == min(T, 4) and f"x_{T} (50)" in svg

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -14,8 +13,8 @@ from typer.testing import CliRunner
 
 import rnnlab
 from rnnlab.cli import app
-
-ins = importlib.import_module("rnnlab.inspect")  # the module, even if rnnlab re-exports a function
+from rnnlab.teach import states as ins
+from rnnlab.teach import states_views as views
 
 runner = CliRunner()
 
@@ -53,7 +52,7 @@ def test_readout_gives_y_after_each_step(tmp_path):
     expected = jax.nn.softmax(readout(layer(x)[0]), axis=-1)
     np.testing.assert_allclose(result.y, np.asarray(expected), atol=1e-5)
     assert result.predictions() == [("neg", "neu", "pos")[i] for i in np.argmax(expected, axis=1)]
-    png, svg = ins.render(result, tmp_path / "heat")
+    png, svg = views.render(result, tmp_path / "heat")
     assert png.stat().st_size > 1000
     text = svg.read_text()
     assert "<svg" in text and "4 units (rows)" in text and "5 timesteps" in text
@@ -130,11 +129,11 @@ def test_cli_inspect_wrong_arguments(args, message):
 
 
 def test_inspect_elman_sequence_unknown_word():
-    from rnnlab.data import elman
-    from rnnlab.experiments import SequenceModel
+    from rnnlab.models import sequence_model
+    from rnnlab.teach.elman import data as elman
 
     data = elman.load("sentences", size=50)
-    model = SequenceModel("elman", data.k, 8, data.q, key=jax.random.key(0))
+    model = sequence_model("elman", data.k, 8, data.q, key=jax.random.key(0))
     result = ins.inspect_sequence(model, data, ["man", "eat", "cookie"])
     assert result.a.shape == (8, 3) and result.y.shape == (3, 29)
     with pytest.raises(ValueError, match="unicorn"):
@@ -174,7 +173,7 @@ def test_the_terminal_matrix_fits_80_columns_and_says_what_it_left_out():
     result = ins.Inspection(np.linspace(-1, 1, 8 * T).reshape(8, T), [f"token{t}" for t in range(T)],
                             np.full((T, 2), 0.5), ("neg", "pos"))
     console = Console(width=80, record=True, color_system=None)
-    console.print(ins.terminal(result, width=80))
+    console.print(views.terminal(result, width=80))
     lines = console.export_text().splitlines()
     assert max(len(line) for line in lines) <= 80
     said = " ".join(" ".join(lines).split())
@@ -199,7 +198,7 @@ def test_an_unwritable_out_is_one_line(run_dir):
 
 def test_the_picture_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     result = ins.Inspection(np.zeros((3, 4)), ["a", "b", "c", "d"])
-    ins.render(result, tmp_path / "h")
+    views.render(result, tmp_path / "h")
     before = (tmp_path / "h.png").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["h.png", "h.svg"]  # no temporary file left
     import matplotlib.figure
@@ -210,6 +209,6 @@ def test_the_picture_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full_disk)
     with pytest.raises(OSError):
-        ins.render(result, tmp_path / "h")
+        views.render(result, tmp_path / "h")
     assert (tmp_path / "h.png").read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
         "h.png", "h.svg"]

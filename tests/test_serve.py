@@ -1,7 +1,7 @@
 """`rnnlab serve`: the JSON API through Starlette's test client and a real uvicorn server on a loopback port.
 
 The references are independent of the server: the run's own `predict_proba` and `trace`, each layer run
-by itself on the unpadded text, `rnnlab explain --json`, and the word tree recomputed by `experiments`.
+by itself on the unpadded text, `rnnlab explain --json`, and the word tree recomputed by `rnnlab.teach.elman`.
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def test_explain_is_what_the_command_gives(client, body, args):
 
 
 def test_explain_answers_the_misreadings_by_running_the_layer(client):
-    from rnnlab.explain import build, explain
+    from rnnlab.teach.explain import build, explain
 
     data = client.post("/explain", json={"cell": "gru", "k": 5, "p": 4, "T": 30}).json()
     mr = data["misreadings"]
@@ -303,8 +303,9 @@ def test_the_pages_fetch_nothing_from_elsewhere(client):
 
 
 def test_an_elman_sentences_run_shows_its_word_tree(tmp_path):
-    from rnnlab import experiments
-    from rnnlab.data import elman
+    from rnnlab.teach.elman import data as elman
+    from rnnlab.teach.elman import experiments
+    from rnnlab.teach.elman.views import cluster_words
 
     run = experiments.train_sequence("elman:sentences", units=8, epochs=1, size=200)
     folder = experiments.save_sequence(run, tmp_path / "sentences")
@@ -327,7 +328,7 @@ def test_an_elman_sentences_run_shows_its_word_tree(tmp_path):
         ev = experiments.evaluate(run.model, run.data)
         words, means = experiments.mean_hidden_by_word(ev)
         assert sorted(leaves) == sorted(words)
-        Z = experiments.cluster_words(words, means)
+        Z = cluster_words(words, means)
         assert info["tree"]["distance"] == pytest.approx(Z[-1, 2], abs=1e-3)  # the root's join
         trace = c.post("/trace", json={"text": "man eat cookie"}).json()
         assert trace["tokens"] == ["man", "eat", "cookie"]
@@ -472,8 +473,8 @@ def test_a_batcher_shared_by_loops_in_threads_answers_every_request():
 
 def test_the_parameter_bound_counts_what_explain_counts():
     """/explain refuses by `_count`: it must be explain's own count (the min cells have no U_a)."""
-    from rnnlab.explain import build, explain
     from rnnlab.serve.playground import _count
+    from rnnlab.teach.explain import build, explain
 
     for cell in ("elman", "lstm", "mingru", "minlstm"):
         assert _count(cell, 5, 7, 2, 2) == explain(build(cell, features=5, units=7, outputs=2, layers=2)).total

@@ -86,7 +86,7 @@ def train_elman(
 
     This is what `rnnlab demo` runs for each task, and what `rnnlab train elman:NAME --out RUN` can call.
     """
-    from rnnlab import experiments
+    from rnnlab.teach.elman import experiments, views
 
     task = name.removeprefix("elman:").lower()
     if task not in experiments.DEFAULTS:
@@ -108,7 +108,7 @@ def train_elman(
             run = experiments.train_sequence(
                 f"elman:{task}", cell=cell, units=d["units"], epochs=d["epochs"], lr=d["lr"], seed=seed
             )
-            result = experiments.report(run, figures or run_dir)
+            result = views.report(run, figures or run_dir)
     except ValueError as e:
         _fail(str(e))
     console.print(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -71,9 +70,9 @@ def explain(
 
     p (units) and T (timesteps) are independent: the tables show which numbers depend on which.
     """
-    # from-imports reach the module even where `rnnlab.explain` is re-exported as the function
-    from rnnlab.explain import build, unrolled_svg
-    from rnnlab.explain import explain as explain_model
+    from rnnlab.teach.explain import build
+    from rnnlab.teach.explain import explain as explain_model
+    from rnnlab.teach.explain_views import unrolled_svg
 
     _check_sizes(features=features, units=units, timesteps=timesteps, batch=batch, layers=layers)
     if outputs < 0:
@@ -131,7 +130,7 @@ def _load_run_model(run: Path):
     """(model, T) from a run folder: the model and the padded length it was trained with."""
     if not run.exists():
         _fail(f"{run}: no such run folder (write one with `rnnlab train`){_switch_hint(str(run))}.")
-    from rnnlab import experiments
+    from rnnlab.teach.elman import experiments
 
     if experiments.is_sequence_run(run):
         try:
@@ -179,7 +178,7 @@ def inspect(
 
     Also the prediction y_t after each step. Only the text's own T steps are drawn: padding has no column.
     """
-    ins_mod = importlib.import_module("rnnlab.inspect")  # the module, even if rnnlab re-exports a function
+    from rnnlab.teach import states, states_views
 
     if not text.strip():
         _fail("the text is empty: give at least one token to read.")
@@ -201,7 +200,7 @@ def inspect(
             _fail("reading run folders needs rnnlab.checkpoint, which this installation lacks.")
         except (FileNotFoundError, ValueError, KeyError) as e:
             _fail(f"{run}: cannot read the run: {e}")
-        result = ins_mod.inspect_run(loaded, text)
+        result = states.inspect_run(loaded, text)
         result.title = result.title or path.name
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
@@ -209,18 +208,18 @@ def inspect(
             return
     stem = out or Path("demo-out") / "inspect"
     try:
-        files = ins_mod.render(result, stem)
+        files = states_views.render(result, stem)
     except OSError as e:
         _fail(f"--out {stem}: cannot write {e.filename or stem} ({e.strerror or e}).")
     if not as_json:
-        console.print(ins_mod.terminal(result, width=console.width))
+        console.print(states_views.terminal(result, width=console.width))
         for note in result.notes:
             console.print(note, style="dim")
         console.print("written: " + ", ".join(str(f) for f in files))
 
 
 def _is_sequence_run(path: Path) -> bool:
-    from rnnlab import experiments
+    from rnnlab.teach.elman import experiments
 
     return experiments.is_sequence_run(path)
 
@@ -234,25 +233,23 @@ def _elman_words(task: str, text: str) -> list[str]:
 
 
 def _inspect_sequence_run(path: Path, text: str):
-    from rnnlab import experiments
-
-    ins_mod = importlib.import_module("rnnlab.inspect")  # the module, even if rnnlab re-exports a function
+    from rnnlab.teach.elman import experiments
+    from rnnlab.teach.states import inspect_sequence
 
     try:
         run = experiments.load_sequence(path)
     except (FileNotFoundError, ValueError, KeyError) as e:
         _fail(f"{path}: cannot read the run: {e}")
     try:
-        return ins_mod.inspect_sequence(run.model, run.data, _elman_words(run.data.name.split(":")[1], text))
+        return inspect_sequence(run.model, run.data, _elman_words(run.data.name.split(":")[1], text))
     except ValueError as e:
         _fail(str(e))
 
 
 def _inspect_elman(name: str, text: str, seed: int):
-    from rnnlab import experiments
-
-    ins_mod = importlib.import_module("rnnlab.inspect")  # the module, even if rnnlab re-exports a function
-    from rnnlab.data import elman
+    from rnnlab.teach.elman import data as elman
+    from rnnlab.teach.elman import experiments
+    from rnnlab.teach.states import inspect_sequence
 
     task = name.removeprefix("elman:").lower()
     if task not in elman.NAMES:
@@ -261,6 +258,6 @@ def _inspect_elman(name: str, text: str, seed: int):
     with console.status(f"training a network on {name} first"):
         run = experiments.train_sequence(name, seed=seed)
     try:
-        return ins_mod.inspect_sequence(run.model, run.data, words)
+        return inspect_sequence(run.model, run.data, words)
     except ValueError as e:
         _fail(str(e))

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,11 @@ __all__ = [
 def load(
     source: str | Path, *, text_column: str = "text", label_column: str = "label", progress: bool = True
 ) -> Dataset | Any:
-    """A labelled dataset from any of (the `elman:` corpora are `rnnlab.data.elman.ElmanData`):
+    """A labelled dataset from any of (the `elman:` corpora are `rnnlab.teach.elman.data.ElmanData`):
 
     - `tweeteval:NAME`: a TweetEval task (emotion, hate, irony, offensive, emoji, sentiment,
       stance/abortion, ...), downloaded into the user's cache on first use;
-    - `elman:NAME`: one of Elman's (1990) generated corpora (see `rnnlab.data.elman`);
+    - `elman:NAME`: one of Elman's (1990) generated corpora (see `rnnlab.teach.elman.data`);
     - a TweetEval-format folder (`train_text.txt`, `train_labels.txt`, `mapping.txt`, ...);
     - a folder of `train.csv` / `val.csv` / `test.csv` (or .tsv / .jsonl), or a single such file.
     """
@@ -39,7 +38,8 @@ def load(
     if s.startswith("tweeteval:"):
         return tweeteval.load(s.split(":", 1)[1], progress=progress)
     if s.startswith("elman:"):
-        elman = importlib.import_module("rnnlab.data.elman")
+        from rnnlab.teach.elman import data as elman  # the generator lives with the experiments it serves
+
         return elman.load(s.split(":", 1)[1])
     path = Path(source)
     if path.is_dir():

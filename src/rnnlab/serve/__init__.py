@@ -3,7 +3,7 @@
     app.py         the Starlette application: pages, routes, errors
     limits.py      what a request may ask (body size, texts, characters, model sizes)
     runs.py        runs loaded once at start: predict, trace (a_t per layer and direction), the word tree
-    playground.py  POST /explain, from `rnnlab.explain`
+    playground.py  POST /explain, from `rnnlab.teach.explain`
     static/        the pages: plain HTML, ES modules and SVG, nothing fetched from elsewhere
 """
 

@@ -1,6 +1,6 @@
 """POST /explain: what `rnnlab explain --json` gives for a model built from sizes, and the rest of what
 `rnnlab explain` prints (the unrolled loop, growth with T and p, the misreadings answered by running
-the layer), all from `rnnlab.explain`.
+the layer), all from `rnnlab.teach.explain` (drawn by `rnnlab.teach.explain_views`).
 
     explanation({"cell": "elman", "k": 50, "p": 10, "T": 20})                        # all of it
     explanation({"cell": "elman", "k": 50, "p": 10, "T": 20, "misreadings": False})  # without running
@@ -73,7 +73,7 @@ def explanation(body: dict) -> dict:
 @lru_cache(maxsize=4)
 def _model(cell: str, k: int, p: int, q: int, layers: int, every_step: bool):
     """The model `rnnlab explain` builds for these sizes, with its weights."""
-    from rnnlab.explain import build
+    from rnnlab.teach.explain import build
 
     return build(cell, features=k, units=p, outputs=q, layers=layers, every_step=every_step)
 
@@ -86,7 +86,7 @@ def _zeros(cell: str, k: int, p: int, q: int, layers: int, every_step: bool):
     import jax
     import numpy as np
 
-    from rnnlab.explain import build
+    from rnnlab.teach.explain import build
 
     shapes = eqx.filter_eval_shape(build, cell, features=k, units=p, outputs=q, layers=layers,
                                    every_step=every_step, key=jax.random.key(0))
@@ -96,7 +96,7 @@ def _zeros(cell: str, k: int, p: int, q: int, layers: int, every_step: bool):
 
 @lru_cache(maxsize=32)
 def _same_weights(cell: str, k: int, p: int, q: int, layers: int, every_step: bool) -> dict:
-    from rnnlab.explain import same_weights_any_T
+    from rnnlab.teach.explain import same_weights_any_T
 
     s = same_weights_any_T(_model(cell, k, p, q, layers, every_step), 20, 2000)
     return {"T_short": s.T_short, "T_long": s.T_long, "parameters": s.parameters,
@@ -107,7 +107,8 @@ def _same_weights(cell: str, k: int, p: int, q: int, layers: int, every_step: bo
 
 @lru_cache(maxsize=256)
 def _explanation(cell: str, k: int, p: int, T: int, B: int, q: int, layers: int, every_step: bool) -> dict:
-    from rnnlab.explain import explain, unrolled_svg, unrolled_text
+    from rnnlab.teach.explain import explain
+    from rnnlab.teach.explain_views import unrolled_svg, unrolled_text
 
     ex = explain(_zeros(cell, k, p, q, layers, every_step), timesteps=T, batch=B)
     out = ex.to_dict()
@@ -125,7 +126,7 @@ def _explanation(cell: str, k: int, p: int, T: int, B: int, q: int, layers: int,
 def _misreadings(cell: str, k: int, p: int, T: int, q: int, layers: int, every_step: bool) -> dict:
     """The two misreadings answered by running the layer: the loop's steps, and the same weights on
     T=20 and T=2000 (what `rnnlab explain` prints under its tables)."""
-    from rnnlab.explain import state_per_step
+    from rnnlab.teach.explain import state_per_step
 
     rows = state_per_step(_model(cell, k, p, q, layers, every_step), min(T, STEPS_RUN))
     listed = rows if len(rows) <= STEPS_LISTED else [*rows[: STEPS_LISTED - 1], rows[-1]]

@@ -18,13 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Int
 
-from rnnlab import experiments
 from rnnlab.checkpoint import CONFIG, Run, load_run, predict_proba
 from rnnlab.data.batches import bucket_edges, plan
 from rnnlab.data.tokenize import tokenize
 from rnnlab.layers import Bidirectional
 from rnnlab.models import TextClassifier
 from rnnlab.serve.limits import RequestError
+from rnnlab.teach.elman import experiments
 
 MAX_SEQUENCE_TOKENS = 500  # tokens of one /trace on an Elman run (a classifier reads at most its maxlen)
 BATCH_SIZES = (8, 32, 128, 256)  # rows of a compiled /predict batch: the smallest that holds a bucket's texts
@@ -61,7 +61,7 @@ class Classifier:
         self.bidirectional = isinstance(run.model.rnn.layers[-1], Bidirectional)
 
     def info(self) -> dict:
-        from rnnlab.explain import explain
+        from rnnlab.teach.explain import explain
 
         c = self.run.model.config
         return {
@@ -134,7 +134,7 @@ class Sequence:
         self.tree = word_tree(run) if self.task == "sentences" else None
 
     def info(self) -> dict:
-        from rnnlab.explain import explain
+        from rnnlab.teach.explain import explain
 
         model, explained = self.run.model, explain(self.run.model)
         return {
@@ -150,7 +150,7 @@ class Sequence:
                                 "every step, not a label; use POST /trace")
 
     def trace(self, text: str) -> dict:
-        from rnnlab.inspect import inspect_sequence
+        from rnnlab.teach.states import inspect_sequence
 
         words = text.split()
         if self.task in ("letters", "xor") and len(words) == 1:
@@ -179,7 +179,8 @@ def word_tree(run: experiments.SequenceRun) -> dict:
     {"distance", "children": [left, right]}, leaves {"word", "category", "noun"}."""
     from scipy.cluster.hierarchy import to_tree
 
-    from rnnlab.data.elman import NOUNS
+    from rnnlab.teach.elman.data import NOUNS
+    from rnnlab.teach.elman.views import cluster_words
 
     ev = experiments.evaluate(run.model, run.data)
     words, means = experiments.mean_hidden_by_word(ev)
@@ -191,7 +192,7 @@ def word_tree(run: experiments.SequenceRun) -> dict:
             return {"word": w, "category": "/".join(categories.get(w, ())), "noun": w in NOUNS}
         return {"distance": round(float(node.dist), 4), "children": [walk(node.get_left()), walk(node.get_right())]}
 
-    return walk(to_tree(experiments.cluster_words(words, means)))
+    return walk(to_tree(cluster_words(words, means)))
 
 
 def load_runs(folders: list[str | Path], *, warm: bool = True) -> dict[str, Classifier | Sequence]:
