@@ -281,10 +281,10 @@ def test_a_training_state_saved_and_loaded_whole_is_the_same(tmp_path):
 
 
 def test_prepare_builds_the_vocabulary_the_tuner_counts(tmp_path):
-    """tune_task's parameter count comes from the same vocabulary as a fit's model: with pretrained vectors
+    """tune.task's parameter count comes from the same vocabulary as a fit's model: with pretrained vectors
     and vector_words extending the vocabulary, the counts agree with the fitted members'."""
     from rnnlab import train
-    from rnnlab.tune_task import TrainTask, count, trained
+    from rnnlab.tune.task import TrainTask, count, trained
 
     config = Config(**{**SMALL, "embeddings": str(_vectors(tmp_path)), "vector_words": 4, "epochs": 1,
                        "members": 2, "subwords": 40})

@@ -22,7 +22,9 @@ import pytest
 from optuna.trial import TrialState
 from rich.console import Console
 
-from rnnlab import tune, tune_report
+from rnnlab import tune
+from rnnlab.tune import report as tune_report
+from rnnlab.tune import study as sweep
 
 HERE = Path(__file__).resolve().parent
 SPACE = {"units": "1,2,4,8,16,32", "cell": "gru,lstm"}
@@ -282,7 +284,7 @@ def test_cross_validation_folds_split_train_and_score_by_their_mean(tiny_tweets,
     from rnnlab import data, train
     from rnnlab.data.vocab import Vocabulary
     from rnnlab.models import ModelConfig, TextClassifier
-    from rnnlab.tune_task import TrainTask, cross_validation
+    from rnnlab.tune.task import TrainTask, cross_validation
 
     dataset = data.load(tiny_tweets, progress=False)
     folds = cross_validation(dataset, 3, seed=0)
@@ -345,7 +347,7 @@ def test_a_storage_that_cannot_be_opened_is_one_line(tmp_path, url, words):
 def test_workers_racing_to_create_a_sqlite_storage_retry(tmp_path, monkeypatch):
     import sqlalchemy.exc
 
-    real, calls = tune.RDBStorage, []
+    real, calls = sweep.RDBStorage, []
 
     def racing(*args, **kwargs):               # what the loser of the race sees, twice
         calls.append(1)
@@ -353,7 +355,7 @@ def test_workers_racing_to_create_a_sqlite_storage_retry(tmp_path, monkeypatch):
             raise sqlalchemy.exc.OperationalError("CREATE TABLE studies", {}, Exception("table studies already exists"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tune, "RDBStorage", racing)
+    monkeypatch.setattr(sweep, "RDBStorage", racing)
     assert tune.storage(sqlite(tmp_path / "s.db")) is not None and len(calls) == 3
 
 
@@ -444,7 +446,7 @@ def test_a_killed_sweep_resumes_keeping_its_finished_trials(tmp_path):
     while len(done) < 3:
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.1)
-        with tune._quiet():
+        with sweep._quiet():
             study = optuna.load_study(study_name="killed", storage=url)
             done = study.get_trials(states=(TrialState.COMPLETE,))
     proc.send_signal(signal.SIGKILL)

@@ -169,8 +169,8 @@ def _tune(*, data, units, cell, layers, k, dropout, lr, maxlen, trials, epochs, 
           batch_size, folds, prune, test, out, storage, study, heartbeat, report_only, quiet, as_json) -> None:
     import optuna
 
-    from rnnlab import tune as sweep
-    from rnnlab import tune_report
+    from rnnlab.tune import report as tune_report
+    from rnnlab.tune import study as sweep
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -184,7 +184,7 @@ def _tune(*, data, units, cell, layers, k, dropout, lr, maxlen, trials, epochs, 
 
     from rnnlab import data as data_
     from rnnlab import train
-    from rnnlab.tune_task import TrainTask, token_lengths
+    from rnnlab.tune.task import TrainTask, token_lengths
 
     try:
         dataset = data_.load_labelled(data, progress=not quiet)

@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.table import Table
 
-from rnnlab.tune import REPEAT, Space, best, groups
+from rnnlab.tune.study import REPEAT, Space, best, groups
 
 STATE_STYLE = {"complete": "green", "pruned": "yellow", "fail": "red"}
 

@@ -14,7 +14,7 @@ died (killed, machine lost) goes stale and is queued again, which is how an inte
 losing its finished trials.
 
 The task is anything with `metric`, `validate(config, log) -> score` and `test(config, log) -> metrics`
-(`rnnlab.tune_task.TrainTask` trains the tweet classifier); higher scores are better.
+(`rnnlab.tune.task.TrainTask` trains the tweet classifier); higher scores are better.
 """
 
 from __future__ import annotations

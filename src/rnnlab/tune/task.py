@@ -24,7 +24,7 @@ from rnnlab import metrics, train
 from rnnlab.data.dataset import Dataset, Split
 from rnnlab.data.tokenize import tokenize
 from rnnlab.models import TextClassifier
-from rnnlab.tune import TrialLog
+from rnnlab.tune.study import TrialLog
 
 
 def count(tree: Any) -> int:
