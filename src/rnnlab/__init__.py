@@ -5,6 +5,7 @@
 x_t has k features, the state a_t has p units, and the same weights serve each of the T timesteps.
 """
 
+from rnnlab import _moved
 from rnnlab._checks import ShapeError
 from rnnlab.cells import GRU, LSTM, Cell, Elman, MinGRU, MinLSTM, Readout, activation_fn, make_cell
 from rnnlab.checkpoint import Run, load_run
@@ -35,3 +36,5 @@ __all__ = [
     "to_torch",
 ]
 __version__ = "0.1.0"
+
+_moved.install()  # the old module paths (rnnlab.inspect, rnnlab.experiments, ...) as deprecated aliases
