@@ -107,8 +107,11 @@ def test_rnnlab_has_no_import_cycle():
     ("rnnlab.padding", ("rnnlab.",)),  # nothing of rnnlab's at all
     ("rnnlab.cells", ("rnnlab.layers", "rnnlab.fast", "rnnlab.models", "rnnlab.train", "rnnlab.cli")),
     ("rnnlab.fast", ("rnnlab.layers", "rnnlab.models", "rnnlab.train", "rnnlab.cli")),
-    ("rnnlab.layers", ("rnnlab.models", "rnnlab.train", "rnnlab.cli", "rnnlab.bench")),
-    ("rnnlab.models", ("rnnlab.train", "rnnlab.cli")),
+    ("rnnlab.layers", ("rnnlab.models", "rnnlab.train", "rnnlab.cli", "rnnlab.bench", "rnnlab.teach", "rnnlab.tune")),
+    ("rnnlab.models", ("rnnlab.train", "rnnlab.cli", "rnnlab.teach", "rnnlab.tune")),
+    ("rnnlab.train", ("rnnlab.cli", "rnnlab.serve", "rnnlab.teach", "rnnlab.tune")),
+    ("rnnlab.teach", ("rnnlab.cli", "rnnlab.serve", "rnnlab.tune")),
+    ("rnnlab.tune", ("rnnlab.cli", "rnnlab.serve", "rnnlab.teach")),
 ])
 def test_a_low_row_imports_nothing_above_it(module, never):
     graph = module_graph(SRC, "rnnlab")
@@ -123,3 +126,18 @@ def test_only_the_command_line_imports_the_command_line():
     users = sorted(n for n, deps in graph.items() if not n.startswith("rnnlab.cli")
                    and any(d.startswith("rnnlab.cli") for d in deps))
     assert users == []
+
+
+def test_a_view_imports_its_computing_module_never_the_reverse():
+    """In teach/ and tune/ what is drawn (explain_views, states_views, elman.views, tune.report) reads what is
+    computed; no computing module imports a drawing one, lazily included."""
+    graph = module_graph(SRC, "rnnlab")
+    views = {"rnnlab.teach.explain_views", "rnnlab.teach.states_views", "rnnlab.teach.elman.views",
+             "rnnlab.tune.report"}
+    assert views <= set(graph)
+    assert "rnnlab.teach.explain" in graph["rnnlab.teach.explain_views"]
+    assert "rnnlab.teach.states" in graph["rnnlab.teach.states_views"]
+    assert "rnnlab.teach.elman.experiments" in graph["rnnlab.teach.elman.views"]
+    computing = [n for n in graph if n.startswith(("rnnlab.teach.", "rnnlab.tune.")) and n not in views
+                 and not (SRC / n.replace(".", "/")).is_dir()]  # a package's __init__ re-exports both
+    assert computing and all(not (graph[n] & views) for n in computing), {n: graph[n] & views for n in computing}

@@ -4,7 +4,7 @@
 
 A `Classifier` is a run from `rnnlab train` (`checkpoint.load_run`): labels for texts, and the states
 a_t of every layer and direction. A `Sequence` is an Elman (1990) run from `rnnlab demo` or `rnnlab train
-elman:NAME` (config.json's kind "sequence", or the earlier sequence.json; `experiments.load_sequence`):
+elman:NAME` (config.json's kind "sequence", or the earlier sequence.json; `teach.elman.experiments.load_sequence`):
 y_t at every step, the next symbol, and for the sentences the tree of the words' mean hidden states. A
 folder that is neither stops the start with a `ServeError`.
 """

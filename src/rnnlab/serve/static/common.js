@@ -24,7 +24,7 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-// the same scales as rnnlab.explain's _human and _bytes
+// the same scales as rnnlab.teach.explain_views' _human and _bytes
 export function human(n, unit = "") {
   for (const [scale, suffix] of [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"]]) {
     if (Math.abs(n) >= 0.9995 * scale) return `${+(n / scale).toPrecision(3)} ${suffix}${unit}`;

@@ -52,7 +52,7 @@ function draw(ex, v) {
   $("growth-note").textContent = "T multiplies the work and the activations, never the parameters. " + (recurrent
     ? "Doubling p doubles W_a (p×k) and quadruples U_a (p×p), whatever T is."
     : "Doubling p doubles W_a (G·p×k) and b_a: a min cell has no U_a, so no p×p term.");
-  $("unrolled").innerHTML = ex.svg; // drawn by rnnlab.explain.unrolled_svg from the sizes alone
+  $("unrolled").innerHTML = ex.svg; // drawn by rnnlab.teach.explain_views.unrolled_svg from the sizes alone
 }
 
 function misreadings(mr, v) {
