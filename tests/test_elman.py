@@ -160,6 +160,11 @@ def test_sequence_run_saved_and_loaded_gives_the_same_predictions(tmp_path):
     assert (tmp_path / "run" / "model.safetensors").is_file() and not (tmp_path / "run" / "sequence.json").exists()
     loaded = experiments.load_sequence(tmp_path / "run")
     assert loaded.model.layer.cell.kind == "gru" and loaded.model.units == 5 and len(loaded.history) == 2
+    import rnnlab  # the one loader reads the folder by its kind: the same run
+
+    again_loaded = rnnlab.load_run(tmp_path / "run")
+    assert isinstance(again_loaded, experiments.SequenceRun) and rnnlab.runs.kind(tmp_path / "run") == "sequence"
+    assert again_loaded.config == loaded.config and again_loaded.history == loaded.history
     again = experiments.train_sequence("elman:letters", cell="gru", units=5, epochs=2, seed=3)
     x = jnp.asarray(loaded.data.inputs[0, :50])
     np.testing.assert_allclose(loaded.model(x), again.model(x), atol=1e-5)

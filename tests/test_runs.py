@@ -220,8 +220,9 @@ def test_predict_json_is_strict_json(run):
 
 
 def test_the_python_api_reads_a_run(run):
-    assert rnnlab.load_run is checkpoint.load_run and "load_run" in rnnlab.__all__
+    assert "load_run" in rnnlab.__all__
     r = rnnlab.load_run(run)
+    assert isinstance(r, rnnlab.Run) and rnnlab.runs.kind(run) == "classifier"
     label = r.predict("so happy today")
     assert isinstance(label, str) and label in r.labels          # one label, not one per character
     assert r.predict(["so happy today", "awful"]) == [label, r.predict("awful")]

@@ -8,9 +8,10 @@ x_t has k features, the state a_t has p units, and the same weights serve each o
 from rnnlab import _moved
 from rnnlab._checks import ShapeError
 from rnnlab.cells import GRU, LSTM, Cell, Elman, MinGRU, MinLSTM, Readout, activation_fn, make_cell
-from rnnlab.checkpoint import Run, load_run
+from rnnlab.inference import Run
 from rnnlab.interop import from_torch, to_torch
 from rnnlab.layers import RNN, Bidirectional, Recurrent, Stack
+from rnnlab.runs import load_run
 from rnnlab.teach import explain_views as _explain_views  # noqa: F401  (how an Explanation prints)
 from rnnlab.teach.explain import explain
 

@@ -130,22 +130,15 @@ def _load_run_model(run: Path):
     """(model, T) from a run folder: the model and the padded length it was trained with."""
     if not run.exists():
         _fail(f"{run}: no such run folder (write one with `rnnlab train`){_switch_hint(str(run))}.")
-    from rnnlab.teach.elman import experiments
+    from rnnlab.runs import load_run
+    from rnnlab.teach.elman.experiments import SequenceRun
 
-    if experiments.is_sequence_run(run):
-        try:
-            seq = experiments.load_sequence(run)
-        except (FileNotFoundError, ValueError, KeyError) as e:
-            _fail(f"{run}: cannot read the run: {e}")
-        return seq.model, int(seq.config.get("window", 0))
-    try:
-        from rnnlab.checkpoint import load_run
-    except ImportError:
-        _fail("reading run folders needs rnnlab.checkpoint, which this installation lacks.")
     try:
         loaded = load_run(run)
     except (FileNotFoundError, ValueError, KeyError) as e:
         _fail(f"{run}: cannot read the run: {e}")
+    if isinstance(loaded, SequenceRun):
+        return loaded.model, int(loaded.config.get("window", 0))
     T = getattr(loaded, "maxlen", None)
     return loaded.model, int(T) if T else 0
 
@@ -192,12 +185,10 @@ def inspect(
                   f"{_switch_hint(run)}.")
         result = _inspect_sequence_run(path, text) if _is_sequence_run(path) else None
     if result is None:
-        try:
-            from rnnlab.checkpoint import load_run
+        from rnnlab.checkpoint import load_run
 
+        try:
             loaded = load_run(path)
-        except ImportError:
-            _fail("reading run folders needs rnnlab.checkpoint, which this installation lacks.")
         except (FileNotFoundError, ValueError, KeyError) as e:
             _fail(f"{run}: cannot read the run: {e}")
         result = states.inspect_run(loaded, text)

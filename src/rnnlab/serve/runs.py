@@ -2,7 +2,7 @@
 
     load_runs(["runs/emotion", "demo-out/elman-sentences-run"])   # {name: Classifier | Sequence}
 
-A `Classifier` is a run from `rnnlab train` (`checkpoint.load_run`): labels for texts, and the states
+A `Classifier` is a run from `rnnlab train` (`rnnlab.load_run`): labels for texts, and the states
 a_t of every layer and direction. A `Sequence` is an Elman (1990) run from `rnnlab demo` or `rnnlab train
 elman:NAME` (config.json's kind "sequence", or the earlier sequence.json; `teach.elman.experiments.load_sequence`):
 y_t at every step, the next symbol, and for the sentences the tree of the words' mean hidden states. A
@@ -18,11 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Int
 
-from rnnlab.checkpoint import CONFIG, Run, load_run, predict_proba
+from rnnlab.checkpoint import CONFIG
 from rnnlab.data.batches import bucket_edges, plan
 from rnnlab.data.tokenize import tokenize
+from rnnlab.inference import Run, predict_proba
 from rnnlab.layers import Bidirectional
 from rnnlab.models import TextClassifier
+from rnnlab.runs import load_run as load_any_run
 from rnnlab.serve.limits import RequestError
 from rnnlab.teach.elman import experiments
 
@@ -217,12 +219,11 @@ def _load(name: str, path: Path) -> Classifier | Sequence:
     if not path.is_dir():
         raise ServeError(f"{path}: no such run folder (write one with `rnnlab train` or `rnnlab demo`)")
     try:
-        if experiments.is_sequence_run(path):
-            return Sequence(name, experiments.load_sequence(path))
-        if not (path / CONFIG).is_file():
+        if not (path / CONFIG).is_file() and not experiments.is_sequence_run(path):
             raise ServeError(f"{path}: not a run folder: it has no {CONFIG} (from `rnnlab train` or "
                              "`rnnlab demo`)")
-        return Classifier(name, load_run(path))
+        run = load_any_run(path)
+        return Sequence(name, run) if isinstance(run, experiments.SequenceRun) else Classifier(name, run)
     except ServeError:
         raise
     except KeyError as e:

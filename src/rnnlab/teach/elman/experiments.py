@@ -56,7 +56,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "SequenceModel":  # the model moved to rnnlab.models; the old constructor keeps working
-        warnings.warn("rnnlab.experiments.SequenceModel is deprecated: the model is rnnlab.models.SequenceModel, "
+        warnings.warn("rnnlab.teach.elman.experiments.SequenceModel is deprecated: the model is rnnlab.models.SequenceModel, "
                       "built by rnnlab.models.sequence_model(cell, k, p, q, output, key=...)",
                       DeprecationWarning, stacklevel=2)
         return _sequence_model
