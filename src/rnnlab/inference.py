@@ -3,7 +3,7 @@
     run = rnnlab.load_run("runs/emotion")          # a Run (rnnlab.checkpoint reads it from disk)
     run.predict("so happy today!")                 # one label
     run.predict_proba(["so happy today!"])        # (1, C)
-    tokens, a, y = run.trace("so happy today!")   # per-step states (T, q) and probabilities (T, C)
+    tokens, a, y = run.trace("so happy today!")   # per-step states (T, D) and probabilities (T, C)
 
 One compiled program gives the members' mean probabilities for a batch (`_proba`); `predict_proba` feeds
 it batches of a few shapes (length buckets) or of one shape (every batch padded to maxlen: what training's
@@ -78,8 +78,8 @@ class Run:
             return self.predict([texts])[0]
         return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
 
-    def trace(self, text: str) -> tuple[list[str], Float[Array, "T q"], Float[Array, "T C"]]:
-        """(tokens, a (T, q), y (T, C)) for one text, T = its number of tokens (capped at maxlen; an empty
+    def trace(self, text: str) -> tuple[list[str], Float[Array, "T D"], Float[Array, "T C"]]:
+        """(tokens, a (T, D), y (T, C)) for one text, T = its number of tokens (capped at maxlen; an empty
         text reads as one `<unk>`). a: the first member's states a_t (`TextClassifier.trace`); y_t: the
         members' mean probabilities for the text read up to token t, so y_T is the run's prediction."""
         if not isinstance(text, str):

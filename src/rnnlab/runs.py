@@ -3,8 +3,9 @@
     run = rnnlab.load_run("RUN")     # a classifier's `Run` ("classifier", or no kind: older runs) or
                                      # an Elman experiment's `SequenceRun` ("sequence", or sequence.json)
 
-The one loader every reader of run folders uses (the CLI, the server); each kind's own loader checks its
-files and refuses damage in one line naming the file.
+The loader of readers that take either kind (the server, `rnnlab explain RUN`); commands that take a
+classifier alone (`rnnlab predict`, `rnnlab evaluate`) call `checkpoint.load_run`. Each kind's own loader
+checks its files and refuses damage in one line naming the file.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from rnnlab import checkpoint, inference
 from rnnlab.inference import Run
 from rnnlab.teach.elman import experiments
 from rnnlab.teach.elman.experiments import SequenceRun
-
-KINDS = (inference.KIND, experiments.KIND)
 
 
 def kind(run_dir: str | Path) -> str:

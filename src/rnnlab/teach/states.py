@@ -131,7 +131,7 @@ def _directions(layer) -> tuple[int, ...]:
 
 
 def inspect_run(run, text: str) -> Inspection:
-    """A trained classifier (a `rnnlab.checkpoint.Run`) on one text: a_t from `run.trace`, and y_t, the
+    """A trained classifier (a `rnnlab.inference.Run`) on one text: a_t from `run.trace`, and y_t, the
     class probabilities the model gives for the text read up to token t (y_T is its prediction)."""
     tokens, a, y = run.trace(text)
     model = run.model
