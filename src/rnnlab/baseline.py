@@ -143,14 +143,15 @@ def _cached(train: Split, val: Split, test: Split | None, labels: Sequence[str],
         folder = Path(platformdirs.user_cache_dir("rnnlab")) / "floor"
     else:
         folder = Path(setting).expanduser()
-    import sklearn
+    from importlib.metadata import version  # not `import sklearn`: a read of the cache costs no import
 
-    h = hashlib.sha256(json.dumps([METHOD, sklearn.__version__, list(CS), list(labels), task]).encode())
+    h = hashlib.sha256(json.dumps([METHOD, version("scikit-learn"), list(CS), list(labels), task]).encode())
     for split in (train, val, test):
         if split is None:
             h.update(b"\0none")
             continue
+        # each text after its length: texts holding tabs or newlines never make two splits digest alike
         for text, label in zip(split.texts, np.asarray(split.labels).tolist(), strict=True):
-            h.update(f"{label}\t{text}\n".encode("utf-8", "surrogatepass"))
+            h.update(f"{label}\t{len(text)}\t{text}".encode("utf-8", "surrogatepass"))
         h.update(b"\0split")
     return folder / f"{h.hexdigest()[:32]}.json"
