@@ -123,6 +123,20 @@ def test_premises_of_the_shortcuts():
     assert not any(c.isspace() for e in emoji.EMOJI_DATA for c in e)
 
 
+def test_long_chunks_are_tokenized_as_the_reference_does_and_not_remembered():
+    module.clear_cache()
+    long_punctuation, long_word = "!?" * 5000, "Bcd" * 40 + "e"   # a chunk as long as a served text; a long hashtag
+    text = f"hi {long_punctuation} #{long_word} there"
+    assert tokenize(text) == reference.tokenize(text)
+    assert len(tokenize(text)) == 2 + len(long_punctuation) + 2
+    # remembered: the short chunks and their words alone, whatever the long ones hold
+    assert module._chunk_tokens.cache_info().currsize == 2
+    assert module._split_word.cache_info().currsize == 2
+    short = "x" * module._LONGEST
+    tokenize(short)
+    assert module._chunk_tokens.cache_info().currsize == 3
+
+
 def test_returned_tokens_are_the_callers_to_change():
     tokens = tokenize("good day 😂")
     tokens.append("changed")

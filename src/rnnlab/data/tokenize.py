@@ -11,8 +11,8 @@ contractions split as GloVe's corpus splits them (`don't` -> `do n't`, `it's` ->
 is lower-cased; other punctuation is one token per character.
 
 No token spans whitespace, so each whitespace-free chunk of a tweet is tokenized alone and its tokens are
-remembered (an LRU cache of `_CACHED` chunks; `clear_cache()` empties it): a chunk seen before costs a
-lookup.
+remembered (an LRU cache of `_CACHED` chunks of at most `_LONGEST` characters; `clear_cache()` empties
+it): a chunk seen before costs a lookup.
 """
 
 from __future__ import annotations
@@ -40,11 +40,26 @@ _CONTRACTION = re.compile(r"^(.+?)(n't|'s|'re|'ve|'ll|'d|'m)$")
 
 
 _INVISIBLE = {"\ufe0f", "\ufe0e", "\u200d", "\u200b"}  # variation selectors and joiners left alone
-_CACHED = 1 << 17  # chunks (and words) whose tokens are remembered; a bound on a server's memory
+_CACHED = 1 << 17  # chunks (and words) whose tokens are remembered
+_LONGEST = 32      # characters of the longest chunk (or word) remembered: the caches' bytes stay bounded
 # Every emoji holds at least one non-ASCII character of this set (no emoji is ASCII alone): a chunk
 # without one has no emoji, and skips emoji.analyze.
 _EMOJI_CHARS = frozenset(c for e in emoji.EMOJI_DATA for c in e if not c.isascii())
 _SQUEEZE: dict[int, tuple[re.Pattern, str]] = {}
+
+
+def _remembered(f):
+    """f with an LRU cache of `_CACHED` results, for strings of at most `_LONGEST` characters: a longer one
+    (rare in tweets, and rarely repeated) is worked out afresh, so that what a server is sent cannot fill its
+    memory. The cache is safe to share between threads, and its results are tuples: no caller changes them."""
+    cached = functools.lru_cache(maxsize=_CACHED)(f)
+
+    @functools.wraps(f)
+    def call(s: str):
+        return cached(s) if len(s) <= _LONGEST else f(s)
+
+    call.cache_clear, call.cache_info = cached.cache_clear, cached.cache_info
+    return call
 
 
 def squeeze_repeats(word: str, keep: int = 2) -> str:
@@ -55,7 +70,7 @@ def squeeze_repeats(word: str, keep: int = 2) -> str:
     return pattern.sub(repl, word)
 
 
-@functools.lru_cache(maxsize=_CACHED)
+@_remembered
 def _split_word(word: str) -> tuple[str, ...]:
     word = squeeze_repeats(word.replace("’", "'").lower())
     m = _CONTRACTION.match(word)
@@ -81,7 +96,7 @@ def _split_emoji(text: str) -> list[tuple[bool, str]]:
     return pieces
 
 
-@functools.lru_cache(maxsize=_CACHED)
+@_remembered
 def _chunk_tokens(chunk: str) -> tuple[str, ...]:
     """The tokens of one whitespace-free chunk of a tweet."""
     tokens: list[str] = []
