@@ -143,6 +143,17 @@ def test_the_floor_of_the_same_splits_is_fitted_once(tmp_path, monkeypatch):
     assert len(list((tmp_path / "floors").iterdir())) == 1
 
 
+def test_splits_whose_texts_hold_tabs_and_newlines_get_floors_of_their_own(tmp_path, monkeypatch):
+    from rnnlab import baseline
+
+    monkeypatch.setenv(baseline.CACHE_ENV, str(tmp_path / "floors"))
+    val = Split(["b"], [0])
+    # one text holding "\n0\t" against two texts: written as "label\ttext\n" one after another, they read alike
+    one, two = Split(["a\n0\tb"], [1]), Split(["a", "b"], [1, 0])
+    assert baseline._cached(one, val, None, ("x", "y"), "t") != baseline._cached(two, val, None, ("x", "y"), "t")
+    assert baseline._cached(one, val, None, ("x", "y"), "t") == baseline._cached(one, val, None, ("x", "y"), "t")
+
+
 def test_a_run_reports_the_floor_beside_the_model(run):
     out, result = run
     d = tiny()
