@@ -221,6 +221,23 @@ def test_a_sequence_run_is_not_written_over_a_classifier_run(tmp_path):
     assert not experiments.is_sequence_run(folder)
 
 
+def test_a_folder_is_the_run_its_config_json_names_beside_an_earlier_sequence_json(tmp_path):
+    import rnnlab
+    from rnnlab import checkpoint
+    from rnnlab.teach.elman import experiments
+
+    folder = tmp_path / "emotion"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"kind": "classifier", "config": {}}))
+    run = experiments.train_sequence("elman:xor", units=2, epochs=1, size=400, seed=0)
+    save_in_the_earlier_layout(run, folder)   # as an earlier `rnnlab train elman:xor --out` left it
+    assert not experiments.is_sequence_run(folder) and rnnlab.runs.kind(folder) == "classifier"
+    with pytest.raises(checkpoint.RunError, match=r"config\.json: no 'model' entry"):  # the classifier's loader
+        rnnlab.load_run(folder)
+    (folder / "config.json").unlink()   # the earlier layout alone: the Elman run
+    assert experiments.is_sequence_run(folder) and isinstance(rnnlab.load_run(folder), experiments.SequenceRun)
+
+
 NEW, EARLIER = ("config.json", "model.safetensors"), ("sequence.json", "sequence.safetensors")
 
 

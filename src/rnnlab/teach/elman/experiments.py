@@ -56,8 +56,9 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "SequenceModel":  # the model moved to rnnlab.models; the old constructor keeps working
-        warnings.warn("rnnlab.teach.elman.experiments.SequenceModel is deprecated: the model is rnnlab.models.SequenceModel, "
-                      "built by rnnlab.models.sequence_model(cell, k, p, q, output, key=...)",
+        warnings.warn("rnnlab.teach.elman.experiments.SequenceModel is deprecated: the model is "
+                      "rnnlab.models.SequenceModel, built by "
+                      "rnnlab.models.sequence_model(cell, k, p, q, output, key=...)",
                       DeprecationWarning, stacklevel=2)
         return _sequence_model
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -272,11 +273,14 @@ def _kind(path: Path) -> str | None:
 
 def is_sequence_run(run_dir: str | Path) -> bool:
     """Whether `run_dir` holds a many-to-many run written by `save_sequence`: its config.json says
-    "kind": "sequence", or it holds the earlier layout's sequence.json."""
+    "kind": "sequence", or it holds the earlier layout's sequence.json and no config.json (a folder's
+    config.json says which run it holds, as `load_sequence` reads it)."""
     from rnnlab.checkpoint import CONFIG
 
     run_dir = Path(run_dir)
-    return _kind(run_dir / CONFIG) == KIND or (run_dir / SEQUENCE_CONFIG).is_file()
+    if (run_dir / CONFIG).is_file():
+        return _kind(run_dir / CONFIG) == KIND
+    return (run_dir / SEQUENCE_CONFIG).is_file()
 
 
 def save_sequence(run: SequenceRun, run_dir: str | Path, result: dict | None = None) -> Path:
