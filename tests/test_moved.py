@@ -131,6 +131,19 @@ def test_the_checker_finds_an_old_import(tmp_path):
     assert sorted(h.split(": ")[1] for h in hits) == ["rnnlab.data.elman", "rnnlab.experiments", "rnnlab.inspect"]
 
 
+def test_an_old_path_imports_from_python_c_and_from_a_script(tmp_path):
+    import subprocess
+
+    script = tmp_path / "old.py"
+    script.write_text("import rnnlab.experiments\nprint(rnnlab.experiments.train_sequence.__module__)\n")
+    for args in (["-c", "import rnnlab.inspect; print(rnnlab.inspect.render.__module__)"], [str(script)]):
+        done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]   # the warning at __main__'s line, not an ImportError
+        assert done.stdout.strip() in ("rnnlab.teach.states_views", "rnnlab.teach.elman.experiments")
+        where = "<string>:1" if args[0] == "-c" else f"{script}:1"
+        assert f"{where}: DeprecationWarning: rnnlab." in done.stderr, done.stderr[-2000:]
+
+
 def test_importing_the_package_and_its_commands_warns_nothing():
     import subprocess
 

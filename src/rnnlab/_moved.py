@@ -81,9 +81,10 @@ def _warn(message: str) -> None:
                                         or "importlib" in frame.f_code.co_filename):
         frame = frame.f_back
     where = frame.f_globals
+    # no module_globals: with them the warning asks the module's loader for its source, and the loader of
+    # `python -c` code (__main__) raises ImportError; the line is read from the file instead
     warnings.warn_explicit(message, DeprecationWarning, frame.f_code.co_filename, frame.f_lineno,
-                           module=where.get("__name__"), registry=where.setdefault("__warningregistry__", {}),
-                           module_globals=where)
+                           module=where.get("__name__"), registry=where.setdefault("__warningregistry__", {}))
 
 
 _PASSED = (__name__, "importlib", "jaxtyping", "beartype")
