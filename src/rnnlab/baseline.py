@@ -31,6 +31,7 @@ from rnnlab.data.dataset import Split
 
 CS = (0.3, 1.0, 3.0, 10.0)
 METHOD = "tfidf word 1-2 + char_wb 2-5, logistic regression (balanced)"
+FLOOR = 1  # part of the cache's digest: raise it whenever `features()` or the classifier's settings change
 CACHE_ENV = "RNNLAB_FLOOR_CACHE"
 
 
@@ -145,7 +146,7 @@ def _cached(train: Split, val: Split, test: Split | None, labels: Sequence[str],
         folder = Path(setting).expanduser()
     from importlib.metadata import version  # not `import sklearn`: a read of the cache costs no import
 
-    h = hashlib.sha256(json.dumps([METHOD, version("scikit-learn"), list(CS), list(labels), task]).encode())
+    h = hashlib.sha256(json.dumps([METHOD, FLOOR, version("scikit-learn"), list(CS), list(labels), task]).encode())
     for split in (train, val, test):
         if split is None:
             h.update(b"\0none")

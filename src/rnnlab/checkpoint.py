@@ -327,7 +327,8 @@ def read_info(run_dir: str | Path) -> dict:
     if not isinstance(info, dict):
         raise bad(f"expected a JSON object; got {type(info).__name__}")
     if info.get("kind", KIND) != KIND:  # a config.json without a kind is a classifier's (runs written before it)
-        raise bad(f"'kind' is {info['kind']!r}: not a classifier's run (one of `rnnlab train` has {KIND!r})")
+        raise bad(f"'kind' is {info['kind']!r}: not a classifier's run (the runs of `rnnlab train DATA` have "
+                  f"{KIND!r})")
     for key, kind in _INFO.items():
         if key not in info:
             raise bad(f"no {key!r} entry")

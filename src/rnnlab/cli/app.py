@@ -6,6 +6,15 @@ import typer
 from rich.text import Text
 from typer import core, rich_utils
 
+
+def fail(message: str) -> None:
+    """Print one clear error line (Rich markup) on stderr and exit with status 2 (wrong usage or input)."""
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
 app = typer.Typer(
     name="rnnlab",
     help="Recurrent neural networks built from their equations: a_t = f_a(W_a x_t + U_a a_{t-1} + b_a).",

@@ -11,14 +11,9 @@ import typer
 from rich.console import Console
 
 from rnnlab.cli.app import app
+from rnnlab.cli.app import fail as _fail
 
 console = Console()
-
-
-def _fail(message: str) -> None:
-    """Print a clear error and exit with status 2 (wrong usage)."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(2)
 
 
 DEMO_EPILOG = """

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from rnnlab.cli.app import app
+from rnnlab.cli.app import fail as _fail
 
 SERVE_EPILOG = """
 [bold]Examples[/]
@@ -29,11 +30,6 @@ SERVE_EPILOG = """
 
   curl -s localhost:8000/predict -d '{"texts": ["so happy today"]}'
 """
-
-
-def _fail(message: str) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def is_loopback(host: str) -> bool:

@@ -51,7 +51,8 @@ drawing = None
 
 def __getattr__(name: str):
     if name == "Network":  # the model is models.SequenceModel, which takes the same (rnn, readout, every_step)
-        warnings.warn("rnnlab.teach.explain.Network is deprecated: use rnnlab.models.SequenceModel",
+        warnings.warn("rnnlab.teach.explain.Network is deprecated: use rnnlab.models.SequenceModel (calling "
+                      "it gives the logits; model.run(x) gives (logits, a, state_T))",
                       DeprecationWarning, stacklevel=2)
         return SequenceModel
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
