@@ -166,7 +166,7 @@ def inspect(
 
     Also the prediction y_t after each step. Only the text's own T steps are drawn: padding has no column.
     """
-    from rnnlab.teach import states, states_views
+    from rnnlab.teach import states_views
 
     if not text.strip():
         _fail("the text is empty: give at least one token to read.")
@@ -178,16 +178,7 @@ def inspect(
         if not path.exists():
             _fail(f"{run}: no such run folder (write one with `rnnlab train`, or use elman:sentences)"
                   f"{_switch_hint(run)}.")
-        result = _inspect_sequence_run(path, text) if _is_sequence_run(path) else None
-    if result is None:
-        from rnnlab.checkpoint import load_run
-
-        try:
-            loaded = load_run(path)
-        except (FileNotFoundError, ValueError, KeyError) as e:
-            _fail(f"{run}: cannot read the run: {e}")
-        result = states.inspect_run(loaded, text)
-        result.title = result.title or path.name
+        result = _inspect_run_folder(path, text)
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
         if out is None:
@@ -204,12 +195,6 @@ def inspect(
         console.print("written: " + ", ".join(str(f) for f in files))
 
 
-def _is_sequence_run(path: Path) -> bool:
-    from rnnlab.teach.elman import experiments
-
-    return experiments.is_sequence_run(path)
-
-
 def _elman_words(task: str, text: str) -> list[str]:
     """The tokens of `text` for an Elman stream: words; or letters / bits, written together or apart."""
     words = text.split()
@@ -218,14 +203,20 @@ def _elman_words(task: str, text: str) -> list[str]:
     return words
 
 
-def _inspect_sequence_run(path: Path, text: str):
-    from rnnlab.teach.elman import experiments
-    from rnnlab.teach.states import inspect_sequence
+def _inspect_run_folder(path: Path, text: str):
+    """The hidden states of `text` in the run folder `path`, whichever kind of run it holds."""
+    from rnnlab.runs import load_run
+    from rnnlab.teach.elman.experiments import SequenceRun
+    from rnnlab.teach.states import inspect_run, inspect_sequence
 
     try:
-        run = experiments.load_sequence(path)
+        run = load_run(path)
     except (FileNotFoundError, ValueError, KeyError) as e:
         _fail(f"{path}: cannot read the run: {e}")
+    if not isinstance(run, SequenceRun):
+        result = inspect_run(run, text)
+        result.title = result.title or path.name
+        return result
     try:
         return inspect_sequence(run.model, run.data, _elman_words(run.data.name.split(":")[1], text))
     except ValueError as e:
