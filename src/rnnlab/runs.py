@@ -3,7 +3,7 @@
     run = rnnlab.load_run("RUN")     # a classifier's `Run` ("classifier", or no kind: older runs) or
                                      # an Elman experiment's `SequenceRun` ("sequence", or sequence.json)
 
-The loader of readers that take either kind (the server, `rnnlab explain RUN`); commands that take a
+The loader of readers that take either kind (the server, `rnnlab explain RUN`, `rnnlab inspect RUN`); those that take a
 classifier alone (`rnnlab predict`, `rnnlab evaluate`) call `checkpoint.load_run`. Each kind's own loader
 checks its files and refuses damage in one line naming the file.
 """
