@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab import metrics
+from rnnlab import _cache, metrics
 from rnnlab.data.dataset import Split
 
 CS = (0.3, 1.0, 3.0, 10.0)
@@ -133,17 +132,9 @@ def floor_report(train: Split, val: Split, test: Split | None, labels: Sequence[
 
 def _cached(train: Split, val: Split, test: Split | None, labels: Sequence[str], task: str):
     """The cache file of this floor (a digest of everything its report depends on), or None when off."""
-    from pathlib import Path
-
-    setting = os.environ.get(CACHE_ENV, "").strip()
-    if setting.lower() in ("0", "off", "false", "no"):
+    folder = _cache.folder(CACHE_ENV, "floor")
+    if folder is None:
         return None
-    if setting.lower() in ("", "1", "on", "true", "yes"):
-        import platformdirs
-
-        folder = Path(platformdirs.user_cache_dir("rnnlab")) / "floor"
-    else:
-        folder = Path(setting).expanduser()
     from importlib.metadata import version  # not `import sklearn`: a read of the cache costs no import
 
     h = hashlib.sha256(json.dumps([METHOD, FLOOR, version("scikit-learn"), list(CS), list(labels), task]).encode())

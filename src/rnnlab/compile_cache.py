@@ -14,26 +14,18 @@ fraction of a second each.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import jax
 
+from rnnlab import _cache
+
 ENV = "RNNLAB_COMPILE_CACHE"
-_OFF = ("0", "off", "false", "no")
-_ON = ("", "1", "on", "true", "yes")
 
 
 def folder() -> Path | None:
     """Where programs are cached by the environment's setting; None when it turns the cache off."""
-    setting = os.environ.get(ENV, "").strip()
-    if setting.lower() in _OFF:
-        return None
-    if setting.lower() in _ON:
-        import platformdirs
-
-        return Path(platformdirs.user_cache_dir("rnnlab")) / "jax"
-    return Path(setting).expanduser()
+    return _cache.folder(ENV, "jax")
 
 
 def enable() -> Path | None:
