@@ -248,7 +248,7 @@ class TextClassifier(eqx.Module):
     H: Float[Array, "N k"] | None = None        # hashed n-grams' rows (row 0: none), with subwords
     grams: Int[Array, "V G"] | None = None      # each token's n-gram rows of H (`data.subwords.table`)
 
-    def __init__(self, config: ModelConfig, E: Float[np.ndarray, "V k"] | None = None, *, key: PRNGKeyArray,
+    def __init__(self, config: ModelConfig, E: Float[np.ndarray | Array, "V k"] | None = None, *, key: PRNGKeyArray,
                  grams: Int[np.ndarray, "V G"] | None = None):
         if config.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {config.pooling!r}: use one of {', '.join(POOLINGS)}")

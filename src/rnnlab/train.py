@@ -622,8 +622,10 @@ def init_members(model_config: ModelConfig, E: Float[np.ndarray, "V k"] | None, 
     def build(seed):
         key = jax.random.key(seed)
         keys = [jax.random.fold_in(key, 0), *(jax.random.fold_in(key, 1000 + i) for i in range(1, members))]
-        return tuple(TextClassifier(model_config, None if E is not None else E, key=k,
-                                    grams=None if E is not None else grams) for k in keys), key
+        # with E given, zeros stand in for it in the program (E is set after), so no (V, k) draw is made
+        start = None if E is None else jnp.zeros((model_config.vocab_size, model_config.k), jnp.float32)
+        return tuple(TextClassifier(model_config, start, key=k, grams=None if E is not None else grams)
+                     for k in keys), key
 
     if E is None:
         built, key = build(seed)
