@@ -16,6 +16,7 @@ Padding (steps after each text's length L) is never read: the layers stop at L a
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -289,6 +290,20 @@ class TextClassifier(eqx.Module):
         has = (g > 0)[..., None]                                                # id 0: no n-gram, never read
         n = jnp.maximum(has.sum(-2), 1).astype(x.dtype)
         return x + jnp.where(has, self.H[g], 0.0).sum(-2) / n
+
+    def with_rows(self, E_rows: Float[Array, "X k"], gram_rows: Int[Array, "X G"] | None = None) -> TextClassifier:
+        """This model reading X more tokens, ids V..V+X-1: E's rows (and, with subwords, the gram table's)
+        appended; config.vocab_size becomes V + X. Every other weight is the same array."""
+        if (self.H is None) != (gram_rows is None):
+            raise ValueError("gram rows come with a gram table, and only with one")
+        model = object.__new__(type(self))  # the same fields, E, grams and the (static) config changed
+        for f in dataclasses.fields(self):
+            object.__setattr__(model, f.name, getattr(self, f.name))
+        object.__setattr__(model, "E", jnp.concatenate([self.E, jnp.asarray(E_rows, self.E.dtype)]))
+        if gram_rows is not None:
+            object.__setattr__(model, "grams", jnp.concatenate([self.grams, jnp.asarray(gram_rows, jnp.int32)]))
+        object.__setattr__(model, "config", dataclasses.replace(self.config, vocab_size=model.E.shape[0]))
+        return model
 
     def states(
         self, tokens: Int[Array, "B T"], lengths: Int[Array, " B"], *, key: PRNGKeyArray | None = None

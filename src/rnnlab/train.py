@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -56,7 +56,7 @@ class Config:
     min_freq: int = 1                # a training token seen fewer times is <unk>
     max_vocab: int = 50_000          # V at most, <pad> and <unk> included
     embeddings: str | None = "glove-6b-50d"  # "glove-6b-50d", a word2vec/GloVe text file, or None
-    vector_words: int = 0            # also give the vocabulary the first N words of the pretrained vectors
+    vector_words: int = 100_000      # also give the vocabulary the first N words of the pretrained vectors
     k: int = 50                      # features of x_t when not set by the pretrained vectors
     freeze_embeddings: bool = False  # keep pretrained vectors fixed (else fine-tuned)
     embed_lr: float = 1.0            # the embedding's learning rate, relative to lr
@@ -574,7 +574,12 @@ class Prepared:
     """What a training reads besides its weights. dataset: with its val split (`split_off_val`); E (V, k):
     the pretrained start of E (None: random, or a resume's own from its state); grams (V, G): each token's
     rows of H (None without subwords); train, val: (ids (N, maxlen), lengths (N,)); T: the bucket the
-    longest training text falls in; metric: the task's official metric."""
+    longest training text falls in; metric: the task's official metric.
+
+    trained: the rows of E that training updates, the first ones (the tokens of the training texts). The
+    rest are the pretrained vectors' words that no training text holds (`vector_words`): no step reads or
+    changes them, so the members train without them and `complete` appends them, E's rows as `extra` (the
+    vectors themselves) and their n-grams' rows."""
 
     dataset: Dataset
     vocab: Vocabulary
@@ -585,32 +590,52 @@ class Prepared:
     val: tuple[Int[np.ndarray, "M T"], Int[np.ndarray, " M"]]
     T: int
     metric: str
+    trained: int = 0
+    extra: Float[np.ndarray, "X k"] | None = None
+
+    @property
+    def trained_config(self) -> ModelConfig:
+        """The members' config while they train: V = `trained` rows."""
+        return replace(self.model_config, vocab_size=self.trained)
+
+    def complete(self, members: tuple[TextClassifier, ...]) -> tuple[TextClassifier, ...]:
+        """The trained members as the run keeps them: with the rows left out of training appended."""
+        if self.extra is None:
+            return members
+        gram_rows = None if self.grams is None else jnp.asarray(self.grams[self.trained:])
+        extra = jnp.asarray(self.extra)
+        return tuple(m.with_rows(extra, gram_rows) for m in members)
 
 
 def prepare(config: Config, dataset: Dataset, info: dict | None = None) -> Prepared:
     """The vocabulary, E's start, H's gram table, the model's config and the encoded texts of a training of
     `config` on `dataset`, each text tokenised once; a training too large for the memory is refused
     (`check_memory`) before its texts are encoded. info: the config.json of a run being resumed (its own
-    vocabulary and model config; E then comes from its state)."""
+    vocabulary and model config; E then comes from its state, but for the rows left out of training)."""
     dataset = split_off_val(dataset, config.val_fraction, config.seed)
     train, val = dataset["train"], dataset["val"]
+    tokenized = [tokenize(t) for t in train.texts]
+    own = Vocabulary.build(tokenized, config.min_freq, config.max_vocab)  # the training texts' tokens
     if info is not None:
         vocab, model_config, E = Vocabulary(info["vocab"]), ModelConfig(**info["model"]), None
-        ids, lengths = encode(train.texts, vocab, config.maxlen)
-        T = min(config.maxlen, -(-int(lengths.max(initial=1)) // 32) * 32)
+        wv = load_vectors(config.embeddings) if config.embeddings and len(vocab) > len(own) else None
+        T = min(config.maxlen, -(-int(max((len(t) for t in tokenized), default=1)) // 32) * 32)
     else:
-        tokenized = [tokenize(t) for t in train.texts]
         vocab, wv = vocabulary(config, tokenized)
         E = embedding_matrix(vocab, wv, seed=config.seed)[0] if wv is not None else None
         model_config = config.model_config(len(vocab), len(dataset.labels), wv.k if wv is not None else None)
         longest = max((len(t) for t in tokenized), default=1)
         T = min(config.maxlen, -(-longest // 32) * 32)   # the bucket the longest text falls in
         check_memory(config, model_config, sum(len(s) for s in dataset.splits.values()), T)  # before the ids
-        ids, lengths = vocab.encode_batch(tokenized, config.maxlen)
+    ids, lengths = vocab.encode_batch(tokenized, config.maxlen)
     grams = (subwords.table(vocab.tokens, model_config.subword_buckets, model_config.subword_grams)
              if model_config.subword_buckets else None)
+    trained, extra = len(vocab), None
+    if len(vocab) > len(own) and vocab.tokens[: len(own)] == own.tokens and wv is not None:
+        trained = len(own)
+        extra = (E if E is not None else embedding_matrix(vocab, wv, seed=config.seed)[0])[trained:]
     return Prepared(dataset, vocab, model_config, E, grams, (ids, lengths), encode(val.texts, vocab, config.maxlen),
-                    T, metrics.official_metric(dataset.task))
+                    T, metrics.official_metric(dataset.task), trained, extra)
 
 
 def init_members(model_config: ModelConfig, E: Float[np.ndarray, "V k"] | None, grams: Int[np.ndarray, "V G"] | None,
@@ -720,7 +745,10 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
     # prepared with the config the run trains with: a resume holds out the rows its run held out
     prep = prepare(config, dataset, info if resuming else None)
     dataset, labels, metric = prep.dataset, prep.dataset.labels, prep.metric
-    members, key = init_members(prep.model_config, prep.E, prep.grams, config.seed, config.members, config.engine)
+    t = prep.trained
+    members, key = init_members(prep.trained_config, None if prep.E is None else prep.E[:t],
+                                None if prep.grams is None else prep.grams[:t], config.seed, config.members,
+                                config.engine)
     ids, lengths = prep.train
     if config.pretrain_epochs and not resuming:
         members = tuple(pretrain(m, ids, lengths, epochs=config.pretrain_epochs, lr=config.lr,
@@ -742,7 +770,7 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
 
     state = _loop(config, prep, state, static, key, out, keep_state, callback, progress)
 
-    members = eqx.combine(state.best, static)
+    members = prep.complete(eqx.combine(state.best, static))
     result = FitResult(state.best_score, state.best_epoch, metric, members, prep.vocab, labels, state.history,
                        out_dir=out, seconds=state.elapsed)
     result.val = state.best_report or evaluate(members, prep.vocab, dataset["val"], labels, dataset.task,
@@ -835,7 +863,7 @@ def _loop(config: Config, prep: Prepared, state: TrainingState, static: tuple, k
                     save_state()
             check_finite()
             kept = averaged(state.step, config.ema > 0)
-            members = eqx.combine(kept, static)
+            members = prep.complete(eqx.combine(kept, static))
             report = evaluate(members, prep.vocab, dataset["val"], labels, dataset.task, config.maxlen, prep.val)
             score = report["score"]
             losses = [float(v) for v in jax.device_get(state.losses)]
