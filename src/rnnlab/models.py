@@ -286,10 +286,11 @@ class TextClassifier(eqx.Module):
         x = E[tokens]
         if self.H is None:
             return x
-        g = self.grams[tokens]                                                  # (*B, T, G)
-        has = (g > 0)[..., None]                                                # id 0: no n-gram, never read
-        n = jnp.maximum(has.sum(-2), 1).astype(x.dtype)
-        return x + jnp.where(has, self.H[g], 0.0).sum(-2) / n
+        g = self.grams[tokens]                                                  # (*B, T, G), 0: no n-gram
+        # id 0 reads as a row of zeros that passes H no gradient: out of range, filled (no float mask)
+        rows = self.H.at[jnp.where(g > 0, g, self.H.shape[0])].get(mode="fill", fill_value=0.0)
+        n = jnp.maximum((g > 0).sum(-1, keepdims=True), 1).astype(x.dtype)
+        return x + rows.sum(-2) / n
 
     def with_rows(self, E_rows: Float[Array, "X k"], gram_rows: Int[Array, "X G"] | None = None) -> TextClassifier:
         """This model reading X more tokens, ids V..V+X-1: E's rows (and, with subwords, the gram table's)
