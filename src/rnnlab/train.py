@@ -745,6 +745,11 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
     # prepared with the config the run trains with: a resume holds out the rows its run held out
     prep = prepare(config, dataset, info if resuming else None)
     dataset, labels, metric = prep.dataset, prep.dataset.labels, prep.metric
+    floor = None
+    if config.baseline and out is not None:  # runs on disk (a tuning trial in memory skips it), beside training
+        floor = baseline.in_background(dataset["train"], dataset["val"],
+                                       dataset["test"] if evaluate_test and "test" in dataset else None,
+                                       labels, dataset.task)
     t = prep.trained
     members, key = init_members(prep.trained_config, None if prep.E is None else prep.E[:t],
                                 None if prep.grams is None else prep.grams[:t], config.seed, config.members,
@@ -777,10 +782,8 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
                                                config.maxlen, prep.val)
     if evaluate_test and "test" in dataset:
         result.test = evaluate(members, prep.vocab, dataset["test"], labels, dataset.task, config.maxlen)
-    if config.baseline and out is not None:  # runs on disk (a tuning trial in memory skips it)
-        result.baseline = baseline.floor_report(dataset["train"], dataset["val"],
-                                                dataset["test"] if result.test is not None else None,
-                                                labels, dataset.task)
+    if floor is not None:
+        result.baseline = floor()
     if out is not None:
         checkpoint.save_model(out / checkpoint.MODEL, members, state.best_epoch)
         checkpoint.write_json(out / checkpoint.METRICS, {
