@@ -295,7 +295,7 @@ def test_prepare_builds_the_vocabulary_the_tuner_counts(tmp_path):
     assert ids.shape == (len(ds["train"]), config.maxlen) and lengths.max() <= config.maxlen
     result = fit(config, ds, progress=False)
     assert result.vocab.tokens == prep.vocab.tokens
-    assert TrainTask(ds, config).parameters(config) == (sum(trained(m) for m in result.members),
+    assert TrainTask(ds, config).parameters(config) == (sum(trained(m, result.trained_rows) for m in result.members),
                                                          sum(count(m.rnn) for m in result.members))
 
 

@@ -85,3 +85,56 @@ def test_a_run_with_vector_words_saves_every_row_and_resumes_exactly(tmp_path):
     texts = toy_dataset()["test"].texts
     np.testing.assert_allclose(run.predict_proba(texts), load_run(out).predict_proba(texts))
     np.testing.assert_array_equal(np.asarray(run.model.E), np.asarray(resumed.model.E))
+
+
+def test_training_tokens_left_out_of_the_vocabulary_stay_unk_and_every_training_id_is_trained(tmp_path):
+    """min_freq and max_vocab cut the training vocabulary; a cut training word stays <unk> even where the
+    pretrained vectors hold it, so no training text reads a row that training leaves out."""
+    for cut in ({"min_freq": 40}, {"max_vocab": 12}):
+        prep = train.prepare(_config(tmp_path, vector_words=30, **cut), toy_dataset())
+        ids, _ = prep.train
+        assert ids.max() < prep.trained < len(prep.vocab)
+        held = {t for text in toy_dataset()["train"].texts for t in text.split()}
+        assert not held & set(prep.vocab.tokens[prep.trained:])
+        assert set(prep.vocab.tokens[prep.trained:]) == {f"unseen{i}" for i in range(5)}
+
+
+def test_a_run_that_trained_every_row_resumes_training_every_row(tmp_path, monkeypatch):
+    """A state whose E holds every row of the vocabulary (as runs made before rows were left out) resumes
+    as it began: every row trained."""
+    config = _config(tmp_path, vector_words=30, epochs=3)
+    with monkeypatch.context() as m:  # every row trained, as such a run was
+        m.setattr(train, "trained_rows", lambda config, tokenized: 10**9)
+        whole = fit(config, toy_dataset(), progress=False)
+        out = tmp_path / "old"
+
+        def interrupt(epoch, *_):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            fit(config, toy_dataset(), out, progress=False, callback=interrupt)
+    assert whole.trained_rows == len(whole.vocab)
+    resumed = fit(config, toy_dataset(), out, progress=False, resume=True)
+    assert resumed.trained_rows == len(resumed.vocab)
+    np.testing.assert_allclose(np.asarray(resumed.model.E), np.asarray(whole.model.E), rtol=0, atol=1e-6)
+    assert [h["val_score"] for h in resumed.history] == [h["val_score"] for h in whole.history]
+
+
+def test_a_run_with_frozen_vectors_resumes_with_them(tmp_path):
+    """A frozen E is no part of the training state: a resume reads the vectors again, and ends as the run
+    trained without interruption."""
+    for words in (0, 30):
+        config = _config(tmp_path, vector_words=words, epochs=3, freeze_embeddings=True)
+        whole = fit(config, toy_dataset(), progress=False)
+        out = tmp_path / f"frozen{words}"
+
+        def interrupt(epoch, *_):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            fit(config, toy_dataset(), out, progress=False, callback=interrupt)
+        resumed = fit(config, toy_dataset(), out, progress=False, resume=True)
+        np.testing.assert_array_equal(np.asarray(resumed.model.E), np.asarray(whole.model.E))
+        assert [h["val_score"] for h in resumed.history] == [h["val_score"] for h in whole.history]

@@ -54,9 +54,9 @@ class Config:
     # text -> tokens
     maxlen: int = 64                 # T at most: longer texts are cut (99% of TweetEval tweets fit)
     min_freq: int = 1                # a training token seen fewer times is <unk>
-    max_vocab: int = 50_000          # V at most, <pad> and <unk> included
+    max_vocab: int = 50_000          # the training texts' tokens at most, <pad> and <unk> included
     embeddings: str | None = "glove-6b-50d"  # "glove-6b-50d", a word2vec/GloVe text file, or None
-    vector_words: int = 100_000      # also give the vocabulary the first N words of the pretrained vectors
+    vector_words: int = 100_000      # the first N words of the pretrained vectors join the vocabulary too
     k: int = 50                      # features of x_t when not set by the pretrained vectors
     freeze_embeddings: bool = False  # keep pretrained vectors fixed (else fine-tuned)
     embed_lr: float = 1.0            # the embedding's learning rate, relative to lr
@@ -178,6 +178,7 @@ class FitResult:
     seconds: float = 0.0
     out_dir: Path | None = None
     baseline: dict | None = None     # the floor's scores (`rnnlab.baseline.floor_report`) when fitted
+    trained_rows: int | None = None  # E's rows that training updated (the rest: `Prepared.extra`)
 
     @property
     def model(self) -> TextClassifier:
@@ -559,14 +560,22 @@ def fit(
 
 def vocabulary(config: Config, tokenized: list[list[str]]) -> tuple[Vocabulary, WordVectors | None]:
     """The vocabulary a training builds from its training texts' tokens (`min_freq`, `max_vocab`), extended
-    by the first `vector_words` words of the pretrained vectors; and those vectors (None without)."""
+    by those of the first `vector_words` words of the pretrained vectors that no training text holds; and
+    those vectors (None without). The training texts read only the first `trained_rows(...)` of it."""
     vocab = Vocabulary.build(tokenized, config.min_freq, config.max_vocab)
     if not config.embeddings:
         return vocab, None
     wv = load_vectors(config.embeddings)
     if config.vector_words:
-        vocab = vocab.extended(wv.words[: config.vector_words])
+        held = {t for text in tokenized for t in text}
+        vocab = vocab.extended(w for w in wv.words[: config.vector_words] if w not in held)
     return vocab, wv
+
+
+def trained_rows(config: Config, tokenized: list[list[str]]) -> int:
+    """The rows of E the training texts read (the vocabulary `Vocabulary.build` gives them): the first ones
+    of `vocabulary(...)`; the rest, the vector words, are read by other texts only."""
+    return len(Vocabulary.build(tokenized, config.min_freq, config.max_vocab))
 
 
 @dataclass
@@ -576,10 +585,10 @@ class Prepared:
     rows of H (None without subwords); train, val: (ids (N, maxlen), lengths (N,)); T: the bucket the
     longest training text falls in; metric: the task's official metric.
 
-    trained: the rows of E that training updates, the first ones (the tokens of the training texts). The
-    rest are the pretrained vectors' words that no training text holds (`vector_words`): no step reads or
-    changes them, so the members train without them and `complete` appends them, E's rows as `extra` (the
-    vectors themselves) and their n-grams' rows."""
+    trained: the rows of E that training updates, the first ones (the training vocabulary). The rest are
+    the pretrained vectors' words that no training text holds (`vector_words`): no step reads or changes
+    them, so the members train without them and `complete` appends them, E's rows as `extra` (the vectors
+    themselves, read again from the vectors' file on a resume) and their n-grams' rows."""
 
     dataset: Dataset
     vocab: Vocabulary
@@ -611,14 +620,18 @@ def prepare(config: Config, dataset: Dataset, info: dict | None = None) -> Prepa
     """The vocabulary, E's start, H's gram table, the model's config and the encoded texts of a training of
     `config` on `dataset`, each text tokenised once; a training too large for the memory is refused
     (`check_memory`) before its texts are encoded. info: the config.json of a run being resumed (its own
-    vocabulary and model config; E then comes from its state, but for the rows left out of training)."""
+    vocabulary and model config; E then comes from its state, but for the rows left out of training and a
+    frozen E, which come from the vectors again)."""
     dataset = split_off_val(dataset, config.val_fraction, config.seed)
     train, val = dataset["train"], dataset["val"]
     tokenized = [tokenize(t) for t in train.texts]
-    own = Vocabulary.build(tokenized, config.min_freq, config.max_vocab)  # the training texts' tokens
+    trained = trained_rows(config, tokenized)
     if info is not None:
         vocab, model_config, E = Vocabulary(info["vocab"]), ModelConfig(**info["model"]), None
-        wv = load_vectors(config.embeddings) if config.embeddings and len(vocab) > len(own) else None
+        frozen = bool(config.embeddings) and config.freeze_embeddings
+        wv = load_vectors(config.embeddings) if config.embeddings and (len(vocab) > trained or frozen) else None
+        if frozen:  # a frozen E is no part of the state: the vectors again
+            E = embedding_matrix(vocab, wv, seed=config.seed)[0]
         T = min(config.maxlen, -(-int(max((len(t) for t in tokenized), default=1)) // 32) * 32)
     else:
         vocab, wv = vocabulary(config, tokenized)
@@ -630,10 +643,11 @@ def prepare(config: Config, dataset: Dataset, info: dict | None = None) -> Prepa
     ids, lengths = vocab.encode_batch(tokenized, config.maxlen)
     grams = (subwords.table(vocab.tokens, model_config.subword_buckets, model_config.subword_grams)
              if model_config.subword_buckets else None)
-    trained, extra = len(vocab), None
-    if len(vocab) > len(own) and vocab.tokens[: len(own)] == own.tokens and wv is not None:
-        trained = len(own)
+    extra = None
+    if len(vocab) > trained and wv is not None:
         extra = (E if E is not None else embedding_matrix(vocab, wv, seed=config.seed)[0])[trained:]
+    else:
+        trained = len(vocab)
     return Prepared(dataset, vocab, model_config, E, grams, (ids, lengths), encode(val.texts, vocab, config.maxlen),
                     T, metrics.official_metric(dataset.task), trained, extra)
 
@@ -745,11 +759,9 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
     # prepared with the config the run trains with: a resume holds out the rows its run held out
     prep = prepare(config, dataset, info if resuming else None)
     dataset, labels, metric = prep.dataset, prep.dataset.labels, prep.metric
-    floor = None
-    if config.baseline and out is not None:  # runs on disk (a tuning trial in memory skips it), beside training
-        floor = baseline.in_background(dataset["train"], dataset["val"],
-                                       dataset["test"] if evaluate_test and "test" in dataset else None,
-                                       labels, dataset.task)
+    arrays, meta = checkpoint.read_state(state_path) if resuming else (None, None)
+    if arrays is not None and arrays.get("params[0].E", np.zeros((0, 0))).shape[0] == len(prep.vocab):
+        prep = replace(prep, trained=len(prep.vocab), extra=None)  # a run that trains every row (made so)
     t = prep.trained
     members, key = init_members(prep.trained_config, None if prep.E is None else prep.E[:t],
                                 None if prep.grams is None else prep.grams[:t], config.seed, config.members,
@@ -761,7 +773,6 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
                         for i, m in enumerate(members))
     params, static = eqx.partition(members, tuple(trainable(m) for m in members))
     if resuming:
-        arrays, meta = checkpoint.read_state(state_path)
         template = TrainingState(eqx.filter_eval_shape(init_state, params), params)   # shapes alone
         state = TrainingState.from_arrays(template, arrays, meta, str(state_path))
         steps_per_epoch = len(plan(lengths, config.batch_size, bucket_edges(config.maxlen), None))
@@ -773,11 +784,16 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
         checkpoint.save_config(out, prep.model_config, len(members), config.to_dict(), prep.vocab, labels,
                                dataset.task, metric, {"source": dataset.source, "fingerprint": fingerprint})
 
+    floor = None
+    if config.baseline and out is not None:  # runs on disk (a tuning trial in memory skips it), beside training
+        floor = baseline.in_background(dataset["train"], dataset["val"],
+                                       dataset["test"] if evaluate_test and "test" in dataset else None,
+                                       labels, dataset.task)
     state = _loop(config, prep, state, static, key, out, keep_state, callback, progress)
 
     members = prep.complete(eqx.combine(state.best, static))
     result = FitResult(state.best_score, state.best_epoch, metric, members, prep.vocab, labels, state.history,
-                       out_dir=out, seconds=state.elapsed)
+                       out_dir=out, seconds=state.elapsed, trained_rows=prep.trained)
     result.val = state.best_report or evaluate(members, prep.vocab, dataset["val"], labels, dataset.task,
                                                config.maxlen, prep.val)
     if evaluate_test and "test" in dataset:

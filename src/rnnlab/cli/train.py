@@ -131,10 +131,11 @@ def train(
                                            help="Keep pretrained vectors fixed, or fine-tune them."),
     k: int = typer.Option(_d("k"), help="Features of x_t without pretrained vectors."),
     embed_lr: float = typer.Option(_d("embed_lr"), help="The embedding's learning rate, relative to --lr."),
-    vector_words: int = typer.Option(_d("vector_words"), help="Also give the vocabulary the N most frequent "
-                                     "words of the pretrained vectors (read in texts, unseen in training)."),
+    vector_words: int = typer.Option(_d("vector_words"), help="Also give the vocabulary the first N words of "
+                                     "the pretrained vectors (GloVe's most frequent) that no training text "
+                                     "holds: other texts read their vectors."),
     min_freq: int = typer.Option(_d("min_freq"), help="Tokens seen fewer times in train become <unk>."),
-    max_vocab: int = typer.Option(_d("max_vocab"), help="Vocabulary size at most."),
+    max_vocab: int = typer.Option(_d("max_vocab"), help="Training tokens in the vocabulary at most."),
     dropout: float = typer.Option(_d("dropout"), help="Dropout between layers and before the head."),
     embed_dropout: float = typer.Option(_d("embed_dropout"), help="Dropout on x_t."),
     subwords: int = typer.Option(_d("subwords"), help="Rows of the table of hashed character 3-5-grams whose "

@@ -57,7 +57,8 @@ class TrainTask:
         if self._tokens is None:
             self._tokens = [tokenize(t) for t in self.dataset["train"].texts]
         vocab, wv = train.vocabulary(config, self._tokens)
-        model_config = config.model_config(len(vocab), len(self.dataset.labels), wv.k if wv is not None else None)
+        rows = train.trained_rows(config, self._tokens) if wv is not None else len(vocab)
+        model_config = config.model_config(rows, len(self.dataset.labels), wv.k if wv is not None else None)
         model = eqx.filter_eval_shape(lambda: TextClassifier(model_config, None, key=jax.random.key(0)))
         members = getattr(config, "members", 1)
         return members * trained(model), members * count(model.rnn)
@@ -76,7 +77,8 @@ class TrainTask:
         result = train.fit(config, dataset, out_dir=out_dir, progress=False, callback=on_epoch,
                            evaluate_test=test)
         members = getattr(result, "members", None) or (result.model,)
-        log.note(params=sum(trained(m) for m in members), rnn_params=sum(count(m.rnn) for m in members),
+        rows = getattr(result, "trained_rows", None)
+        log.note(params=sum(trained(m, rows) for m in members), rnn_params=sum(count(m.rnn) for m in members),
                  epochs=len(result.history), best_epoch=result.best_epoch)
         return result
 
@@ -99,9 +101,13 @@ class TrainTask:
         return scores
 
 
-def trained(model: TextClassifier) -> int:
-    """Parameters the optimiser updates: all of them, less E when the embeddings are frozen."""
-    return count(model) - (count(model.E) if model.config.freeze_embeddings else 0)
+def trained(model: TextClassifier, rows: int | None = None) -> int:
+    """Parameters the optimiser updates: all of them, less E when the embeddings are frozen, and less E's rows
+    past the first `rows` (the vector words no training text holds, `train.Prepared`)."""
+    if model.config.freeze_embeddings:
+        return count(model) - count(model.E)
+    V, k = model.E.shape
+    return count(model) - (V - rows) * k if rows is not None and rows < V else count(model)
 
 
 def cross_validation(dataset: Dataset, K: int, seed: int) -> list[Dataset]:
