@@ -143,24 +143,6 @@ def test_the_floor_of_the_same_splits_is_fitted_once(tmp_path, monkeypatch):
     assert len(list((tmp_path / "floors").iterdir())) == 1
 
 
-def test_the_floor_in_background_gives_the_same_report_and_raises_its_error(monkeypatch):
-    from rnnlab import baseline
-
-    monkeypatch.setenv(baseline.CACHE_ENV, "0")
-    d = tiny()
-    here = baseline.floor_report(d["train"], d["val"], d["test"], d.labels, d.task)
-    beside = baseline.in_background(d["train"], d["val"], d["test"], d.labels, d.task)()
-    assert {**beside, "seconds": 0} == {**here, "seconds": 0}
-
-    def broken(*args, **kwargs):
-        raise ValueError("no floor today")
-
-    monkeypatch.setattr(baseline, "fit_floor", broken)
-    result = baseline.in_background(d["train"], d["val"], None, d.labels, d.task)
-    with pytest.raises(ValueError, match="no floor today"):
-        result()
-
-
 def test_splits_whose_texts_hold_tabs_and_newlines_get_floors_of_their_own(tmp_path, monkeypatch):
     from rnnlab import baseline
 

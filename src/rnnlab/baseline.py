@@ -11,17 +11,15 @@ balanced class weights; its inverse regularisation C is the one of `CS` with the
 `floor_report` (what `rnnlab train` writes as "baseline") is fitted once per data: its result is kept in
 the user's cache folder (`platformdirs.user_cache_dir("rnnlab")/floor`), named by a digest of the texts,
 labels, task, C grid and scikit-learn's version, so that training again on the same splits reads it back.
-`RNNLAB_FLOOR_CACHE=0` turns that off; a path moves it. `in_background` fits it in a thread beside other
-work (`rnnlab train` fits it while the network trains) and hands the report over when asked.
+`RNNLAB_FLOOR_CACHE=0` turns that off; a path moves it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,31 +128,6 @@ def floor_report(train: Split, val: Split, test: Split | None, labels: Sequence[
         except (OSError, RunError):
             pass  # an unwritable cache costs the next run a fit, never this one
     return report
-
-
-def in_background(train: Split, val: Split, test: Split | None, labels: Sequence[str], task: str
-                  ) -> Callable[[], dict]:
-    """`floor_report` of these splits computed in a thread that starts now; call what this returns for the
-    report (it waits for the thread, and raises the thread's error there). The thread is a daemon: a process
-    that ends before asking for the report does not wait for it."""
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["report"] = floor_report(train, val, test, labels, task)
-        except BaseException as e:  # handed to the caller of result()
-            box["error"] = e
-
-    thread = threading.Thread(target=work, name="rnnlab-floor", daemon=True)
-    thread.start()
-
-    def result() -> dict:
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box["report"]
-
-    return result
 
 
 def _cached(train: Split, val: Split, test: Split | None, labels: Sequence[str], task: str):

@@ -784,11 +784,6 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
         checkpoint.save_config(out, prep.model_config, len(members), config.to_dict(), prep.vocab, labels,
                                dataset.task, metric, {"source": dataset.source, "fingerprint": fingerprint})
 
-    floor = None
-    if config.baseline and out is not None:  # runs on disk (a tuning trial in memory skips it), beside training
-        floor = baseline.in_background(dataset["train"], dataset["val"],
-                                       dataset["test"] if evaluate_test and "test" in dataset else None,
-                                       labels, dataset.task)
     state = _loop(config, prep, state, static, key, out, keep_state, callback, progress)
 
     members = prep.complete(eqx.combine(state.best, static))
@@ -798,8 +793,10 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
                                                config.maxlen, prep.val)
     if evaluate_test and "test" in dataset:
         result.test = evaluate(members, prep.vocab, dataset["test"], labels, dataset.task, config.maxlen)
-    if floor is not None:
-        result.baseline = floor()
+    if config.baseline and out is not None:  # runs on disk (a tuning trial in memory skips it)
+        result.baseline = baseline.floor_report(dataset["train"], dataset["val"],
+                                                dataset["test"] if result.test is not None else None,
+                                                labels, dataset.task)
     if out is not None:
         checkpoint.save_model(out / checkpoint.MODEL, members, state.best_epoch)
         checkpoint.write_json(out / checkpoint.METRICS, {
