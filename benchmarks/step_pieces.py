@@ -36,7 +36,7 @@ setups = {}
 for name, over in variants:
     cfg = dataclasses.replace(tr.Config(), **over)
     prep = tr.prepare(cfg, ds)
-    members, key = tr.init_members(prep.model_config, prep.E, prep.grams, cfg.seed, cfg.members)
+    members, key = prep.start(cfg.seed, cfg.members)  # as fit: the rows training reads
     params, static = eqx.partition(members, tuple(tr.trainable(m) for m in members))
     ids, lengths = prep.train
     labels = prep.dataset["train"].labels

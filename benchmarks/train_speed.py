@@ -132,7 +132,7 @@ def run_rnnlab_layers(args) -> dict:
     from rnnlab.layers import RNN
 
     config, _, prep = _prepared(args.copies)
-    E, batches = prep.E, _plan(prep, config)
+    E, batches = prep.E[: prep.trained], _plan(prep, config)  # the rows training reads
     rnn = RNN(config.cell, features=E.shape[1], units=config.units, bidirectional=True, key=jax.random.key(0))
     params, static = eqx.partition(rnn, eqx.is_inexact_array)
 
@@ -171,7 +171,7 @@ def run_torch(args, layers_only: bool = False) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 1)
     config, d, prep = _prepared(args.copies)
-    E = prep.E
+    E = prep.E[: prep.trained]  # the rows training reads (the vector words: no text of the run holds them)
     batches = [(torch.from_numpy(b.tokens).long(), torch.from_numpy(b.lengths).long(),
                 torch.from_numpy(b.labels).long()) for b in _plan(prep, config)]
     C = len(d.labels)
@@ -193,6 +193,7 @@ def run_torch(args, layers_only: bool = False) -> dict:
     optim = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(class_weight(d["train"].labels, C, "balanced")))
     val_ids, val_lengths = (torch.from_numpy(a).long() for a in prep.val)
+    val_ids[val_ids >= prep.trained] = 1  # as the quality peer: a word no training text holds is <unk>
     epochs, score = [], 0.0
     for _ in range(args.epochs):
         start = time.perf_counter()
@@ -348,6 +349,16 @@ def _child(name: str, args, env: dict) -> dict:
     return row
 
 
+def write_data(d, root: Path) -> None:
+    """`d` as a TweetEval folder: mapping.txt, then NAME_text.txt and NAME_labels.txt per split."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "mapping.txt").write_text("".join(f"{i}\t{name}\n" for i, name in enumerate(d.labels)))
+    for name, split in d.splits.items():
+        (root / f"{name}_text.txt").write_text("".join(" ".join(t.split()) + "\n" for t in split.texts))
+        (root / f"{name}_labels.txt").write_text("".join(f"{y}\n" for y in split.labels))
+    print(f"{root}: {', '.join(f'{n} {len(s)}' for n, s in d.splits.items())}, {len(d.labels)} labels")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--copies", type=int, default=2, help="times the train splits are taken (default: 2)")
@@ -355,8 +366,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="passes over the batches, layers alone (default: 3)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "train_speed.json")
     parser.add_argument("--profile", metavar="TASK", help="profile a step and an epoch of TASK (e.g. hate) instead")
+    parser.add_argument("--write-data", type=Path, metavar="DIR",
+                        help="write the set as a TweetEval folder (to time `rnnlab train DIR`) instead")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.write_data:
+        write_data(dataset(args.copies), args.write_data)
+        return
     if args.profile:
         print(json.dumps(profile(args.profile), indent=1))
         return

@@ -607,6 +607,12 @@ class Prepared:
         """The members' config while they train: V = `trained` rows."""
         return replace(self.model_config, vocab_size=self.trained)
 
+    def start(self, seed: int, members: int, engine: str = "auto") -> tuple[tuple[TextClassifier, ...], PRNGKeyArray]:
+        """`init_members` for training: the members over the first `trained` rows."""
+        t = self.trained
+        return init_members(self.trained_config, None if self.E is None else self.E[:t],
+                            None if self.grams is None else self.grams[:t], seed, members, engine)
+
     def complete(self, members: tuple[TextClassifier, ...]) -> tuple[TextClassifier, ...]:
         """The trained members as the run keeps them: with the rows left out of training appended."""
         if self.extra is None:
@@ -762,10 +768,7 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
     arrays, meta = checkpoint.read_state(state_path) if resuming else (None, None)
     if arrays is not None and arrays.get("params[0].E", np.zeros((0, 0))).shape[0] == len(prep.vocab):
         prep = replace(prep, trained=len(prep.vocab), extra=None)  # a run that trains every row (made so)
-    t = prep.trained
-    members, key = init_members(prep.trained_config, None if prep.E is None else prep.E[:t],
-                                None if prep.grams is None else prep.grams[:t], config.seed, config.members,
-                                config.engine)
+    members, key = prep.start(config.seed, config.members, config.engine)
     ids, lengths = prep.train
     if config.pretrain_epochs and not resuming:
         members = tuple(pretrain(m, ids, lengths, epochs=config.pretrain_epochs, lr=config.lr,
