@@ -104,7 +104,8 @@ def test_a_run_that_trained_every_row_resumes_training_every_row(tmp_path, monke
     as it began: every row trained."""
     config = _config(tmp_path, vector_words=30, epochs=3)
     with monkeypatch.context() as m:  # every row trained, as such a run was
-        m.setattr(train, "trained_rows", lambda config, tokenized: 10**9)
+        built = train.vocabulary
+        m.setattr(train, "vocabulary", lambda config, tokenized: (*built(config, tokenized)[:2], 10**9))
         whole = fit(config, toy_dataset(), progress=False)
         out = tmp_path / "old"
 

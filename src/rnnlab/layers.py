@@ -406,6 +406,15 @@ def RNN(
     return Stack(stack, dropout)
 
 
+def with_fields(module: eqx.Module, **changes) -> eqx.Module:
+    """A copy of `module` with some fields set to other values, static ones included (which `eqx.tree_at`
+    cannot reach); the other fields are the same objects."""
+    copy = object.__new__(type(module))
+    for field in dataclasses.fields(module):
+        object.__setattr__(copy, field.name, changes.get(field.name, getattr(module, field.name)))
+    return copy
+
+
 def with_engine(module: PyTree, engine: str) -> PyTree:
     """`module` (a layer, a stack, a model holding them) with every `Recurrent` in it set to `engine`:
     "auto" | "scan" | "fused" (see `Recurrent`); the weights are the same arrays."""
@@ -417,9 +426,6 @@ def with_engine(module: PyTree, engine: str) -> PyTree:
             return node
         if engine == "fused" and (reason := fast.why_not(node.cell)) is not None:
             raise ValueError(f'engine="fused": {reason} (engine="auto" falls back to the scan)')
-        layer = object.__new__(type(node))  # the same fields, engine changed (static, so not a leaf)
-        for field in dataclasses.fields(node):
-            object.__setattr__(layer, field.name, engine if field.name == "engine" else getattr(node, field.name))
-        return layer
+        return with_fields(node, engine=engine)  # engine is static, so not a leaf
 
     return jax.tree.map(set_engine, module, is_leaf=lambda node: isinstance(node, Recurrent))

@@ -28,7 +28,7 @@ import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from rnnlab.cells import Activation, Readout, make_cell
-from rnnlab.layers import RNN, Bidirectional, Recurrent, Stack
+from rnnlab.layers import RNN, Bidirectional, Recurrent, Stack, with_fields
 from rnnlab.padding import valid_steps
 
 POOLINGS = ("last", "mean", "max")
@@ -297,14 +297,9 @@ class TextClassifier(eqx.Module):
         appended; config.vocab_size becomes V + X. Every other weight is the same array."""
         if (self.H is None) != (gram_rows is None):
             raise ValueError("gram rows come with a gram table, and only with one")
-        model = object.__new__(type(self))  # the same fields, E, grams and the (static) config changed
-        for f in dataclasses.fields(self):
-            object.__setattr__(model, f.name, getattr(self, f.name))
-        object.__setattr__(model, "E", jnp.concatenate([self.E, jnp.asarray(E_rows, self.E.dtype)]))
-        if gram_rows is not None:
-            object.__setattr__(model, "grams", jnp.concatenate([self.grams, jnp.asarray(gram_rows, jnp.int32)]))
-        object.__setattr__(model, "config", dataclasses.replace(self.config, vocab_size=model.E.shape[0]))
-        return model
+        E = jnp.concatenate([self.E, jnp.asarray(E_rows, self.E.dtype)])
+        grams = self.grams if gram_rows is None else jnp.concatenate([self.grams, jnp.asarray(gram_rows, jnp.int32)])
+        return with_fields(self, E=E, grams=grams, config=dataclasses.replace(self.config, vocab_size=E.shape[0]))
 
     def states(
         self, tokens: Int[Array, "B T"], lengths: Int[Array, " B"], *, key: PRNGKeyArray | None = None

@@ -16,6 +16,7 @@ the last good checkpoint; `resume` continues only the run the folder holds, on t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -558,18 +559,19 @@ def fit(
                     exist_ok, say)
 
 
-def vocabulary(config: Config, tokenized: list[list[str]]) -> tuple[Vocabulary, WordVectors | None]:
+def vocabulary(config: Config, tokenized: list[list[str]]) -> tuple[Vocabulary, WordVectors | None, int]:
     """The vocabulary a training builds from its training texts' tokens (`min_freq`, `max_vocab`), extended
-    by those of the first `vector_words` words of the pretrained vectors that no training text holds; and
-    those vectors (None without). The training texts read only the first `trained_rows(...)` of it."""
+    by those of the first `vector_words` words of the pretrained vectors that no training text holds; those
+    vectors (None without); and how many of its first rows the training texts read (`trained_rows`)."""
     vocab = Vocabulary.build(tokenized, config.min_freq, config.max_vocab)
+    trained = len(vocab)
     if not config.embeddings:
-        return vocab, None
+        return vocab, None, trained
     wv = load_vectors(config.embeddings)
     if config.vector_words:
         held = {t for text in tokenized for t in text}
         vocab = vocab.extended(w for w in wv.words[: config.vector_words] if w not in held)
-    return vocab, wv
+    return vocab, wv, trained
 
 
 def trained_rows(config: Config, tokenized: list[list[str]]) -> int:
@@ -613,13 +615,16 @@ class Prepared:
         return init_members(self.trained_config, None if self.E is None else self.E[:t],
                             None if self.grams is None else self.grams[:t], seed, members, engine)
 
+    @functools.cached_property
+    def _rows_left_out(self) -> tuple[Array, Array | None]:
+        """E's and the gram table's rows left out of training, on the device once (each evaluation reads them)."""
+        return jnp.asarray(self.extra), None if self.grams is None else jnp.asarray(self.grams[self.trained:])
+
     def complete(self, members: tuple[TextClassifier, ...]) -> tuple[TextClassifier, ...]:
         """The trained members as the run keeps them: with the rows left out of training appended."""
         if self.extra is None:
             return members
-        gram_rows = None if self.grams is None else jnp.asarray(self.grams[self.trained:])
-        extra = jnp.asarray(self.extra)
-        return tuple(m.with_rows(extra, gram_rows) for m in members)
+        return tuple(m.with_rows(*self._rows_left_out) for m in members)
 
 
 def prepare(config: Config, dataset: Dataset, info: dict | None = None) -> Prepared:
@@ -631,20 +636,19 @@ def prepare(config: Config, dataset: Dataset, info: dict | None = None) -> Prepa
     dataset = split_off_val(dataset, config.val_fraction, config.seed)
     train, val = dataset["train"], dataset["val"]
     tokenized = [tokenize(t) for t in train.texts]
-    trained = trained_rows(config, tokenized)
+    longest = max((len(t) for t in tokenized), default=1)
+    T = min(config.maxlen, -(-longest // 32) * 32)   # the bucket the longest text falls in
     if info is not None:
+        trained = trained_rows(config, tokenized)
         vocab, model_config, E = Vocabulary(info["vocab"]), ModelConfig(**info["model"]), None
         frozen = bool(config.embeddings) and config.freeze_embeddings
         wv = load_vectors(config.embeddings) if config.embeddings and (len(vocab) > trained or frozen) else None
         if frozen:  # a frozen E is no part of the state: the vectors again
             E = embedding_matrix(vocab, wv, seed=config.seed)[0]
-        T = min(config.maxlen, -(-int(max((len(t) for t in tokenized), default=1)) // 32) * 32)
     else:
-        vocab, wv = vocabulary(config, tokenized)
+        vocab, wv, trained = vocabulary(config, tokenized)
         E = embedding_matrix(vocab, wv, seed=config.seed)[0] if wv is not None else None
         model_config = config.model_config(len(vocab), len(dataset.labels), wv.k if wv is not None else None)
-        longest = max((len(t) for t in tokenized), default=1)
-        T = min(config.maxlen, -(-longest // 32) * 32)   # the bucket the longest text falls in
         check_memory(config, model_config, sum(len(s) for s in dataset.splits.values()), T)  # before the ids
     ids, lengths = vocab.encode_batch(tokenized, config.maxlen)
     grams = (subwords.table(vocab.tokens, model_config.subword_buckets, model_config.subword_grams)

@@ -56,8 +56,7 @@ class TrainTask:
         shapes alone, with the vocabulary `train.fit` builds (`train.vocabulary`)."""
         if self._tokens is None:
             self._tokens = [tokenize(t) for t in self.dataset["train"].texts]
-        vocab, wv = train.vocabulary(config, self._tokens)
-        rows = train.trained_rows(config, self._tokens) if wv is not None else len(vocab)
+        _, wv, rows = train.vocabulary(config, self._tokens)
         model_config = config.model_config(rows, len(self.dataset.labels), wv.k if wv is not None else None)
         model = eqx.filter_eval_shape(lambda: TextClassifier(model_config, None, key=jax.random.key(0)))
         members = getattr(config, "members", 1)
