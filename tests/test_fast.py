@@ -481,3 +481,71 @@ def test_training_takes_the_engine_as_a_setting():
     assert Config().engine == "auto" and Config(engine="fused").validate().engine == "fused"
     res = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
     assert "--engine" in res.output and "default: auto" in res.output
+
+
+# -- the subword mean of x_t (bag.cc) ----------------------------------------------------------------------
+
+def _bag_case(seed: int = 0, N: int = 41, k: int = 5, G: int = 6):
+    """H (N, k) and n-gram ids g (3, 4, G) with every kind of slot: empty (0), negative, rows past H, a
+    position with no n-gram at all, and a row repeated within one position."""
+    rng = np.random.default_rng(seed)
+    H = rng.normal(size=(N, k)).astype(np.float32)
+    g = rng.integers(-2, N + 3, size=(3, 4, G)).astype(np.int32)
+    g[0, 0] = 0
+    g[1, 1, 2:] = 0
+    g[2, 3, :3] = 7
+    return H, g
+
+
+def _bag_by_hand(H: np.ndarray, g: np.ndarray) -> np.ndarray:
+    out = np.zeros((*g.shape[:-1], H.shape[1]), np.float64)
+    for i in np.ndindex(*g.shape[:-1]):
+        ids = [r for r in g[i].tolist() if r > 0]
+        out[i] = sum((H[r].astype(np.float64) for r in ids if r < len(H)), np.zeros(H.shape[1])) / max(len(ids), 1)
+    return out
+
+
+def test_the_engines_subword_mean_equals_the_equation_by_hand():
+    H, g = _bag_case()
+    assert np.allclose(np.asarray(fast.bag(jnp.asarray(H), jnp.asarray(g))), _bag_by_hand(H, g), atol=1e-6)
+
+
+def test_the_engines_subword_gradient_equals_jaxs_gather_and_finite_differences():
+    H, g = _bag_case(1)
+    w = jnp.asarray(np.random.default_rng(2).normal(size=(*g.shape[:-1], H.shape[1])).astype(np.float32))
+
+    def gather(H):  # models.TextClassifier.embed's JAX path
+        rows = H.at[jnp.where(g > 0, g, H.shape[0])].get(mode="fill", fill_value=0.0)
+        return rows.sum(-2) / jnp.maximum((g > 0).sum(-1, keepdims=True), 1)
+
+    on_engine = jax.grad(lambda H: (fast.bag(H, jnp.asarray(g)) * w).sum())(jnp.asarray(H))
+    by_jax = jax.grad(lambda H: (gather(H) * w).sum())(jnp.asarray(H))
+    assert np.allclose(np.asarray(on_engine), np.asarray(by_jax), atol=1e-6)
+    assert not np.asarray(on_engine)[0].any()  # row 0 means "no n-gram": it never learns
+    H64, w64 = H.astype(np.float64), np.asarray(w, np.float64)
+    for r, j in [(7, 0), (3, 2), (12, 4)]:
+        e = np.zeros_like(H64)
+        e[r, j] = 1e-3
+        numeric = ((_bag_by_hand(H64 + e, g) - _bag_by_hand(H64 - e, g)) * w64).sum() / 2e-3
+        assert np.isclose(float(on_engine[r, j]), numeric, atol=1e-4)
+
+
+def test_a_model_on_the_engine_embeds_and_learns_as_on_the_scan():
+    from rnnlab.data import subwords
+    from rnnlab.layers import with_engine
+    from rnnlab.models import ModelConfig, TextClassifier
+
+    vocab = ["<pad>", "<unk>", "happy", "sad", "day", "today", "!"]
+    config = ModelConfig(vocab_size=len(vocab), classes=2, k=4, units=3, subword_buckets=64,
+                         subword_grams=subwords.MAX_GRAMS)
+    model = TextClassifier(config, key=jax.random.key(0), grams=subwords.table(vocab, 64))
+    model = eqx.tree_at(lambda m: m.H, model, jax.random.normal(jax.random.key(1), model.H.shape))
+    tokens, lengths = jnp.array([[2, 4, 5, 6, 0], [3, 6, 0, 0, 0]]), jnp.array([4, 2])
+    fused, scan = with_engine(model, "fused"), with_engine(model, "scan")
+    assert fast.bag_on_engine(fused.engine, fused.H) and not fast.bag_on_engine(scan.engine, scan.H)
+    assert np.allclose(np.asarray(fused.embed(tokens)), np.asarray(scan.embed(tokens)), atol=1e-6)
+
+    def dH(m):
+        return eqx.filter_grad(lambda m: m(tokens, lengths).sum())(m).H
+
+    assert np.allclose(np.asarray(dH(fused)), np.asarray(dH(scan)), atol=1e-5)

@@ -27,6 +27,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
+from rnnlab import fast
 from rnnlab.cells import Activation, Readout, make_cell
 from rnnlab.layers import RNN, Bidirectional, Recurrent, Stack, with_fields
 from rnnlab.padding import valid_steps
@@ -287,10 +288,18 @@ class TextClassifier(eqx.Module):
         if self.H is None:
             return x
         g = self.grams[tokens]                                                  # (*B, T, G), 0: no n-gram
+        if fast.bag_on_engine(self.engine, self.H):  # the same equation in C++, without the (*B, T, G, k) rows
+            return x + fast.bag(self.H, g)
         # id 0 reads as a row of zeros that passes H no gradient: out of range, filled (no float mask)
         rows = self.H.at[jnp.where(g > 0, g, self.H.shape[0])].get(mode="fill", fill_value=0.0)
         n = jnp.maximum((g > 0).sum(-1, keepdims=True), 1).astype(x.dtype)
         return x + rows.sum(-2) / n
+
+    @property
+    def engine(self) -> str:
+        """Where the layers run ("auto", "scan" or "fused", `layers.with_engine`); embed follows them."""
+        return next(node.engine for node in jax.tree.leaves(self.rnn, is_leaf=lambda n: isinstance(n, Recurrent))
+                    if isinstance(node, Recurrent))
 
     def with_rows(self, E_rows: Float[Array, "X k"], gram_rows: Int[Array, "X G"] | None = None) -> TextClassifier:
         """This model reading X more tokens, ids V..V+X-1: E's rows (and, with subwords, the gram table's)

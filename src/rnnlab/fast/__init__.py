@@ -11,11 +11,12 @@ engine (Elman with tanh, relu or sigmoid; GRU; LSTM; float32), and the scan othe
                                             # rematerialises in pieces of C steps (C about √T for least memory)
     fast.stepper(layer)                     # a jitted streaming step, state buffers donated
     fast.Stream(layer)                      # the same step from Python on NumPy, without JAX's dispatch
+    fast.bag(H, g)                          # the subword mean of x_t (TextClassifier.embed) in C++
 """
 
-from rnnlab.fast.engine import LOAD_ERROR, available
-from rnnlab.fast.layer import ENGINES, applies, config, enabled, sequence, uses_engine, why_not
+from rnnlab.fast.engine import LOAD_ERROR, available, bag
+from rnnlab.fast.layer import ENGINES, applies, bag_on_engine, config, enabled, sequence, uses_engine, why_not
 from rnnlab.fast.step import Stream, stepper
 
-__all__ = ["ENGINES", "LOAD_ERROR", "Stream", "applies", "available", "config", "enabled", "sequence", "stepper",
-           "uses_engine", "why_not"]
+__all__ = ["ENGINES", "LOAD_ERROR", "Stream", "applies", "available", "bag", "bag_on_engine", "config", "enabled",
+           "sequence", "stepper", "uses_engine", "why_not"]

@@ -18,6 +18,9 @@ the residuals' structure.
 
 `fused(..., chunk=C)` is the same layer rematerialised inside the kernel, for long sequences: a forward
 that keeps only the state at each piece's start and a backward that runs each piece again.
+
+`bag(H, g)` is the subword part of x_t (`bag.cc`), differentiable in H: the mean of H's rows g of each
+position's n-grams, without the (n, G, k) rows a gather would hold and scatter back.
 """
 
 from __future__ import annotations
@@ -70,7 +73,8 @@ def _load() -> ctypes.CDLL:
                 ("rnnlab_kernel_backward", lib.RnnlabKernelBackward),
                 ("rnnlab_pieces_forward", lib.RnnlabPiecesForward),
                 ("rnnlab_pieces_forward_a", lib.RnnlabPiecesForwardA),
-                ("rnnlab_pieces_backward", lib.RnnlabPiecesBackward), ("rnnlab_step", lib.RnnlabStep))
+                ("rnnlab_pieces_backward", lib.RnnlabPiecesBackward), ("rnnlab_step", lib.RnnlabStep),
+                ("rnnlab_bag_forward", lib.RnnlabBagForward), ("rnnlab_bag_backward", lib.RnnlabBagBackward))
     for name, handler in handlers:
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(handler), platform="cpu")
     return lib
@@ -314,3 +318,29 @@ def step(
     out = (jax.ShapeDtypeStruct(a_prev.shape, jnp.float32), jax.ShapeDtypeStruct(c_prev.shape, jnp.float32))
     call = jax.ffi.ffi_call("rnnlab_step", out, vmap_method="sequential")
     return tuple(call(x_t, a_prev, c_prev, W_aT, U_aT, b_a, c_n, cell=np.int32(cfg.cell), act=np.int32(cfg.act)))
+
+
+@jax.custom_vjp
+def _bag(H, g):
+    out = jax.ShapeDtypeStruct((*g.shape[:-1], H.shape[1]), jnp.float32)
+    return jax.ffi.ffi_call("rnnlab_bag_forward", out, vmap_method="sequential")(H, g)
+
+
+def _bag_fwd(H, g):
+    return _bag(H, g), (H.shape, g)
+
+
+def _bag_bwd(res, dx_H):
+    shape, g = res
+    call = jax.ffi.ffi_call("rnnlab_bag_backward", jax.ShapeDtypeStruct(shape, jnp.float32),
+                            vmap_method="sequential")
+    return call(dx_H.astype(jnp.float32), g), None
+
+
+_bag.defvjp(_bag_fwd, _bag_bwd)
+
+
+def bag(H: Float[Array, "N k"], g: Int[Array, "*n G"]) -> Float[Array, "*n k"]:
+    """x_H[i] = (1 / max(n_i, 1)) Σ_s H[g[i, s]], the slots with 0 < g < N, n_i of them with g > 0 (0: an
+    empty slot), at every position i of g's leading axes; differentiable in H (float32, on the engine)."""
+    return _bag(H, g.astype(jnp.int32))

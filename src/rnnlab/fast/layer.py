@@ -4,7 +4,8 @@ rematerialisation for long sequences on oneDNN (the kernel does its own: `engine
 Which path a layer takes is decided here: `uses_engine(engine, cell, x)` for `Recurrent(engine=...)`
 ("auto": the engine where it runs and RNNLAB_FAST is not 0, else the scan; "scan"; "fused": the engine, or
 a ValueError saying why it cannot run), and which engine runs a cell in `config` (the kernel, or oneDNN's
-primitives for the GRU without reset_after or with RNNLAB_FAST_ENGINE=onednn).
+primitives for the GRU without reset_after or with RNNLAB_FAST_ENGINE=onednn). `bag_on_engine` says the
+same of a model's subword mean (`engine.bag`), which follows its layers' choice.
 
 With lengths L (B,), every sequence runs all T steps inside the engine; around it, a_t is zeroed for t >= L,
 a_T is gathered at t = L (a_0 where L = 0), and an LSTM's c_T comes from the engine's masked mode. The
@@ -94,6 +95,20 @@ def uses_engine(choice: str, cell: Cell, x: Array) -> bool:
     reason = why_not(cell, x)
     if reason is not None:
         raise ValueError(f'engine="fused": {reason} (engine="auto" falls back to the scan)')
+    return True
+
+
+def bag_on_engine(choice: str, H: Array) -> bool:
+    """True where a model whose layers were given `engine=choice` takes the subword mean of x_t from the
+    engine (`engine.bag`), False for JAX's gather: "auto" where the engine is enabled, "scan" never,
+    "fused" always (a ValueError where the engine is not there); H float32 either way."""
+    if choice == "scan" or H.dtype != jnp.float32:
+        return False
+    if choice == "auto":
+        return enabled()
+    if not engine.available() or jax.default_backend() != "cpu":
+        raise ValueError('engine="fused": the subword mean runs on the CPU engine, which is not here '
+                         '(engine="auto" falls back to JAX)')
     return True
 
 
