@@ -11,6 +11,7 @@ import pytest
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
 # the floor's cache of fitted reports: one per test process, never the user's
 os.environ.setdefault("RNNLAB_FLOOR_CACHE", tempfile.mkdtemp(prefix="rnnlab-floor-"))
+os.environ.setdefault("RNNLAB_GRAMS_CACHE", tempfile.mkdtemp(prefix="rnnlab-grams-"))  # the same for the n-grams
 
 REPO = Path(__file__).resolve().parents[1]
 TWEETEVAL = REPO.parent / "shared" / "data" / "tweeteval"

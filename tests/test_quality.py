@@ -266,3 +266,27 @@ def test_a_subword_run_loads_back_with_its_table(run):
     assert np.array_equal(np.asarray(loaded.model.H), np.asarray(result.model.H))
     pred = loaded.predict_proba(d["test"].texts).argmax(axis=1)
     assert report(d["test"].labels, pred, d.labels, d.task)["score"] == pytest.approx(result.test["score"])
+
+
+def test_the_cached_gram_table_is_the_table_and_survives_a_damaged_file(tmp_path, monkeypatch):
+    monkeypatch.setenv(subwords.CACHE_ENV, str(tmp_path))
+    words = ["happy", "happpy", "tree", "été", "<unk>", "x"]
+    direct = subwords.table(words, 97)
+    first = subwords.cached_table(words, 97)              # hashed and written
+    (path,) = tmp_path.glob("*.npy")
+    assert np.array_equal(first, direct) and np.array_equal(np.load(path), direct)
+    assert np.array_equal(subwords.cached_table(words, 97), direct)      # read back
+    assert not np.array_equal(subwords.cached_table(words, 89), direct)  # another B: another entry
+    path.write_bytes(b"not an array")
+    assert np.array_equal(subwords.cached_table(words, 97), direct)      # damaged: hashed again
+    monkeypatch.setenv(subwords.CACHE_ENV, "0")
+    assert np.array_equal(subwords.cached_table(words[:3], 97), direct[:3]) and len(list(tmp_path.glob("*.npy"))) == 2
+
+
+def test_a_trainings_gram_table_is_every_tokens_own_ngrams():
+    from rnnlab.train import Config, prepare
+
+    d = tiny()
+    prep = prepare(Config(epochs=1, subwords=512, vector_words=300, baseline=False), d)
+    assert len(prep.vocab) > prep.trained  # vector words, their rows from the vectors' cached table
+    assert np.array_equal(prep.grams, subwords.table(prep.vocab.tokens, 512))

@@ -580,6 +580,21 @@ def trained_rows(config: Config, tokenized: list[list[str]]) -> int:
     return len(Vocabulary.build(tokenized, config.min_freq, config.max_vocab))
 
 
+def gram_table(vocab: Vocabulary, trained: int, wv: WordVectors | None, vector_words: int, buckets: int,
+               G: int) -> Int[np.ndarray, "V G"]:
+    """`subwords.table` of the whole vocabulary: the training words' n-grams hashed here, the vector words'
+    rows taken from the table of the vectors' first `vector_words` words, which is cached on disk
+    (`subwords.cached_table`) because every training on any data reads the same list."""
+    extra = vocab.tokens[trained:]
+    if not extra:
+        return subwords.table(vocab.tokens, buckets, G)
+    at = [-1 if wv is None else wv.index.get(w, -1) for w in extra]
+    if min(at) < 0 or max(at) >= vector_words:  # not the vectors' first words (never, as `vocabulary` builds)
+        return subwords.table(vocab.tokens, buckets, G)
+    first = subwords.cached_table(wv.words[:vector_words], buckets, G)
+    return np.concatenate([subwords.table(vocab.tokens[:trained], buckets, G), first[np.asarray(at)]])
+
+
 @dataclass
 class Prepared:
     """What a training reads besides its weights. dataset: with its val split (`split_off_val`); E (V, k):
@@ -651,8 +666,8 @@ def prepare(config: Config, dataset: Dataset, info: dict | None = None) -> Prepa
         model_config = config.model_config(len(vocab), len(dataset.labels), wv.k if wv is not None else None)
         check_memory(config, model_config, sum(len(s) for s in dataset.splits.values()), T)  # before the ids
     ids, lengths = vocab.encode_batch(tokenized, config.maxlen)
-    grams = (subwords.table(vocab.tokens, model_config.subword_buckets, model_config.subword_grams)
-             if model_config.subword_buckets else None)
+    grams = (gram_table(vocab, trained, wv, config.vector_words, model_config.subword_buckets,
+                        model_config.subword_grams) if model_config.subword_buckets else None)
     extra = None
     if len(vocab) > trained and wv is not None:
         extra = (E if E is not None else embedding_matrix(vocab, wv, seed=config.seed)[0])[trained:]

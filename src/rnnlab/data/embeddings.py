@@ -144,9 +144,17 @@ def embedding_matrix(
     E[0] = 0.0
     if USER in vocab:
         E[vocab.ids[USER]] = 0.0
-    found = 0
-    for i, token in enumerate(vocab.tokens[2:], start=2):
-        v = _lookup(wv, token)
+    # a token that is itself one of wv's words (every vector word is) takes its row in one gather;
+    # the rest go through `_lookup`'s other spellings
+    exact = np.array([wv.index.get(token, -1) for token in vocab.tokens], np.int64)
+    exact[:2] = -1  # <pad>, <unk>
+    if USER in vocab:
+        exact[vocab.ids[USER]] = -1
+    hit = exact >= 0
+    E[hit] = wv.vectors[exact[hit]]
+    found = int(hit.sum())
+    for i in np.flatnonzero(~hit[2:]) + 2:
+        v = _lookup(wv, vocab.tokens[i])
         if v is not None:
             E[i] = v
             found += 1

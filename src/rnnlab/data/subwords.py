@@ -10,19 +10,31 @@ The model adds the mean of its n-grams' rows of H to each token's row of E (`mod
 
 The word is marked with `<` and `>` at its ends, so that prefixes and suffixes differ from the middle. The
 placeholders `<pad>`, `<unk>`, `<url>` and `@user` and one-character tokens (punctuation) have no n-grams.
+
+`cached_table(words, B, G)` is `table` kept on disk under a digest of its inputs, for a list every training
+reads again (the pretrained vectors' first words): in the user's cache folder, `RNNLAB_GRAMS_CACHE=0` off,
+a path moves it (`rnnlab._cache`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
 import zlib
 from collections.abc import Sequence
 
 import numpy as np
 from jaxtyping import Int
 
+from rnnlab import _cache
+
 N_MIN, N_MAX = 3, 5
 MAX_GRAMS = 32           # G: n-grams kept per token (the first ones: the shortest, from the word's start)
 _NONE = {"<pad>", "<unk>", "<url>", "@user"}
+CACHE_ENV = "RNNLAB_GRAMS_CACHE"
+VERSION = 1  # part of the cache's digest: raise it whenever `grams`, `bucket` or `table` change
 
 
 def grams(token: str, n_min: int = N_MIN, n_max: int = N_MAX) -> list[str]:
@@ -46,4 +58,31 @@ def table(tokens: Sequence[str], buckets: int, max_grams: int = MAX_GRAMS) -> In
     for i, token in enumerate(tokens):
         ids = list(dict.fromkeys(bucket(g, buckets) for g in grams(token)))[:max_grams]
         out[i, : len(ids)] = ids
+    return out
+
+
+def cached_table(words: Sequence[str], buckets: int, max_grams: int = MAX_GRAMS) -> Int[np.ndarray, "V G"]:
+    """`table(words, buckets, max_grams)`, read from the cache when these words were hashed before (words
+    holding no NUL character, as the vectors' words never do) and written to it otherwise."""
+    folder = _cache.folder(CACHE_ENV, "grams")
+    if folder is None:
+        return table(words, buckets, max_grams)
+    h = hashlib.sha256(json.dumps([VERSION, N_MIN, N_MAX, MAX_GRAMS, buckets, max_grams, len(words)]).encode())
+    h.update("\0".join(words).encode("utf-8", "surrogatepass"))
+    path = folder / f"{h.hexdigest()[:32]}.npy"
+    try:
+        out = np.load(path, allow_pickle=False)
+        if out.shape == (len(words), max_grams) and out.dtype == np.int32:
+            return out
+    except (OSError, ValueError):
+        pass  # missing or damaged: hashed again and replaced
+    out = table(words, buckets, max_grams)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, out, allow_pickle=False)
+        os.replace(tmp, path)  # whole or not at all, for a process reading it at the same time
+    except OSError:
+        pass  # an unwritable cache costs the next run the hashing, never this one
     return out
