@@ -325,3 +325,24 @@ def test_a_write_to_a_device_writes_through_it_and_leaves_it_a_device(tmp_path):
     checkpoint.atomic_write(fifo, b"through")
     assert os.read(reader, 100) == b"through" and stat.S_ISFIFO(os.stat(fifo).st_mode)
     os.close(reader)
+
+
+def test_the_background_writer_writes_what_it_was_given_in_order_and_raises_a_failed_write(tmp_path):
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    with checkpoint.Writer() as writer:
+        writer.save_arrays(tmp_path / "x.safetensors", {"a": a}, {"n": 1})
+        a += 100  # the caller's buffer changes (as a donated step's does) once the call returns
+        writer.save_arrays(tmp_path / "x.safetensors", {"a": a}, {"n": 2})  # after the first, never before
+    arrays, meta = load_arrays(tmp_path / "x.safetensors")
+    assert meta == {"n": 2} and np.array_equal(arrays["a"], a)
+    with checkpoint.Writer() as writer:
+        writer.save_arrays(tmp_path / "x.safetensors", {"a": a - 100}, {"n": 3})
+    assert np.array_equal(load_arrays(tmp_path / "x.safetensors")[0]["a"], np.arange(6).reshape(2, 3))
+    (tmp_path / "file").write_text("a file, not a folder")
+    writer = checkpoint.Writer()
+    writer.save_arrays(tmp_path / "file" / "y.safetensors", {"a": a})  # fails in the background
+    with pytest.raises(checkpoint.RunError, match=r"y\.safetensors: cannot write it"):
+        writer.save_arrays(tmp_path / "z.safetensors", {"a": a})        # told at the next call
+    writer.close()
+    with pytest.raises(checkpoint.RunError, match="cannot write it"), checkpoint.Writer() as writer:
+        writer.save_arrays(tmp_path / "file" / "y.safetensors", {"a": a})  # or when it is closed

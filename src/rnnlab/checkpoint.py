@@ -16,12 +16,14 @@ Nothing is pickled: a model is rebuilt from its config and its arrays are filled
 SHA-256 is stored in its file's metadata and checked on load. A file is written to a temporary file in
 the same folder, fsynced, renamed over the old one, and the folder fsynced: a reader or a crash sees the
 old file or the new one, never half. Every file that cannot be used is refused with one line naming it.
+A training writes its checkpoints through a `Writer`: the same files, from one background thread.
 
     run = load_run("runs/emotion")                 # an rnnlab.inference.Run, ready to predict
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -192,6 +194,56 @@ def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict 
     if metadata is not None:
         meta["json"] = json.dumps(metadata)
     atomic_write(path, st_save(arrays, metadata=meta))
+
+
+class Writer:
+    """Files written in one background thread, one after another in the order asked, so that a training
+    goes on while its checkpoint is hashed, written and synced (each file atomic, as `save_arrays`).
+
+        with Writer() as writer:
+            writer.save_arrays(path, arrays, metadata)   # host copies taken now; returns before the write
+        # leaving waits for the last write; a write's error (a RunError) is raised at the next call or here
+
+    At most one write is in flight: a call waits for the one before it. Not for use from two threads."""
+
+    def __init__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="rnnlab-writer")
+        self._pending = None
+
+    def save_arrays(self, path: str | Path, arrays: dict[str, np.ndarray], metadata: dict | None = None) -> None:
+        """`save_arrays(path, arrays, metadata)` in the background; the arrays are copied first, so that
+        their buffers (a training step's, donated to the next) may change as soon as this returns."""
+        copies = {k: np.array(v, order="C", copy=True) for k, v in arrays.items()}
+        self.wait()
+        self._pending = self._pool.submit(save_arrays, path, copies, metadata)
+
+    def save_model(self, path: str | Path, members: Members, epoch: int | None = None) -> None:
+        """`save_model` in the background."""
+        self.save_arrays(path, tree_arrays(members), _model_meta(members, epoch))
+
+    def wait(self) -> None:
+        """Until the write in flight is done; raises its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self.close()
+            return
+        with contextlib.suppress(Exception):  # the error on its way out wins; the file in flight is finished
+            self.close()
 
 
 # -- reading -----------------------------------------------------------------------------------------------
@@ -394,10 +446,14 @@ def save_run(
 
 
 def save_model(path: str | Path, members: Members, epoch: int | None = None) -> None:
+    save_arrays(path, tree_arrays(members), _model_meta(members, epoch))
+
+
+def _model_meta(members: Members, epoch: int | None) -> dict:
     meta = {"model": members[0].config.to_dict(), "members": len(members)}
     if epoch is not None:
         meta["epoch"] = epoch
-    save_arrays(path, tree_arrays(members), meta)
+    return meta
 
 
 def load_run(run_dir: str | Path) -> Run:

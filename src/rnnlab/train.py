@@ -730,6 +730,7 @@ class TrainingState:
     elapsed: float = 0.0           # training seconds before this session
     losses: list = field(default_factory=list)  # the losses of the epoch in progress, so far
     best_report: dict | None = None  # val's report of the best weights, when this session evaluated them (not saved)
+    model_written: int | None = None  # the epoch whose weights this session wrote to model.safetensors (not saved)
 
     @classmethod
     def start(cls, params: tuple) -> TrainingState:
@@ -820,7 +821,8 @@ def _fit(config: Config, dataset: Dataset, out_dir: Path | None, progress: bool,
                                                 dataset["test"] if result.test is not None else None,
                                                 labels, dataset.task)
     if out is not None:
-        checkpoint.save_model(out / checkpoint.MODEL, members, state.best_epoch)
+        if state.model_written != state.best_epoch:  # else the loop wrote these very weights
+            checkpoint.save_model(out / checkpoint.MODEL, members, state.best_epoch)
         checkpoint.write_json(out / checkpoint.METRICS, {
             "task": dataset.task, "metric": metric, "best_epoch": state.best_epoch,
             "val": {metric: result.val["score"], **result.val},
@@ -875,12 +877,13 @@ def _loop(config: Config, prep: Prepared, state: TrainingState, static: tuple, k
         check_finite()
         if state_path is None:
             return
-        checkpoint.save_arrays(state_path, state.to_arrays(),
-                               state.meta(state.elapsed + time.perf_counter() - session_start))
+        seconds = state.elapsed + time.perf_counter() - session_start
+        writer.save_arrays(state_path, state.to_arrays(), state.meta(seconds))
         last_saved = state.global_step
 
     stop = state.bad_epochs >= config.patience or state.epoch >= config.epochs
-    with _progress(progress) as bar:
+    # checkpoints are hashed, written and synced in the background while the steps go on
+    with checkpoint.Writer() as writer, _progress(progress) as bar:
         while not stop:
             batches = plan(lengths, config.batch_size, edges, np.random.default_rng([config.seed, state.epoch]))
             task = bar.add_task(f"epoch {state.epoch + 1}/{config.epochs}", total=len(batches), info="",
@@ -911,7 +914,8 @@ def _loop(config: Config, prep: Prepared, state: TrainingState, static: tuple, k
                 state.best_score, state.best_epoch, state.bad_epochs, state.best = score, state.epoch, 0, kept
                 state.best_report = report
                 if out is not None:
-                    checkpoint.save_model(out / checkpoint.MODEL, members, state.epoch)
+                    writer.save_model(out / checkpoint.MODEL, members, state.epoch)
+                    state.model_written = state.epoch
             else:
                 state.bad_epochs += 1
             seconds = state.elapsed + time.perf_counter() - session_start
