@@ -542,10 +542,33 @@ def test_a_model_on_the_engine_embeds_and_learns_as_on_the_scan():
     model = eqx.tree_at(lambda m: m.H, model, jax.random.normal(jax.random.key(1), model.H.shape))
     tokens, lengths = jnp.array([[2, 4, 5, 6, 0], [3, 6, 0, 0, 0]]), jnp.array([4, 2])
     fused, scan = with_engine(model, "fused"), with_engine(model, "scan")
-    assert fast.bag_on_engine(fused.engine, fused.H) and not fast.bag_on_engine(scan.engine, scan.H)
+    cell = model.rnn.layers[0].forward.cell
+    assert fast.bag_on_engine(fused.engine, cell, fused.H) and not fast.bag_on_engine(scan.engine, cell, scan.H)
     assert np.allclose(np.asarray(fused.embed(tokens)), np.asarray(scan.embed(tokens)), atol=1e-6)
 
     def dH(m):
         return eqx.filter_grad(lambda m: m(tokens, lengths).sum())(m).H
 
     assert np.allclose(np.asarray(dH(fused)), np.asarray(dH(scan)), atol=1e-5)
+
+
+def test_the_engines_subword_mean_of_no_slots_is_zero_as_jaxs():
+    H = jnp.asarray(np.random.default_rng(0).normal(size=(9, 3)).astype(np.float32))
+    assert np.array_equal(np.asarray(fast.bag(H, jnp.zeros((4, 0), jnp.int32))), np.zeros((4, 3)))
+    assert np.array_equal(np.asarray(jax.grad(lambda H: fast.bag(H, jnp.zeros((2, 0), jnp.int32)).sum())(H)),
+                          np.zeros((9, 3)))
+    with pytest.raises((ValueError, TypeError)):  # TypeError: where jaxtyping checks the shapes first
+        fast.bag(H, jnp.int32(2))
+
+
+def test_a_model_whose_layers_stay_in_jax_keeps_jaxs_subword_mean():
+    from rnnlab.data import subwords
+    from rnnlab.models import ModelConfig, TextClassifier
+
+    vocab = ["<pad>", "<unk>", "happy", "sad"]
+    config = ModelConfig(vocab_size=4, classes=2, k=4, units=3, cell="mingru", subword_buckets=16,
+                         subword_grams=subwords.MAX_GRAMS)
+    model = TextClassifier(config, key=jax.random.key(0), grams=subwords.table(vocab, 16))
+    cell = model.rnn.layers[0].forward.cell
+    assert model.engine == "auto" and not fast.bag_on_engine("auto", cell, model.H)
+    assert fast.bag_on_engine("auto", rnnlab.GRU(4, 3, key=jax.random.key(1)), model.H)  # a cell the engine runs

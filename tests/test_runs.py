@@ -335,9 +335,12 @@ def test_the_background_writer_writes_what_it_was_given_in_order_and_raises_a_fa
         writer.save_arrays(tmp_path / "x.safetensors", {"a": a}, {"n": 2})  # after the first, never before
     arrays, meta = load_arrays(tmp_path / "x.safetensors")
     assert meta == {"n": 2} and np.array_equal(arrays["a"], a)
+    history = [{"epoch": 1}]
     with checkpoint.Writer() as writer:
-        writer.save_arrays(tmp_path / "x.safetensors", {"a": a - 100}, {"n": 3})
-    assert np.array_equal(load_arrays(tmp_path / "x.safetensors")[0]["a"], np.arange(6).reshape(2, 3))
+        writer.save_arrays(tmp_path / "x.safetensors", {"a": a - 100}, {"n": 3, "history": history})
+        history.append({"epoch": 2})  # the training goes on while the file is written: not in this file
+    arrays, meta = load_arrays(tmp_path / "x.safetensors")
+    assert np.array_equal(arrays["a"], np.arange(6).reshape(2, 3)) and meta["history"] == [{"epoch": 1}]
     (tmp_path / "file").write_text("a file, not a folder")
     writer = checkpoint.Writer()
     writer.save_arrays(tmp_path / "file" / "y.safetensors", {"a": a})  # fails in the background

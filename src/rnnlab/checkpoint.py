@@ -183,13 +183,19 @@ def write_json(path: str | Path, obj: Any) -> None:
     atomic_write(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode())
 
 
+def _contiguous(a: Any) -> np.ndarray:
+    """`a` as a C-ordered NumPy array, copied only where it is not one already (its shape kept, 0-d too)."""
+    a = np.asarray(a)
+    return a if a.flags.c_contiguous else np.array(a, order="C")
+
+
 def _digest(a: np.ndarray) -> str:
-    return hashlib.sha256(np.array(a, order="C").tobytes()).hexdigest()
+    return hashlib.sha256(_contiguous(a).data).hexdigest()
 
 
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict | None = None) -> None:
     """A safetensors file of `arrays`, with `metadata` (JSON) and each array's SHA-256 in its header."""
-    arrays = {k: np.array(v, order="C") for k, v in arrays.items()}
+    arrays = {k: _contiguous(v) for k, v in arrays.items()}
     meta = {"sha256": json.dumps({k: _digest(v) for k, v in arrays.items()}, sort_keys=True)}
     if metadata is not None:
         meta["json"] = json.dumps(metadata)
@@ -213,11 +219,13 @@ class Writer:
         self._pending = None
 
     def save_arrays(self, path: str | Path, arrays: dict[str, np.ndarray], metadata: dict | None = None) -> None:
-        """`save_arrays(path, arrays, metadata)` in the background; the arrays are copied first, so that
-        their buffers (a training step's, donated to the next) may change as soon as this returns."""
+        """`save_arrays(path, arrays, metadata)` in the background; the arrays and the metadata are copied
+        first, so that they (a training step's buffers, donated to the next; the history) may change as
+        soon as this returns."""
+        self.wait()  # first: the write before holds its own copies until it is done
         copies = {k: np.array(v, order="C", copy=True) for k, v in arrays.items()}
-        self.wait()
-        self._pending = self._pool.submit(save_arrays, path, copies, metadata)
+        meta = None if metadata is None else json.loads(json.dumps(metadata))  # as it is now, not when written
+        self._pending = self._pool.submit(save_arrays, path, copies, meta)
 
     def save_model(self, path: str | Path, members: Members, epoch: int | None = None) -> None:
         """`save_model` in the background."""

@@ -288,7 +288,8 @@ class TextClassifier(eqx.Module):
         if self.H is None:
             return x
         g = self.grams[tokens]                                                  # (*B, T, G), 0: no n-gram
-        if fast.bag_on_engine(self.engine, self.H):  # the same equation in C++, without the (*B, T, G, k) rows
+        layer = self._first_layer
+        if fast.bag_on_engine(layer.engine, layer.cell, self.H):  # the same equation in C++, no (*B, T, G, k) rows
             return x + fast.bag(self.H, g)
         # id 0 reads as a row of zeros that passes H no gradient: out of range, filled (no float mask)
         rows = self.H.at[jnp.where(g > 0, g, self.H.shape[0])].get(mode="fill", fill_value=0.0)
@@ -298,7 +299,11 @@ class TextClassifier(eqx.Module):
     @property
     def engine(self) -> str:
         """Where the layers run ("auto", "scan" or "fused", `layers.with_engine`); embed follows them."""
-        return next(node.engine for node in jax.tree.leaves(self.rnn, is_leaf=lambda n: isinstance(n, Recurrent))
+        return self._first_layer.engine
+
+    @property
+    def _first_layer(self) -> Recurrent:
+        return next(node for node in jax.tree.leaves(self.rnn, is_leaf=lambda n: isinstance(n, Recurrent))
                     if isinstance(node, Recurrent))
 
     def with_rows(self, E_rows: Float[Array, "X k"], gram_rows: Int[Array, "X G"] | None = None) -> TextClassifier:

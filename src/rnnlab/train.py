@@ -746,7 +746,7 @@ class TrainingState:
         """The position, as JSON; elapsed: the training seconds so far (else those before this session)."""
         return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
                 "best_score": None if self.best_score == -math.inf else self.best_score,
-                "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "history": self.history,
+                "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "history": list(self.history),
                 "elapsed": self.elapsed if elapsed is None else elapsed,
                 "epoch_losses": [float(v) for v in jax.device_get(self.losses)] if self.step_in_epoch else []}
 

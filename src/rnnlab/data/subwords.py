@@ -24,6 +24,7 @@ import os
 import tempfile
 import zlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from jaxtyping import Int
@@ -62,27 +63,30 @@ def table(tokens: Sequence[str], buckets: int, max_grams: int = MAX_GRAMS) -> In
 
 
 def cached_table(words: Sequence[str], buckets: int, max_grams: int = MAX_GRAMS) -> Int[np.ndarray, "V G"]:
-    """`table(words, buckets, max_grams)`, read from the cache when these words were hashed before (words
-    holding no NUL character, as the vectors' words never do) and written to it otherwise."""
+    """`table(words, buckets, max_grams)`, read from the cache when these words were hashed before, and
+    written to it otherwise (an entry that cannot be read is made again)."""
     folder = _cache.folder(CACHE_ENV, "grams")
     if folder is None:
         return table(words, buckets, max_grams)
-    h = hashlib.sha256(json.dumps([VERSION, N_MIN, N_MAX, MAX_GRAMS, buckets, max_grams, len(words)]).encode())
-    h.update("\0".join(words).encode("utf-8", "surrogatepass"))
-    path = folder / f"{h.hexdigest()[:32]}.npy"
+    key = json.dumps([VERSION, N_MIN, N_MAX, MAX_GRAMS, buckets, max_grams, list(words)], ensure_ascii=False)
+    path = folder / f"{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}.npy"
     try:
         out = np.load(path, allow_pickle=False)
-        if out.shape == (len(words), max_grams) and out.dtype == np.int32:
+        if isinstance(out, np.ndarray) and out.shape == (len(words), max_grams) and out.dtype == np.int32:
             return out
-    except (OSError, ValueError):
-        pass  # missing or damaged: hashed again and replaced
+    except Exception:  # missing, cut, or not an array at all: hashed again and replaced
+        pass
     out = table(words, buckets, max_grams)
+    tmp = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             np.save(f, out, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)  # whole or not at all, for a process reading it at the same time
     except OSError:
-        pass  # an unwritable cache costs the next run the hashing, never this one
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)  # an unwritable cache costs the next run the hashing, not this one
     return out

@@ -32,11 +32,11 @@ inline float slots_of(const int32_t* g_i, int64_t G) {
 
 ffi::Error BagForward(F32 H, S32 g, Out x_H) {
   const int64_t N = H.dimensions()[0], k = H.dimensions()[1];
-  const int64_t G = g.dimensions().back(), n = G ? g.element_count() / G : 0;
+  const int64_t n = k ? x_H->element_count() / k : 0, G = n ? g.element_count() / n : 0;
   const float* H_ = H.typed_data();
   const int32_t* g_ = g.typed_data();
   float* out = x_H->typed_data();
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = 0; i < n; ++i) {  // every row written, the rows of positions with no slot (G = 0) too
     const int32_t* g_i = g_ + i * G;
     float* x_i = out + i * k;
     for (int64_t j = 0; j < k; ++j) x_i[j] = 0.0f;
@@ -56,7 +56,7 @@ ffi::Error BagForward(F32 H, S32 g, Out x_H) {
 
 ffi::Error BagBackward(F32 dx_H, S32 g, Out dH) {
   const int64_t N = dH->dimensions()[0], k = dH->dimensions()[1];
-  const int64_t G = g.dimensions().back(), n = G ? g.element_count() / G : 0;
+  const int64_t n = k ? dx_H.element_count() / k : 0, G = n ? g.element_count() / n : 0;
   const float* dx = dx_H.typed_data();
   const int32_t* g_ = g.typed_data();
   float* dH_ = dH->typed_data();

@@ -343,4 +343,7 @@ _bag.defvjp(_bag_fwd, _bag_bwd)
 def bag(H: Float[Array, "N k"], g: Int[Array, "*n G"]) -> Float[Array, "*n k"]:
     """x_H[i] = (1 / max(n_i, 1)) Σ_s H[g[i, s]], the slots with 0 < g < N, n_i of them with g > 0 (0: an
     empty slot), at every position i of g's leading axes; differentiable in H (float32, on the engine)."""
+    if g.ndim == 0 or H.ndim != 2 or H.dtype != jnp.float32:
+        raise ValueError(f"engine.bag takes H (N, k) float32 and g (..., G) ids; got H {H.shape} {H.dtype}, "
+                         f"g {g.shape}")
     return _bag(H, g.astype(jnp.int32))

@@ -98,14 +98,15 @@ def uses_engine(choice: str, cell: Cell, x: Array) -> bool:
     return True
 
 
-def bag_on_engine(choice: str, H: Array) -> bool:
-    """True where a model whose layers were given `engine=choice` takes the subword mean of x_t from the
-    engine (`engine.bag`), False for JAX's gather: "auto" where the engine is enabled, "scan" never,
-    "fused" always (a ValueError where the engine is not there); H float32 either way."""
+def bag_on_engine(choice: str, cell: Cell, H: Array) -> bool:
+    """True where a model whose layers (of `cell`) were given `engine=choice` takes the subword mean of x_t
+    from the engine (`engine.bag`), False for JAX's gather: "auto" where the engine is enabled and runs
+    the cell (a model all in JAX stays all in JAX), "scan" never, "fused" always (a ValueError where the
+    engine is not there); H float32 either way."""
     if choice == "scan" or H.dtype != jnp.float32:
         return False
     if choice == "auto":
-        return enabled()
+        return enabled() and why_not(cell) is None
     if not engine.available() or jax.default_backend() != "cpu":
         raise ValueError('engine="fused": the subword mean runs on the CPU engine, which is not here '
                          '(engine="auto" falls back to JAX)')
