@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from rnnlab import baseline, checkpoint, compile_cache, inference, metrics, optim
 from rnnlab.data import subwords
@@ -705,11 +705,10 @@ def init_members(model_config: ModelConfig, E: Float[np.ndarray, "V k"] | None, 
     return tuple(with_engine(m, engine) for m in built), key
 
 
-@eqx.filter_jit
-def _all_finite(tree) -> Bool[Array, ""]:
-    """Whether every float of every array in `tree` is finite: one compiled reduction over the tree."""
-    leaves = [x for x in jax.tree.leaves(tree) if eqx.is_inexact_array(x)]
-    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves])) if leaves else jnp.asarray(True)
+def _all_finite(tree) -> bool:
+    """Whether every float of every array in `tree` is finite, read where the arrays are (on the CPU, in
+    place): no program to compile for a check made once per checkpoint."""
+    return all(bool(np.isfinite(np.asarray(x)).all()) for x in jax.tree.leaves(tree) if eqx.is_inexact_array(x))
 
 
 @dataclass
@@ -859,7 +858,7 @@ def _loop(config: Config, prep: Prepared, state: TrainingState, static: tuple, k
         the weights are: nothing of that step is written, the run keeps its last good checkpoint."""
         values = np.asarray([float(v) for v in jax.device_get(state.losses)], np.float64)
         bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size == 0 and bool(_all_finite(state.step.params)):
+        if bad.size == 0 and _all_finite(state.step.params):
             return
         i = int(bad[0]) if bad.size else len(values) - 1
         what = f"the training loss became {values[i]}" if bad.size else "the weights became NaN or inf"
