@@ -123,3 +123,25 @@ def test_existing_run_needs_resume(emotion_run, tweeteval_dir):
 def test_predict_without_a_run(tmp_path):
     result = invoke("predict", tmp_path / "nothing", "hello")
     assert result.exit_code == 2 and "config.json: no such file" in " ".join(result.output.split())
+
+
+def test_an_interrupted_training_says_what_it_keeps_and_how_to_go_on(tmp_path, monkeypatch):
+    import rnnlab.train
+
+    folder = write_task(tmp_path / "task")
+    (folder / "val_text.txt").write_text("fine\nawful\n")
+    (folder / "val_labels.txt").write_text("1\n0\n")
+
+    def interrupted(config, dataset, out, **kw):
+        if kw.get("resume") is False and "kept" in str(out):
+            (Path(out) / STATE).parent.mkdir(parents=True, exist_ok=True)
+            (Path(out) / STATE).write_bytes(b"a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rnnlab.train, "fit", interrupted)  # the command imports it when it runs
+    result = invoke("train", folder, "--out", tmp_path / "kept", "--quiet")
+    said = " ".join(result.output.split())
+    assert result.exit_code == 130 and "Traceback" not in result.output
+    assert f"interrupted: {tmp_path / 'kept'} keeps its last checkpoint" in said and "--resume" in said
+    result = invoke("train", folder, "--out", tmp_path / "none", "--quiet")
+    assert result.exit_code == 130 and "nothing to resume" in " ".join(result.output.split())

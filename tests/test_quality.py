@@ -279,6 +279,8 @@ def test_the_cached_gram_table_is_the_table_and_survives_a_damaged_file(tmp_path
     assert not np.array_equal(subwords.cached_table(words, 89), direct)  # another B: another entry
     path.write_bytes(b"not an array")
     assert np.array_equal(subwords.cached_table(words, 97), direct)      # damaged: hashed again
+    np.save(path, np.full_like(direct, 98))                                # right shape, rows past H
+    assert np.array_equal(subwords.cached_table(words, 97), direct) and np.array_equal(np.load(path), direct)
     monkeypatch.setenv(subwords.CACHE_ENV, "0")
     assert np.array_equal(subwords.cached_table(words[:3], 97), direct[:3]) and len(list(tmp_path.glob("*.npy"))) == 2
 

@@ -217,6 +217,14 @@ def train(
             if as_json:
                 print(json.dumps({"run": str(out), "finished": True, "message": str(e)}))
             raise typer.Exit(0) from None
+        except KeyboardInterrupt:
+            from rnnlab.checkpoint import MODEL, STATE
+
+            kept = (out / STATE).is_file() or (out / MODEL).is_file()
+            line = (f"interrupted: {out} keeps its last checkpoint; `rnnlab train {data} --out {out} --resume` "
+                    "continues it" if kept else f"interrupted before {out} held a checkpoint: nothing to resume")
+            console.print(escape(line), highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
     if as_json:
         print(json.dumps({"run": str(out), "task": dataset.task, "metric": result.metric,
                           "best_epoch": result.best_epoch, "seconds": round(result.seconds, 3),

@@ -72,7 +72,8 @@ def cached_table(words: Sequence[str], buckets: int, max_grams: int = MAX_GRAMS)
     path = folder / f"{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}.npy"
     try:
         out = np.load(path, allow_pickle=False)
-        if isinstance(out, np.ndarray) and out.shape == (len(words), max_grams) and out.dtype == np.int32:
+        if (isinstance(out, np.ndarray) and out.shape == (len(words), max_grams) and out.dtype == np.int32
+                and (out.size == 0 or (out.min() >= 0 and out.max() <= buckets))):
             return out
     except Exception:  # missing, cut, or not an array at all: hashed again and replaced
         pass
