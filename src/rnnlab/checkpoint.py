@@ -29,7 +29,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
@@ -44,6 +43,8 @@ from jaxtyping import PyTree
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from rnnlab._files import RunError, atomic_write
+from rnnlab._files import fsync_dir as fsync_dir  # re-exported: runs write through it
 from rnnlab.data.vocab import Vocabulary
 from rnnlab.inference import KIND, Members, Run
 from rnnlab.inference import predict_proba as predict_proba  # re-exported: inference lives in rnnlab.inference
@@ -61,75 +62,8 @@ _DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "F16": 2, "BF16
                 "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
 
-class RunError(ValueError):
-    """A run folder or run file that cannot be used: the message names the file and what is wrong."""
-
-
 class RunLockedError(RunError):
     """Another process holds the run folder's lock: it is training that run now."""
-
-
-# -- writing -----------------------------------------------------------------------------------------------
-
-def _umask() -> int:
-    """The process's umask, read without changing it where the OS allows."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def fsync_dir(path: str | Path) -> None:
-    """Flush a folder's entries (a rename in it) to disk."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on a folder; the rename itself stays atomic
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` so that a reader (or a crash) sees the old file or the new one, never half.
-    The file gets the mode a plain `open` would give it (0666 less the umask). An OS error (a full disk, a
-    folder that cannot be written) is a RunError naming the file, the old file left as it was. A path that
-    is not a regular file (/dev/null, a pipe) is written in place: a rename would replace the device."""
-    path = Path(path)
-    if path.exists() and not path.is_file() and not path.is_dir():
-        try:
-            with open(path, "wb") as f:
-                f.write(data)
-        except OSError as e:
-            raise RunError(f"{path}: cannot write it ({e.strerror or e})") from None
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise RunError(f"{path}: cannot write it ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise RunError(f"{path}: cannot write it ({e.strerror or e}); the file as it was is left in place") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def remove_orphans(run_dir: str | Path) -> list[Path]:

@@ -18,18 +18,18 @@ a path moves it (`rnnlab._cache`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
-import os
-import tempfile
 import zlib
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from jaxtyping import Int
 
 from rnnlab import _cache
+from rnnlab._files import RunError, atomic_write
 
 N_MIN, N_MAX = 3, 5
 MAX_GRAMS = 32           # G: n-grams kept per token (the first ones: the shortest, from the word's start)
@@ -78,16 +78,8 @@ def cached_table(words: Sequence[str], buckets: int, max_grams: int = MAX_GRAMS)
     except Exception:  # missing, cut, or not an array at all: hashed again and replaced
         pass
     out = table(words, buckets, max_grams)
-    tmp = None
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, out, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # whole or not at all, for a process reading it at the same time
-    except OSError:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)  # an unwritable cache costs the next run the hashing, not this one
+    buffer = io.BytesIO()
+    np.save(buffer, out, allow_pickle=False)
+    with contextlib.suppress(RunError):  # an unwritable cache costs the next run the hashing, never this one
+        atomic_write(path, buffer.getvalue())  # whole or not at all, for a process reading it at the same time
     return out
