@@ -188,3 +188,26 @@ def test_pretraining_compiles_once_for_the_same_shapes():
         assert compiles == []
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_one_program_serves_equal_static_parts_and_reads_their_arrays():
+    """The step is found again for members built anew with the same structure (no second trace), and the
+    arrays among the static parts (the n-grams' table) are inputs of the program, not constants in it."""
+    from rnnlab.train import _step_for
+
+    mc = ModelConfig(vocab_size=6, classes=2, k=4, units=3, subword_buckets=5, subword_grams=2)
+    grams = np.array([[0, 0], [1, 2], [3, 0], [4, 5], [2, 2], [5, 1]], np.int32)
+    cfg = StepConfig.of(Config())
+    tokens, lengths = jnp.array([[1, 2, 3], [4, 5, 0]], jnp.int32), jnp.array([3, 2], jnp.int32)
+    labels, weights = jnp.array([0, 1], jnp.int32), jnp.ones(2, jnp.float32)
+    losses, fns = [], []
+    for table in (grams, grams[::-1].copy()):
+        model = TextClassifier(mc, key=jax.random.key(0), grams=table)
+        model = eqx.tree_at(lambda m: m.H, model, jnp.ones_like(model.H))  # rows that change x_t
+        params, static = eqx.partition((model,), (trainable(model),))
+        fns.append(_step_for(static, cfg).fn)
+        fixed = (static, cfg, jnp.asarray(schedule(Config(), 4)), jax.random.key(1))
+        losses.append(float(_train_step(fixed, init_state(params), tokens, lengths, labels, weights)[1]))
+    assert fns[0] is fns[1]
+    assert losses[0] != losses[1]
+    assert _step_for(static, StepConfig.of(Config(clip=0.5))).fn is not fns[0]

@@ -429,14 +429,48 @@ def _update_member(p, e, g, m, v, row_log, log_decay, rows, lr, count, d, cfg: S
     return put(p2, E), put(e2, eE), put(m2, mE), put(v2, vE), row_log
 
 
-@eqx.filter_jit(donate="all-except-first")
 def _train_step(fixed, state: TrainState, tokens, lengths, labels, weights):
     """One AdamW step for each member on its class-weighted cross-entropy, each member's gradient clipped to
     global norm `clip`, and the moving average stepped with d = `optim.ema_decay`. fixed = (static,
     StepConfig, rates (S,), key), not donated; state's buffers are donated (updated in place). E's
     gradient is taken through its n = B·T lookups x = E[tokens] (n, k), summed per distinct row, and only
-    those rows are updated (`rnnlab.optim`). Returns the state after the step and the members' mean loss."""
+    those rows are updated (`rnnlab.optim`). Returns the state after the step and the members' mean loss.
+    One compiled program per shape, StepConfig and static structure (`_step_for`)."""
     static, cfg, rates, key = fixed
+    step = _step_for(static, cfg)
+    return step.fn(state, rates, key, step.arrays, tokens, lengths, labels, weights)
+
+
+class _Step(NamedTuple):
+    static: tuple       # the members' static parts this entry was made for (compared by identity)
+    cfg: StepConfig
+    arrays: tuple       # the arrays among them (the n-grams' table): inputs of the program, not constants
+    fn: Callable
+
+
+_STEPS: dict = {}       # (static's structure and non-array leaves, StepConfig) -> the jitted step
+_LAST: list = [None]    # the last _Step: the loop asks for the same one at every step
+
+
+def _step_for(static: tuple, cfg: StepConfig) -> _Step:
+    """The jitted step for these static parts: found by identity at every step of a run (no pytree hashed
+    per call, as a filtered jit would), by value once per run."""
+    last = _LAST[0]
+    if last is not None and last.static is static and last.cfg == cfg:
+        return last
+    arrays, rest = eqx.partition(static, eqx.is_array)
+    leaves, treedef = jax.tree.flatten(rest)
+    fn = _STEPS.get((treedef, tuple(leaves), cfg))
+    if fn is None:
+        fn = _STEPS[(treedef, tuple(leaves), cfg)] = jax.jit(
+            functools.partial(_step, rest, cfg), donate_argnums=0)
+    _LAST[0] = _Step(static, cfg, arrays, fn)
+    return _LAST[0]
+
+
+def _step(rest, cfg: StepConfig, state: TrainState, rates, key, arrays, tokens, lengths, labels, weights):
+    """`_train_step`'s program: the members' static parts are `rest` (closed over) and `arrays`."""
+    static = eqx.combine(arrays, rest)
     params, ema, adam, ema_state = state
     count = adam.count
     lr = rates[jnp.minimum(count, rates.shape[0] - 1)]
