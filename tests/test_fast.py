@@ -572,3 +572,43 @@ def test_a_model_whose_layers_stay_in_jax_keeps_jaxs_subword_mean():
     cell = model.rnn.layers[0].forward.cell
     assert model.engine == "auto" and not fast.bag_on_engine("auto", cell, model.H)
     assert fast.bag_on_engine("auto", rnnlab.GRU(4, 3, key=jax.random.key(1)), model.H)  # a cell the engine runs
+
+
+@pytest.mark.parametrize("kind", ["elman-tanh", "gru"])
+def test_the_kernel_reads_a_sequence_reversed_within_its_length_as_reversing_around_it(kind):
+    """`Config.within`: the kernel reads step t of sequence n at L_n - 1 - t itself. Its values and
+    gradients (x, a_0, every weight) are those of reversing x and a around a forward run in JAX, to the bit,
+    lengths 0 and T included; where it cannot run (oneDNN, in pieces) the engine refuses it."""
+    from rnnlab.fast import engine, layer
+    from rnnlab.padding import reverse_within, valid_steps
+
+    B, T, k, p = 9, 7, 5, 6
+    cell = make(kind, k, p, jax.random.key(0))
+    x, a0, w = (jax.random.normal(jax.random.key(i), s) for i, s in ((1, (B, T, k)), (2, (B, p)), (3, (B, T, p))))
+    L = jnp.array([0, 7, 1, 3, 7, 2, 5, 6, 4], jnp.int32)
+
+    def around(cell, x, a0):
+        cfg = layer.config(cell)
+        a, _, _ = engine.fused(cfg, jax.vmap(reverse_within)(x, L), a0, jnp.zeros((1,)), cell.W_a, cell.U_a,
+                               cell.b_a, layer._c_n(cell), L)
+        a = jnp.where(valid_steps(L, T)[..., None], a, 0.0)
+        aT = jnp.where((L > 0)[:, None], jnp.take_along_axis(a, jnp.clip(L - 1, 0)[:, None, None], axis=1)[:, 0], a0)
+        return jax.vmap(reverse_within)(a, L), aT
+
+    def inside(cell, x, a0):
+        return layer.sequence(cell, x, L, a0, reverse=True)
+
+    results = []
+    for run in (around, inside):
+        def loss(cell, x, a0, run=run):
+            a, aT = run(cell, x, a0)
+            return (a * w).sum() + (aT * aT).sum(), (a, aT)
+        results.append(jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(cell, x, a0))
+    for ours, theirs in zip(jax.tree.leaves(results[1]), jax.tree.leaves(results[0]), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    cfg = layer.config(cell)._replace(within=True)
+    with pytest.raises(Exception, match="within lengths runs on the kernel"):
+        engine.fused(cfg, x, a0, jnp.zeros((1,)), cell.W_a, cell.U_a, cell.b_a, layer._c_n(cell), L, chunk=3)
+    with pytest.raises(Exception, match="within lengths runs on the kernel"):
+        engine.fused(cfg._replace(kernel=False), x, a0, jnp.zeros((1,)), cell.W_a, cell.U_a, cell.b_a,
+                     layer._c_n(cell), L)

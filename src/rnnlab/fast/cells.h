@@ -29,7 +29,12 @@ struct Shape {
   // Where a call runs steps t0..t0+T of longer sequences (a piece, kernel.h): their full length, the
   // distance between two sequences' rows in x, a, da and dx (0: T). Only the kernel runs pieces.
   int T_all = 0;
+  // 1: each sequence read reversed within its own length (lengths (B,) given): step t of sequence n reads
+  // x at L_n - 1 - t and writes a there, and steps t >= L_n stay in place (the kernel only, no LSTM).
+  int within = 0;
   int64_t seq_rows() const { return T_all > 0 ? T_all : T; }
+  // Where step t of sequence n (lengths L) sits in the caller's batch-major arrays.
+  int64_t at(const int32_t* L, int n, int t) const { return within && t < L[n] ? L[n] - 1 - t : t; }
   int G() const { return gates(cell); }
   bool operator==(const Shape&) const = default;
 };
@@ -37,13 +42,14 @@ struct Shape {
 struct ShapeHash {
   size_t operator()(const Shape& s) const {
     size_t h = 0;
-    for (int v : {s.cell, s.act, s.reverse, s.masked, s.B, s.T, s.k, s.p}) h = h * 1000003u + size_t(v);
+    for (int v : {s.cell, s.act, s.reverse, s.masked, s.within, s.B, s.T, s.k, s.p}) h = h * 1000003u + size_t(v);
     return h;
   }
 };
 
 // Inputs of one call: x (B, T, k), a0 (B, p), c0 (B, p), W_a (G·p, k), U_a (G·p, p), b_a (G·p,),
-// c_n (p,), lengths (B,). c0, c_n and lengths are null where the cell or mode has none.
+// c_n (p,), lengths (B,). c0, c_n and lengths are null where the cell or mode has none (lengths: masked
+// LSTM, or within).
 struct Inputs {
   const float *x, *a0, *c0, *W, *U, *b, *c_n;
   const int32_t* lengths;

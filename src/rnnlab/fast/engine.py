@@ -46,13 +46,16 @@ ACTIVATIONS = {"tanh": 0, "relu": 1, "sigmoid": 2}
 class Config(NamedTuple):
     """What the engine compiles for: cell (ELMAN, GRU, GRU_RESET_AFTER, LSTM), activation (Elman only),
     reverse (run t = T..1), masked (an LSTM with lengths: c_t stays fixed after each sequence's end),
-    kernel (the hand-written kernel runs it; False: oneDNN's primitives)."""
+    kernel (the hand-written kernel runs it; False: oneDNN's primitives), within (the kernel, Elman and
+    the GRU, whole sequences: each sequence n read reversed within its length L_n: step t reads x at
+    L_n - 1 - t and writes a there; steps t >= L_n read and write position t)."""
 
     cell: int
     act: int = 0
     reverse: bool = False
     masked: bool = False
     kernel: bool = True
+    within: bool = False
 
 
 def _load() -> ctypes.CDLL:
@@ -127,7 +130,7 @@ def sizes(cfg: Config, B: int, T: int, k: int, p: int) -> tuple[int, int, int, i
 
 def _attrs(cfg: Config) -> dict:
     return dict(cell=np.int32(cfg.cell), act=np.int32(cfg.act), reverse=np.int32(cfg.reverse),
-                masked=np.int32(cfg.masked), kernel=np.int32(cfg.kernel))
+                masked=np.int32(cfg.masked), kernel=np.int32(cfg.kernel), within=np.int32(cfg.within))
 
 
 def _forward(cfg: Config, train: bool, *args):

@@ -32,10 +32,15 @@ using S32 = ffi::Buffer<ffi::S32>;
 using Out = ffi::ResultBuffer<ffi::F32>;
 using Bytes = ffi::ResultBuffer<ffi::U8>;
 
-Shape shape_of(const F32& x, const F32& U, int32_t cell, int32_t act, int32_t reverse, int32_t masked) {
+// `within` runs on the kernel only, and not in pieces: elsewhere it is refused.
+Shape shape_of(const F32& x, const F32& U, int32_t cell, int32_t act, int32_t reverse, int32_t masked,
+               int32_t within = 0, bool within_runs = false) {
+  if (within && !within_runs) throw std::invalid_argument("within lengths runs on the kernel, whole sequences");
   const auto xd = x.dimensions();
   const auto ud = U.dimensions();
-  return Shape{cell, act, reverse, masked, int(xd[0]), int(xd[1]), int(xd[2]), int(ud[1])};
+  Shape s{cell, act, reverse, masked, int(xd[0]), int(xd[1]), int(xd[2]), int(ud[1])};
+  s.within = within;
+  return s;
 }
 
 // Asks the OS to back a result buffer of XLA's with 2 MB pages where it can (transparent huge pages,
@@ -58,14 +63,14 @@ Inputs inputs_of(const Shape& s, const F32& x, const F32& a0, const F32& c0, con
                 U.typed_data(),
                 b.typed_data(),
                 s.cell == kGruResetAfter ? c_n.typed_data() : nullptr,
-                s.masked ? lengths.typed_data() : nullptr};
+                s.masked || s.within ? lengths.typed_data() : nullptr};
 }
 
 ffi::Error Forward(F32 x, F32 a0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, Out a, Out aT, Out cT,
                    Bytes ws, Bytes scratch, int32_t cell, int32_t act, int32_t reverse, int32_t masked,
-                   int32_t kernel, int32_t train) {
+                   int32_t kernel, int32_t within, int32_t train) {
   try {
-    const Shape s = shape_of(x, U, cell, act, reverse, masked);
+    const Shape s = shape_of(x, U, cell, act, reverse, masked, within, kernel != 0);
     const Inputs in = inputs_of(s, x, a0, c0, W, U, b, c_n, lengths);
     float* c_out = cell == kLstm ? cT->typed_data() : nullptr;
     void* keep = train ? ws->untyped_data() : nullptr;
@@ -88,10 +93,10 @@ ffi::Error Forward(F32 x, F32 a0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 leng
 ffi::Error Backward(F32 x, F32 a0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, F32 a, F32 aT, F32 cT,
                     ffi::Buffer<ffi::U8> ws, F32 da, F32 daT, F32 dcT, Out dx, Out da0, Out dc0, Out dW,
                     Out dU, Out db, Out dc_n, Bytes scratch, int32_t cell, int32_t act, int32_t reverse,
-                    int32_t masked, int32_t kernel) {
+                    int32_t masked, int32_t kernel, int32_t within) {
   try {
     if (kernel) throw std::invalid_argument("the kernel's backward is rnnlab_kernel_backward");
-    const Shape s = shape_of(x, U, cell, act, reverse, masked);
+    const Shape s = shape_of(x, U, cell, act, reverse, masked, within);
     const bool lstm = cell == kLstm;
     Grads g{dx->typed_data(), da0->typed_data(), lstm ? dc0->typed_data() : nullptr,
             dW->typed_data(), dU->typed_data(),  db->typed_data(),
@@ -112,9 +117,9 @@ ffi::Error Backward(F32 x, F32 a0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 len
 ffi::Error KernelBackward(F32 x, F32 a0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths,
                           ffi::Buffer<ffi::U8> ws, F32 da, F32 daT, F32 dcT, Out dx, Out da0, Out dc0, Out dW,
                           Out dU, Out db, Out dc_n, int32_t cell, int32_t act, int32_t reverse, int32_t masked,
-                          int32_t kernel, int32_t with_dx) {
+                          int32_t kernel, int32_t within, int32_t with_dx) {
   try {
-    const Shape s = shape_of(x, U, cell, act, reverse, masked);
+    const Shape s = shape_of(x, U, cell, act, reverse, masked, within, true);
     const bool lstm = cell == kLstm;
     if (with_dx && dx->element_count() != x.element_count())
       throw std::invalid_argument("dx holds " + std::to_string(dx->element_count()) + " floats; x holds " +
@@ -154,9 +159,9 @@ void check_pieces(const Shape& s, int32_t chunk, int32_t kernel, size_t starts, 
 
 ffi::Error PiecesForward(F32 x, F32 a0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, Out a, Out aT, Out cT,
                          Out a_starts, Out c_starts, int32_t cell, int32_t act, int32_t reverse, int32_t masked,
-                         int32_t kernel, int32_t chunk) {
+                         int32_t kernel, int32_t within, int32_t chunk) {
   try {
-    const Shape s = shape_of(x, U, cell, act, reverse, masked);
+    const Shape s = shape_of(x, U, cell, act, reverse, masked, within);
     const bool lstm = cell == kLstm;
     check_pieces(s, chunk, kernel, a_starts->element_count(), "a_starts");
     if (lstm) {
@@ -177,9 +182,9 @@ ffi::Error PiecesForward(F32 x, F32 a0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S3
 ffi::Error PiecesBackward(F32 x, F32 a0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, F32 a_starts,
                           F32 c_starts, F32 da, F32 daT, F32 dcT, Out dx, Out da0, Out dc0, Out dW, Out dU, Out db,
                           Out dc_n, int32_t cell, int32_t act, int32_t reverse, int32_t masked, int32_t kernel,
-                          int32_t chunk) {
+                          int32_t within, int32_t chunk) {
   try {
-    const Shape s = shape_of(x, U, cell, act, reverse, masked);
+    const Shape s = shape_of(x, U, cell, act, reverse, masked, within);
     const bool lstm = cell == kLstm;
     check_pieces(s, chunk, kernel, a_starts.element_count(), "a_starts");
     if (lstm) check_pieces(s, chunk, kernel, c_starts.element_count(), "c_starts");
@@ -199,9 +204,9 @@ ffi::Error PiecesBackward(F32 x, F32 a0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S
 // only result for an elementwise function of it (the loss's da, in place), not that of one of several.
 // For Elman and the GRU, whose states the caller reads from a.
 ffi::Error PiecesForwardA(F32 x, F32 a0, F32 c0, F32 W, F32 U, F32 b, F32 c_n, S32 lengths, Out a, int32_t cell,
-                          int32_t act, int32_t reverse, int32_t masked, int32_t kernel, int32_t chunk) {
+                          int32_t act, int32_t reverse, int32_t masked, int32_t kernel, int32_t within, int32_t chunk) {
   try {
-    const Shape s = shape_of(x, U, cell, act, reverse, masked);
+    const Shape s = shape_of(x, U, cell, act, reverse, masked, within);
     if (cell == kLstm) throw std::invalid_argument("the LSTM's state is not in a: use PiecesForward");
     check_chunk(chunk, kernel);
     const size_t Bp = size_t(s.B) * s.p;
@@ -246,7 +251,8 @@ auto with_layer_attrs(Binding b) {
       .template Attr<int32_t>("act")
       .template Attr<int32_t>("reverse")
       .template Attr<int32_t>("masked")
-      .template Attr<int32_t>("kernel");
+      .template Attr<int32_t>("kernel")
+      .template Attr<int32_t>("within");
 }
 
 }  // namespace

@@ -17,17 +17,20 @@
 namespace rnnlab {
 namespace {
 
-// Steps 0..T of sequences n0..n1 of B, batch-major (B, T_all, w) rows, to time-major (T, B, w), and back.
-void to_time_major(const float* from, int n0, int n1, int B, int T, int64_t T_all, int w, float* to) {
+// Steps 0..T of sequences n0..n1 of B, batch-major (B, T_all, w) rows, to time-major (T, B, w), and back;
+// with s.within, step t of sequence n is the caller's row s.at(L, n, t).
+void to_time_major(const Shape& s, const int32_t* L, const float* from, int n0, int n1, int B, int w, float* to) {
   for (int n = n0; n < n1; ++n)
-    for (int t = 0; t < T; ++t)
-      std::memcpy(to + (int64_t(t) * B + n) * w, from + (n * T_all + t) * w, size_t(w) * sizeof(float));
+    for (int t = 0; t < s.T; ++t)
+      std::memcpy(to + (int64_t(t) * B + n) * w, from + (n * s.seq_rows() + s.at(L, n, t)) * w,
+                  size_t(w) * sizeof(float));
 }
 
-void to_batch_major(const float* from, int B, int T, int64_t T_all, int w, float* to) {
+void to_batch_major(const Shape& s, const int32_t* L, const float* from, int B, int w, float* to) {
   for (int n = 0; n < B; ++n)
-    for (int t = 0; t < T; ++t)
-      std::memcpy(to + (n * T_all + t) * w, from + (int64_t(t) * B + n) * w, size_t(w) * sizeof(float));
+    for (int t = 0; t < s.T; ++t)
+      std::memcpy(to + (n * s.seq_rows() + s.at(L, n, t)) * w, from + (int64_t(t) * B + n) * w,
+                  size_t(w) * sizeof(float));
 }
 
 // out[0:n] = column sums of a (rows, n) with row stride ld.
@@ -122,7 +125,7 @@ void Slab::forward(const Inputs& in, float* a, float* aT, float* cT, void* ws) c
   float* x_tm = scratch.data() + (ws ? 0 : workspace_bytes() / sizeof(float));
   float* ua = x_tm + TB * k;  // (B, G·p): GRU U_a a_{t-1}
   Team::get().run(P_, [&](int part) {
-    to_time_major(in.x, B * part / P_, B * (part + 1) / P_, B, T, s_.seq_rows(), k, x_tm);
+    to_time_major(s_, in.lengths, in.x, B * part / P_, B * (part + 1) / P_, B, k, x_tm);
   });
   gemm_split(P_, 'N', 'T', TB, Gp, k, x_tm, k, in.W, k, 0.0f, gates, Gp);  // W_a x_t for every t at once
   for (int i = 0; i < T; ++i) {
@@ -153,7 +156,7 @@ void Slab::forward(const Inputs& in, float* a, float* aT, float* cT, void* ws) c
           break;
         }
       }
-      if (a) std::memcpy(a + (n * s_.seq_rows() + t) * p, a_t, size_t(p) * sizeof(float));
+      if (a) std::memcpy(a + (n * s_.seq_rows() + s_.at(in.lengths, n, t)) * p, a_t, size_t(p) * sizeof(float));
     });
   }
   const int64_t last = int64_t(s_.reverse ? 0 : T - 1) * B * p;
@@ -183,7 +186,7 @@ void Slab::lstm_forward_in_registers(const Inputs& in, float* a, float* aT, floa
   float* x_tm = keep_gates ? scratch.data() : extra + blocks * Bp;      // (T, B, k)
   if (!batch_major) {
     Team::get().run(P_, [&](int part) {
-      to_time_major(in.x, B * part / P_, B * (part + 1) / P_, B, T, s_.seq_rows(), k, x_tm);
+      to_time_major(s_, in.lengths, in.x, B * part / P_, B * (part + 1) / P_, B, k, x_tm);
     });
   }
   gemm_split(P_, 'N', 'T', TB, Gp, k, batch_major ? in.x : x_tm, k, in.W, k, 0.0f, gates, Gp);
@@ -253,7 +256,7 @@ void Slab::backward(const Inputs& in, const void* ws, const float* da, const flo
     const float* a_prev = t == first ? in.a0 : a_tm + int64_t(tp) * B * p;
     each_split(P_, B, [&](int n) {
       const int64_t row = int64_t(t) * B + n;
-      const float* da_out = da + (n * s_.seq_rows() + t) * p;
+      const float* da_out = da + (n * s_.seq_rows() + s_.at(in.lengths, n, t)) * p;
       float* carry = da_carry + int64_t(n) * p;
       switch (s_.cell) {
         case kElman:
@@ -277,7 +280,7 @@ void Slab::backward(const Inputs& in, const void* ws, const float* da, const flo
   std::memcpy(g.da0, da_carry, size_t(B) * p * sizeof(float));
   if (lstm) std::memcpy(g.dc0, dc, size_t(B) * p * sizeof(float));
 
-  to_time_major(in.x, 0, B, B, T, s_.seq_rows(), k, x_tm);
+  to_time_major(s_, in.lengths, in.x, 0, B, B, k, x_tm);
   // The weight gradients as their transposes, then turned: dU_aᵀ = Σ_t a_{t-1}ᵀ dG_t, a_0 at the first step
   // and the kept states at the others; dW_aᵀ = Σ_t x_tᵀ dgates_t. (oneDNN's AVX2 sgemm runs a weight
   // gradient dGᵀ v (G·p, n) faster as (vᵀ dG)ᵀ: benchmarks/README.md.)
@@ -299,7 +302,7 @@ namespace {
 
 // dx (B, T, k) = dgates W_a (G·p, k): the input's gradient from the gates' gradients, one (T, B_slab, G·p) block
 // of dgates per slab, rows padded(G·p) apart.
-void input_gradient(const Shape& s, const float* dgates, const float* W, float* dx) {
+void input_gradient(const Shape& s, const int32_t* lengths, const float* dgates, const float* W, float* dx) {
   const int T = s.T, k = s.k, Gp = s.G() * s.p;
   const auto parts = slabs(s);
   const int P = split_steps(s) ? Team::get().size() : 1;
@@ -310,7 +313,7 @@ void input_gradient(const Shape& s, const float* dgates, const float* W, float* 
     // dx_t = dgates_t W_a over the slab's (T, B_slab) rows, then back to batch-major
     gemm_split(P, 'N', 'N', int64_t(T) * Bs, k, Gp, dgates + int64_t(T) * n0 * padded(Gp), padded(Gp), W, k, 0.0f,
                scratch.data(), k);
-    to_batch_major(scratch.data(), Bs, T, s.seq_rows(), k, dx + n0 * s.seq_rows() * k);
+    to_batch_major(s, lengths ? lengths + n0 : nullptr, scratch.data(), Bs, k, dx + n0 * s.seq_rows() * k);
   });
 }
 
@@ -333,6 +336,8 @@ Inputs from_row(const Inputs& in, const Shape& s, int n0) {  // the inputs of se
 
 Kernel::Kernel(const Shape& s) : s_(s), G_(s.G()) {
   if (!kernel_applies(s)) throw std::invalid_argument("the hand-written kernel does not run this cell");
+  if (s.within && (s.cell == kLstm || s.reverse || s.T_all > 0))
+    throw std::invalid_argument("within lengths runs Elman and the GRU, forwards, whole sequences");
 }
 
 // The workspace is linear in B: the whole batch's is the slabs' one after another, and slab [n0, n1)'s
@@ -379,7 +384,7 @@ void Kernel::backward(const Inputs& in, const void* ws, const float* da, const f
                   da + n0 * s_.seq_rows() * p, daT + n0 * p, dcT ? dcT + n0 * p : nullptr, grads_of(i),
                   dgates.data() + T * n0 * ldg);
   });
-  if (g.dx) input_gradient(s_, dgates.data(), in.W, g.dx);
+  if (g.dx) input_gradient(s_, in.lengths, dgates.data(), in.W, g.dx);
   if (P == 1) return;
   Team::get().run(P, [&](int i) {  // each thread adds up its share of every array
     const Grads first = grads_of(0);

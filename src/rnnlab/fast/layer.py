@@ -9,8 +9,9 @@ same of a model's subword mean (`engine.bag`), which follows its layers' choice.
 
 With lengths L (B,), every sequence runs all T steps inside the engine; around it, a_t is zeroed for t >= L,
 a_T is gathered at t = L (a_0 where L = 0), and an LSTM's c_T comes from the engine's masked mode. The
-reverse direction reads each sequence reversed within its own length (`padding.reverse_within`), runs
-forwards, and puts the outputs back in time order.
+reverse direction reads each sequence reversed within its own length, runs forwards, and puts the outputs
+back in time order: inside the kernel (`Config.within`, Elman and the GRU), else around it
+(`padding.reverse_within`).
 """
 
 from __future__ import annotations
@@ -212,7 +213,11 @@ def sequence(
     if cfg is None:
         raise ValueError(f"the fused engine does not run {type(cell).__name__} with these settings")
     L = jnp.full((B,), T, jnp.int32) if lengths is None else jnp.asarray(lengths, jnp.int32)
-    if masked and reverse:
+    # the kernel reads each sequence reversed within its length itself (Elman, GRU; whole sequences)
+    within = masked and reverse and cfg.kernel and not isinstance(cell, LSTM) and (chunk is None or chunk >= T)
+    if within:
+        cfg = cfg._replace(within=True)
+    elif masked and reverse:
         x = jax.vmap(reverse_within)(x, L)
     if chunk is not None and chunk < T:
         if pad:
@@ -224,8 +229,8 @@ def sequence(
         a, aT, cT = engine.fused(cfg, x, a0, c0, cell.W_a, cell.U_a, cell.b_a, _c_n(cell), L)
     if masked:
         a = jnp.where(valid_steps(L, T)[..., None], a, 0.0)
-        last = jnp.take_along_axis(a, jnp.clip(L - 1, 0, T - 1)[:, None, None], axis=1)[:, 0]
+        last = a[:, 0] if within else jnp.take_along_axis(a, jnp.clip(L - 1, 0, T - 1)[:, None, None], axis=1)[:, 0]
         aT = jnp.where((L > 0)[:, None], last, a0)
-        if reverse:
+        if reverse and not within:
             a = jax.vmap(reverse_within)(a, L)
     return a, ((aT, cT) if isinstance(cell, LSTM) else aT)
