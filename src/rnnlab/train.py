@@ -963,4 +963,5 @@ def _loop(config: Config, prep: Prepared, state: TrainingState, static: tuple, k
             if callback is not None and callback(state.epoch, score, state.history):
                 stop = True
     state.elapsed += time.perf_counter() - session_start
+    _LAST[0] = None  # the run's static parts (the n-grams' table) are not kept past it
     return state

@@ -30,11 +30,15 @@ struct Shape {
   // distance between two sequences' rows in x, a, da and dx (0: T). Only the kernel runs pieces.
   int T_all = 0;
   // 1: each sequence read reversed within its own length (lengths (B,) given): step t of sequence n reads
-  // x at L_n - 1 - t and writes a there, and steps t >= L_n stay in place (the kernel only, no LSTM).
+  // x at L_n - 1 - t and writes a there, and steps t >= L_n stay in place (the kernel only: Elman and the
+  // GRU with reset_after, whole sequences).
   int within = 0;
   int64_t seq_rows() const { return T_all > 0 ? T_all : T; }
-  // Where step t of sequence n (lengths L) sits in the caller's batch-major arrays.
-  int64_t at(const int32_t* L, int n, int t) const { return within && t < L[n] ? L[n] - 1 - t : t; }
+  // Where step t of sequence n (lengths L, read as at most T) sits in the caller's batch-major arrays.
+  int64_t at(const int32_t* L, int n, int t) const {
+    const int length = within ? std::min(L[n], T) : 0;
+    return t < length ? length - 1 - t : t;
+  }
   int G() const { return gates(cell); }
   bool operator==(const Shape&) const = default;
 };

@@ -10,8 +10,8 @@ same of a model's subword mean (`engine.bag`), which follows its layers' choice.
 With lengths L (B,), every sequence runs all T steps inside the engine; around it, a_t is zeroed for t >= L,
 a_T is gathered at t = L (a_0 where L = 0), and an LSTM's c_T comes from the engine's masked mode. The
 reverse direction reads each sequence reversed within its own length, runs forwards, and puts the outputs
-back in time order: inside the kernel (`Config.within`, Elman and the GRU), else around it
-(`padding.reverse_within`).
+back in time order: inside the kernel (`Config.within`: Elman and the GRU with reset_after, whole
+sequences), else around it (`padding.reverse_within`).
 """
 
 from __future__ import annotations
