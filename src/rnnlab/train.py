@@ -460,10 +460,10 @@ def _step_for(static: tuple, cfg: StepConfig) -> _Step:
         return last
     arrays, rest = eqx.partition(static, eqx.is_array)
     leaves, treedef = jax.tree.flatten(rest)
-    fn = _STEPS.get((treedef, tuple(leaves), cfg))
+    key = (treedef, tuple(leaves), cfg)
+    fn = _STEPS.get(key)
     if fn is None:
-        fn = _STEPS[(treedef, tuple(leaves), cfg)] = jax.jit(
-            functools.partial(_step, rest, cfg), donate_argnums=0)
+        fn = _STEPS[key] = jax.jit(functools.partial(_step, rest, cfg), donate_argnums=0)
     _LAST[0] = _Step(static, cfg, arrays, fn)
     return _LAST[0]
 

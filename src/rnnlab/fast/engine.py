@@ -46,9 +46,9 @@ ACTIVATIONS = {"tanh": 0, "relu": 1, "sigmoid": 2}
 class Config(NamedTuple):
     """What the engine compiles for: cell (ELMAN, GRU, GRU_RESET_AFTER, LSTM), activation (Elman only),
     reverse (run t = T..1), masked (an LSTM with lengths: c_t stays fixed after each sequence's end),
-    kernel (the hand-written kernel runs it; False: oneDNN's primitives), within (the kernel, Elman and
-    the GRU with reset_after, whole sequences: each sequence n read reversed within its length L_n: step t reads x at
-    L_n - 1 - t and writes a there; steps t >= L_n read and write position t)."""
+    kernel (the hand-written kernel runs it; False: oneDNN's primitives), within (on the kernel, Elman and
+    the GRU with reset_after, whole sequences: each sequence n read reversed within its length L_n, step t
+    reading x at L_n - 1 - t and writing a there; steps t >= L_n read and write position t)."""
 
     cell: int
     act: int = 0

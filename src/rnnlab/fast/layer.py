@@ -213,7 +213,7 @@ def sequence(
     if cfg is None:
         raise ValueError(f"the fused engine does not run {type(cell).__name__} with these settings")
     L = jnp.full((B,), T, jnp.int32) if lengths is None else jnp.asarray(lengths, jnp.int32)
-    # the kernel reads each sequence reversed within its length itself (Elman, GRU; whole sequences)
+    # the kernel reads each sequence reversed within its length itself (its cells but the LSTM; whole sequences)
     within = masked and reverse and cfg.kernel and not isinstance(cell, LSTM) and (chunk is None or chunk >= T)
     if within:
         cfg = cfg._replace(within=True)
