@@ -19,7 +19,7 @@ $(BIN)/python:
 
 # The runtime alone, with the engine's build tools: no PyTorch, no Keras.
 $(STAMP): $(BIN)/python pyproject.toml $(FAST_SOURCES)
-	$(BIN)/pip install -q "scikit-build-core>=0.10" "cmake>=3.24" ninja "jax>=0.5" \
+	$(BIN)/pip install -q "scikit-build-core>=0.10" "cmake>=3.24" ninja "jax>=0.5" "ml_dtypes>=0.5,<0.7" \
 	    onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0
 	$(BIN)/pip install -q --no-build-isolation -e .
 	touch $(STAMP)

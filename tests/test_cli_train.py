@@ -145,3 +145,17 @@ def test_an_interrupted_training_says_what_it_keeps_and_how_to_go_on(tmp_path, m
     assert f"interrupted: {tmp_path / 'kept'} keeps its last checkpoint" in said and "--resume" in said
     result = invoke("train", folder, "--out", tmp_path / "none", "--quiet")
     assert result.exit_code == 130 and "nothing to resume" in " ".join(result.output.split())
+
+
+def test_the_command_ends_with_its_code_and_every_byte_of_its_output(tmp_path):
+    """The process skips the interpreter's teardown (`rnnlab.cli.main`): what it printed still arrives
+    whole through a pipe, and its exit code is the command's."""
+    shown = subprocess.run([RNNLAB, "train", "--help"], capture_output=True, text=True, timeout=300,
+                           env={"COLUMNS": "80", "PATH": ""})
+    assert shown.returncode == 0, shown.stderr
+    assert invoke("train", "--help").output == shown.stdout   # the same text as in process, to its last line
+    missing = tmp_path / "no-run"
+    refused = subprocess.run([RNNLAB, "evaluate", str(missing), str(tmp_path)], capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr == invoke("evaluate", missing, tmp_path).output
